@@ -7,7 +7,7 @@ public import NIOCore
 public struct RESPCommand: Sendable {
     /// How many arguments, the command name included.
     public private(set) var argumentCount: Int
-    var body: ByteBuffer
+    package var body: ByteBuffer
 
     /// Starts a command with its name (`GET`, `SET`, ...).
     public init(_ name: String, capacity: Int = 64) {

@@ -1,0 +1,188 @@
+public import NIOCore
+public import RESP
+
+/// How ``RedisClient/set(_:value:expiration:condition:)`` treats an existing key.
+public enum RedisSetCondition: Sendable {
+    /// Always set.
+    case always
+    /// Set only when the key does not exist (`NX`).
+    case ifNotExists
+    /// Set only when the key exists (`XX`).
+    case ifExists
+}
+
+extension RedisClient {
+    /// `PING`: the server's answer (`PONG`).
+    public func ping() async throws(RedisError) -> String {
+        let reply = try await send(RESPCommand("PING"))
+        guard let text = reply.string else { throw .unexpected(reply, for: "PING") }
+        return text
+    }
+
+    /// `GET key`: the value, or nil when the key does not exist.
+    public func get(_ key: String) async throws(RedisError) -> ByteBuffer? {
+        let reply = try await send(RESPCommand("GET", key))
+        switch reply {
+        case .bulkString(let value): return value
+        case .null: return nil
+        default: throw .unexpected(reply, for: "GET")
+        }
+    }
+
+    /// `SET key value [PX ms] [NX|XX]`: whether the value was written.
+    @discardableResult
+    public func set(
+        _ key: String,
+        value: ByteBuffer,
+        expiration: Duration? = nil,
+        condition: RedisSetCondition = .always
+    ) async throws(RedisError) -> Bool {
+        var command = RESPCommand("SET", capacity: value.readableBytes + key.utf8.count + 48)
+        command.append(key)
+        command.append(value)
+        if let expiration {
+            command.append("PX")
+            command.append(max(1, expiration.milliseconds))
+        }
+        switch condition {
+        case .always: break
+        case .ifNotExists: command.append("NX")
+        case .ifExists: command.append("XX")
+        }
+        let reply = try await send(command)
+        switch reply {
+        case .simpleString: return true
+        case .null: return false
+        default: throw .unexpected(reply, for: "SET")
+        }
+    }
+
+    /// `MGET key...`: one value or nil per key, in order.
+    public func mget(_ keys: [String]) async throws(RedisError) -> [ByteBuffer?] {
+        guard !keys.isEmpty else { return [] }
+        var command = RESPCommand("MGET")
+        for key in keys { command.append(key) }
+        let reply = try await send(command)
+        guard case .array(let values) = reply, values.count == keys.count else { throw .unexpected(reply, for: "MGET") }
+        return values.map { $0.bytes }
+    }
+
+    /// `DEL key...`: how many keys were removed.
+    @discardableResult
+    public func del(_ keys: [String]) async throws(RedisError) -> Int {
+        try await integerCommand("DEL", keys)
+    }
+
+    /// `UNLINK key...`: how many keys were removed (memory is reclaimed in the background).
+    @discardableResult
+    public func unlink(_ keys: [String]) async throws(RedisError) -> Int {
+        try await integerCommand("UNLINK", keys)
+    }
+
+    /// `EXISTS key...`: how many of the keys exist.
+    public func exists(_ keys: [String]) async throws(RedisError) -> Int {
+        try await integerCommand("EXISTS", keys)
+    }
+
+    private func integerCommand(_ name: String, _ keys: [String]) async throws(RedisError) -> Int {
+        guard !keys.isEmpty else { return 0 }
+        var command = RESPCommand(name)
+        for key in keys { command.append(key) }
+        let reply = try await send(command)
+        guard case .integer(let n) = reply else { throw .unexpected(reply, for: name) }
+        return Int(n)
+    }
+
+    /// `PEXPIRE key ms`: whether the key exists and got the expiry.
+    @discardableResult
+    public func pexpire(_ key: String, after duration: Duration) async throws(RedisError) -> Bool {
+        var command = RESPCommand("PEXPIRE", key)
+        command.append(max(1, duration.milliseconds))
+        let reply = try await send(command)
+        guard case .integer(let n) = reply else { throw .unexpected(reply, for: "PEXPIRE") }
+        return n == 1
+    }
+
+    /// `PTTL key`: milliseconds to live; -1 without expiry, -2 when the key does not exist.
+    public func pttl(_ key: String) async throws(RedisError) -> Int {
+        let reply = try await send(RESPCommand("PTTL", key))
+        guard case .integer(let n) = reply else { throw .unexpected(reply, for: "PTTL") }
+        return Int(n)
+    }
+
+    /// One step of `SCAN cursor [MATCH pattern] [COUNT n]`: the next cursor ("0" when done) and keys.
+    public func scan(cursor: String = "0", match pattern: String? = nil, count: Int? = nil) async throws(RedisError) -> (cursor: String, keys: [String]) {
+        var command = RESPCommand("SCAN", cursor)
+        if let pattern {
+            command.append("MATCH")
+            command.append(pattern)
+        }
+        if let count {
+            command.append("COUNT")
+            command.append(count)
+        }
+        let reply = try await send(command)
+        guard case .array(let parts) = reply, parts.count == 2, let next = parts[0].string, case .array(let keys) = parts[1] else {
+            throw .unexpected(reply, for: "SCAN")
+        }
+        return (next, keys.compactMap(\.string))
+    }
+
+    /// `PUBLISH channel message`: how many subscribers received it.
+    @discardableResult
+    public func publish(_ message: ByteBuffer, to channel: String) async throws(RedisError) -> Int {
+        var command = RESPCommand("PUBLISH", channel)
+        command.append(message)
+        let reply = try await send(command)
+        guard case .integer(let n) = reply else { throw .unexpected(reply, for: "PUBLISH") }
+        return Int(n)
+    }
+
+    /// `DBSIZE`: the number of keys in the selected database.
+    public func dbsize() async throws(RedisError) -> Int {
+        let reply = try await send(RESPCommand("DBSIZE"))
+        guard case .integer(let n) = reply else { throw .unexpected(reply, for: "DBSIZE") }
+        return Int(n)
+    }
+
+    /// Runs a script by its SHA (`EVALSHA`), sending its source (`EVAL`) when the server does not
+    /// have it cached (`NOSCRIPT`), as after a restart or `SCRIPT FLUSH`.
+    public func run(_ script: RedisScript, keys: [String], arguments: [ByteBuffer] = []) async throws(RedisError) -> RESPValue {
+        func command(_ name: String, _ first: String) -> RESPCommand {
+            var command = RESPCommand(name, first)
+            command.append(keys.count)
+            for key in keys { command.append(key) }
+            for argument in arguments { command.append(argument) }
+            return command
+        }
+        do {
+            return try await send(command("EVALSHA", script.sha1))
+        } catch where error.serverErrorPrefix == "NOSCRIPT" {
+            return try await send(command("EVAL", script.source))
+        }
+    }
+}
+
+/// A Lua script with its SHA-1, for ``RedisClient/run(_:keys:arguments:)``.
+public struct RedisScript: Sendable, Hashable {
+    /// The Lua source.
+    public let source: String
+    /// The SHA-1 of the source, in lowercase hex, as `EVALSHA` expects.
+    public let sha1: String
+
+    /// Creates a script and computes its SHA-1.
+    public init(_ source: String) {
+        self.source = source
+        self.sha1 = SHA1.hex(source)
+    }
+}
+
+extension Duration {
+    /// Whole milliseconds, rounded up so a positive duration never becomes zero.
+    var milliseconds: Int {
+        let (seconds, attoseconds) = components
+        let ms = seconds * 1000 + attoseconds / 1_000_000_000_000_000
+        let remainder = attoseconds % 1_000_000_000_000_000
+        return Int(ms + (remainder > 0 ? 1 : 0))
+    }
+}

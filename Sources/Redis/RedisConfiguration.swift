@@ -1,0 +1,198 @@
+/// Where and how to reach a Redis server.
+public struct RedisConfiguration: Sendable, Hashable {
+    /// A TCP address or a unix-domain socket.
+    public enum Endpoint: Sendable, Hashable {
+        /// Host name or IP address and port.
+        case tcp(host: String, port: Int)
+        /// Path of a unix-domain socket.
+        case unixSocket(path: String)
+    }
+
+    /// Where the server listens.
+    public var endpoint: Endpoint
+    /// Whether to use TLS (`rediss://`).
+    public var tls: Bool
+    /// ACL user name (Redis 6+), or nil for the default user.
+    public var username: String?
+    /// Password, or nil when the server needs none.
+    public var password: String?
+    /// Logical database selected after connecting.
+    public var database: Int
+    /// How long establishing a connection, handshake included, may take.
+    public var connectTimeout: Duration
+    /// How long a command may wait for its reply before it fails and its connection is closed.
+    public var commandTimeout: Duration
+    /// How many connections the client keeps open at most. Commands are pipelined on them.
+    public var maximumConnections: Int
+    /// The name the connections give themselves (`CLIENT SETNAME`), visible in `CLIENT LIST`.
+    public var clientName: String?
+    /// Limits on the replies the server may send.
+    public var maximumReplyBytes: Int
+
+    /// Creates a configuration.
+    public init(
+        endpoint: Endpoint,
+        tls: Bool = false,
+        username: String? = nil,
+        password: String? = nil,
+        database: Int = 0,
+        connectTimeout: Duration = .seconds(2),
+        commandTimeout: Duration = .seconds(2),
+        maximumConnections: Int = 4,
+        clientName: String? = nil,
+        maximumReplyBytes: Int = 512 * 1024 * 1024
+    ) {
+        self.endpoint = endpoint
+        self.tls = tls
+        self.username = username
+        self.password = password
+        self.database = database
+        self.connectTimeout = connectTimeout
+        self.commandTimeout = commandTimeout
+        self.maximumConnections = maximumConnections
+        self.clientName = clientName
+        self.maximumReplyBytes = maximumReplyBytes
+    }
+
+    /// Parses `redis://[user:password@]host[:port][/db]`, `rediss://...` (TLS) or
+    /// `unix:///path/to/redis.sock[?db=N]`.
+    ///
+    /// - Throws: ``RedisError`` with code ``RedisError/Code/invalidConfiguration`` naming what is wrong.
+    public init(url: String) throws(RedisError) {
+        func invalid(_ why: String) -> RedisError {
+            RedisError(.invalidConfiguration, "invalid Redis URL '\(Self.redacted(url))': \(why)")
+        }
+        guard let schemeEnd = url.schemeSeparator else { throw invalid("expected redis://, rediss:// or unix://") }
+        let scheme = url[..<schemeEnd.lowerBound].lowercased()
+        var rest = Substring(url[schemeEnd.upperBound...])
+
+        var query: [String: String] = [:]
+        if let q = rest.firstIndex(of: "?") {
+            for item in rest[rest.index(after: q)...].split(separator: "&") {
+                let parts = item.split(separator: "=", maxSplits: 1)
+                query[String(parts[0])] = parts.count > 1 ? String(parts[1]) : ""
+            }
+            rest = rest[..<q]
+        }
+
+        var username: String?
+        var password: String?
+        if let at = rest.lastIndex(of: "@") {
+            let userInfo = rest[..<at]
+            rest = rest[rest.index(after: at)...]
+            if let colon = userInfo.firstIndex(of: ":") {
+                let user = String(userInfo[..<colon])
+                username = user.isEmpty ? nil : try Self.percentDecoded(user, invalid)
+                password = try Self.percentDecoded(String(userInfo[userInfo.index(after: colon)...]), invalid)
+            } else if !userInfo.isEmpty {
+                // `redis://secret@host` is the password form used by many clients.
+                password = try Self.percentDecoded(String(userInfo), invalid)
+            }
+        }
+
+        var database = 0
+        if let db = query["db"] {
+            guard let n = Int(db), n >= 0 else { throw invalid("database '\(db)' is not a number >= 0") }
+            database = n
+        }
+
+        let endpoint: Endpoint
+        var tls = false
+        switch scheme {
+        case "redis", "rediss":
+            tls = scheme == "rediss"
+            var hostPort = rest
+            if let slash = rest.firstIndex(of: "/") {
+                hostPort = rest[..<slash]
+                let dbText = rest[rest.index(after: slash)...]
+                if !dbText.isEmpty {
+                    guard let n = Int(dbText), n >= 0 else { throw invalid("database '\(dbText)' is not a number >= 0") }
+                    database = n
+                }
+            }
+            var host: Substring
+            var portText: Substring?
+            if hostPort.hasPrefix("[") {
+                guard let close = hostPort.firstIndex(of: "]") else { throw invalid("unterminated IPv6 address") }
+                host = hostPort[hostPort.index(after: hostPort.startIndex)..<close]
+                let after = hostPort[hostPort.index(after: close)...]
+                if after.hasPrefix(":") { portText = after.dropFirst() } else if !after.isEmpty { throw invalid("unexpected '\(after)'") }
+            } else if let colon = hostPort.lastIndex(of: ":") {
+                host = hostPort[..<colon]
+                portText = hostPort[hostPort.index(after: colon)...]
+            } else {
+                host = hostPort
+            }
+            guard !host.isEmpty else { throw invalid("missing host") }
+            var port = 6379
+            if let portText {
+                guard let p = Int(portText), (1...65535).contains(p) else { throw invalid("port '\(portText)' is not in 1...65535") }
+                port = p
+            }
+            endpoint = .tcp(host: String(host), port: port)
+        case "unix":
+            guard rest.hasPrefix("/") else { throw invalid("expected an absolute socket path, as in unix:///run/redis.sock") }
+            endpoint = .unixSocket(path: String(rest))
+        default:
+            throw invalid("unknown scheme '\(scheme)'; expected redis, rediss or unix")
+        }
+        self.init(endpoint: endpoint, tls: tls, username: username, password: password, database: database)
+    }
+
+    /// The URL with its password replaced by `***`, for logs and errors.
+    public static func redacted(_ url: String) -> String {
+        guard let schemeEnd = url.schemeSeparator, let at = url[schemeEnd.upperBound...].lastIndex(of: "@") else { return url }
+        let userInfo = url[schemeEnd.upperBound..<at]
+        if let colon = userInfo.firstIndex(of: ":") {
+            return String(url[..<colon]) + ":***" + String(url[at...])
+        }
+        return String(url[..<schemeEnd.upperBound]) + "***" + String(url[at...])
+    }
+
+    private static func percentDecoded(_ text: String, _ invalid: (String) -> RedisError) throws(RedisError) -> String {
+        guard text.contains("%") else { return text }
+        var bytes: [UInt8] = []
+        var iterator = Array(text.utf8).makeIterator()
+        while let b = iterator.next() {
+            if b == UInt8(ascii: "%") {
+                guard let h = iterator.next(), let l = iterator.next(), let hi = hexValue(h), let lo = hexValue(l) else {
+                    throw invalid("bad percent-encoding in credentials")
+                }
+                bytes.append(hi << 4 | lo)
+            } else {
+                bytes.append(b)
+            }
+        }
+        return String(decoding: bytes, as: UTF8.self)
+    }
+
+    private static func hexValue(_ b: UInt8) -> UInt8? {
+        switch b {
+        case UInt8(ascii: "0")...UInt8(ascii: "9"): b - UInt8(ascii: "0")
+        case UInt8(ascii: "a")...UInt8(ascii: "f"): b - UInt8(ascii: "a") + 10
+        case UInt8(ascii: "A")...UInt8(ascii: "F"): b - UInt8(ascii: "A") + 10
+        default: nil
+        }
+    }
+}
+
+extension RedisConfiguration.Endpoint: CustomStringConvertible {
+    public var description: String {
+        switch self {
+        case .tcp(let host, let port): host.contains(":") ? "[\(host)]:\(port)" : "\(host):\(port)"
+        case .unixSocket(let path): "unix:\(path)"
+        }
+    }
+}
+
+extension String {
+    /// The range of the first `://`.
+    var schemeSeparator: Range<String.Index>? {
+        var index = startIndex
+        while index < endIndex {
+            if self[index...].hasPrefix("://") { return index..<self.index(index, offsetBy: 3) }
+            index = self.index(after: index)
+        }
+        return nil
+    }
+}

@@ -1,0 +1,264 @@
+import Logging
+import NIOCore
+import NIOPosix
+import RESP
+import Redis
+import TestSupport
+import Testing
+
+private func buffer(_ s: String) -> ByteBuffer { ByteBuffer(string: s) }
+
+@Suite("Redis client against a real redis-server")
+struct RedisClientTests {
+    @Test("HELLO 3 is negotiated and the basic commands work")
+    func basics() async throws {
+        try await RedisServerProcess.with { server in
+            let client = RedisClient(configuration: server.configuration())
+            defer { Task { await client.shutdown() } }
+            #expect(try await client.connection().protocolVersion == 3)
+            #expect(try await client.ping() == "PONG")
+            #expect(try await client.get("missing") == nil)
+            #expect(try await client.set("k", value: buffer("v\r\n\u{0}binary")))
+            #expect(try await client.get("k") == buffer("v\r\n\u{0}binary"))
+            #expect(try await client.set("k", value: buffer("other"), condition: .ifNotExists) == false)
+            #expect(try await client.get("k") == buffer("v\r\n\u{0}binary"))
+            #expect(try await client.set("fresh", value: buffer("1"), expiration: .seconds(60), condition: .ifNotExists))
+            let ttl = try await client.pttl("fresh")
+            #expect(ttl > 0 && ttl <= 60_000)
+            #expect(try await client.pexpire("fresh", after: .seconds(120)))
+            #expect(try await client.pttl("fresh") > 60_000)
+            #expect(try await client.mget(["k", "missing", "fresh"]) == [buffer("v\r\n\u{0}binary"), nil, buffer("1")])
+            #expect(try await client.exists(["k", "fresh", "missing"]) == 2)
+            #expect(try await client.unlink(["k"]) == 1)
+            #expect(try await client.del(["fresh", "missing"]) == 1)
+            #expect(try await client.dbsize() == 0)
+            #expect(try await client.publish(buffer("hello"), to: "nobody") == 0)
+        }
+    }
+
+    @Test("a server error reply is a typed error with the server's text, and the connection stays usable")
+    func serverError() async throws {
+        try await RedisServerProcess.with { server in
+            let client = RedisClient(configuration: server.configuration())
+            defer { Task { await client.shutdown() } }
+            _ = try await client.send(RESPCommand("LPUSH", "list", "x"))
+            let error = await #expect(throws: RedisError.self) { try await client.get("list") }
+            #expect(error?.code == .serverError)
+            #expect(error?.serverErrorPrefix == "WRONGTYPE")
+            #expect(try await client.ping() == "PONG")
+        }
+    }
+
+    @Test("SCAN with MATCH walks every matching key and only those")
+    func scan() async throws {
+        try await RedisServerProcess.with { server in
+            let client = RedisClient(configuration: server.configuration())
+            defer { Task { await client.shutdown() } }
+            for i in 0..<250 { try await client.set("ibge:test:\(i)", value: buffer("\(i)")) }
+            for i in 0..<30 { try await client.set("other:\(i)", value: buffer("\(i)")) }
+            var cursor = "0"
+            var seen = Set<String>()
+            repeat {
+                let step = try await client.scan(cursor: cursor, match: "ibge:*", count: 50)
+                seen.formUnion(step.keys)
+                cursor = step.cursor
+            } while cursor != "0"
+            #expect(seen == Set((0..<250).map { "ibge:test:\($0)" }))
+        }
+    }
+
+    @Test("a script runs by SHA and is sent again after SCRIPT FLUSH (NOSCRIPT)")
+    func scripts() async throws {
+        try await RedisServerProcess.with { server in
+            let client = RedisClient(configuration: server.configuration())
+            defer { Task { await client.shutdown() } }
+            let script = RedisScript("return redis.call('SET', KEYS[1], ARGV[1]) and 7")
+            #expect(try await client.run(script, keys: ["a"], arguments: [buffer("1")]) == .integer(7))
+            // The SHA we computed is the one Redis computes.
+            let loaded = try await client.send(RESPCommand("SCRIPT", "LOAD", script.source))
+            #expect(loaded.string == script.sha1)
+            _ = try await client.send(RESPCommand("SCRIPT", "FLUSH"))
+            #expect(try await client.run(script, keys: ["b"], arguments: [buffer("2")]) == .integer(7))
+            #expect(try await client.get("b") == buffer("2"))
+        }
+    }
+
+    @Test("the database from the URL is selected")
+    func selectsDatabase() async throws {
+        try await RedisServerProcess.with { server in
+            let db3 = RedisClient(configuration: try RedisConfiguration(url: server.url + "/3"))
+            let db0 = RedisClient(configuration: server.configuration())
+            defer { Task { await db3.shutdown(); await db0.shutdown() } }
+            try await db3.set("where", value: buffer("three"))
+            #expect(try await db0.get("where") == nil)
+            #expect(try await db3.get("where") == buffer("three"))
+        }
+    }
+
+    @Test("a unix-domain socket works like TCP")
+    func unixSocket() async throws {
+        try await RedisServerProcess.with { server in
+            let client = RedisClient(configuration: try RedisConfiguration(url: "unix://" + server.socketPath))
+            defer { Task { await client.shutdown() } }
+            try await client.set("via", value: buffer("socket"))
+            #expect(try await client.get("via") == buffer("socket"))
+        }
+    }
+
+    @Test("password and ACL user authentication, and a clear error for a wrong password")
+    func authentication() async throws {
+        try await RedisServerProcess.with(["--requirepass", "s3cret", "--user", "alice", "on", ">wonder", "~*", "&*", "+@all"]) { server in
+            var good = server.configuration()
+            good.password = "s3cret"
+            let client = RedisClient(configuration: good)
+            #expect(try await client.ping() == "PONG")
+            await client.shutdown()
+
+            let acl = RedisClient(configuration: try RedisConfiguration(url: "redis://alice:wonder@127.0.0.1:\(server.port)"))
+            #expect(try await acl.send(RESPCommand("ACL", "WHOAMI")).string == "alice")
+            await acl.shutdown()
+
+            var bad = server.configuration()
+            bad.password = "wrong"
+            let refused = RedisClient(configuration: bad)
+            let error = await #expect(throws: RedisError.self) { try await refused.ping() }
+            #expect(error?.code == .authenticationFailed)
+            #expect(error?.message.contains("WRONGPASS") == true)
+            await refused.shutdown()
+
+            let noPassword = RedisClient(configuration: server.configuration())
+            let noAuth = await #expect(throws: RedisError.self) { try await noPassword.get("x") }
+            #expect(noAuth?.code == .serverError || noAuth?.code == .authenticationFailed)
+            await noPassword.shutdown()
+        }
+    }
+
+    @Test("a server without HELLO gets RESP2 with AUTH and SELECT")
+    func resp2Fallback() async throws {
+        try await RedisServerProcess.with(["--rename-command", "HELLO", "", "--requirepass", "pw"]) { server in
+            var configuration = try RedisConfiguration(url: "redis://:pw@127.0.0.1:\(server.port)/2")
+            configuration.clientName = "fallback-test"
+            let client = RedisClient(configuration: configuration)
+            defer { Task { await client.shutdown() } }
+            let connection = try await client.connection()
+            #expect(connection.protocolVersion == 2)
+            try await client.set("k", value: buffer("resp2"))
+            #expect(try await client.get("k") == buffer("resp2"))
+            #expect(try await client.get("none") == nil)
+            #expect(try await client.mget(["k", "none"]) == [buffer("resp2"), nil])
+            let info = try await client.send(RESPCommand("CLIENT", "INFO")).string ?? ""
+            #expect(info.contains("db=2"))
+            #expect(info.contains("name=fallback-test"))
+        }
+    }
+
+    @Test("a thousand concurrent commands share the pool and each gets its own reply")
+    func pipelining() async throws {
+        try await RedisServerProcess.with { server in
+            var configuration = server.configuration()
+            configuration.maximumConnections = 2
+            let client = RedisClient(configuration: configuration)
+            defer { Task { await client.shutdown() } }
+            try await withThrowingTaskGroup(of: Void.self) { group in
+                for i in 0..<1000 {
+                    group.addTask { try await client.set("p:\(i)", value: buffer("value-\(i)")) }
+                }
+                try await group.waitForAll()
+            }
+            let mismatches = try await withThrowingTaskGroup(of: Bool.self) { group in
+                for i in 0..<1000 {
+                    group.addTask { try await client.get("p:\(i)") == buffer("value-\(i)") }
+                }
+                return try await group.reduce(0) { $0 + ($1 ? 0 : 1) }
+            }
+            #expect(mismatches == 0)
+            #expect(client.openConnections <= 2)
+            let clients = try await client.send(RESPCommand("CLIENT", "LIST")).string ?? ""
+            #expect(clients.split(separator: "\n").count <= 2)
+        }
+    }
+
+    @Test("a large value (2.4 MB) crosses in many reads")
+    func largeValue() async throws {
+        try await RedisServerProcess.with { server in
+            let client = RedisClient(configuration: server.configuration())
+            defer { Task { await client.shutdown() } }
+            let big = ByteBuffer(bytes: (0..<2_470_036).map { UInt8(truncatingIfNeeded: $0 &* 31) })
+            try await client.set("big", value: big)
+            #expect(try await client.get("big") == big)
+        }
+    }
+
+    @Test("killing the server fails pending commands promptly, and the client reconnects after a restart")
+    func killAndRestart() async throws {
+        try await RedisServerProcess.with { server in
+            let client = RedisClient(configuration: server.configuration())
+            defer { Task { await client.shutdown() } }
+            try await client.set("k", value: buffer("v"))
+            // Block the server so commands are in flight when it dies.
+            let blocked = Task { try await client.send(RESPCommand("BLPOP", "never", "30")) }
+            try await Task.sleep(for: .milliseconds(100))
+            server.kill()
+            let error = await #expect(throws: RedisError.self) { _ = try await blocked.value }
+            #expect(error?.code == .connectionClosed)
+            let refused = await #expect(throws: RedisError.self) { try await client.get("k") }
+            #expect(refused?.isConnectivityFailure == true)
+            try await server.restart()
+            try await client.set("k", value: buffer("after"))
+            #expect(try await client.get("k") == buffer("after"))
+        }
+    }
+
+    @Test("a server that accepts but never answers fails the handshake with a connect timeout")
+    func silentServer() async throws {
+        let silent = try await LoopbackServer.start()
+        var configuration = RedisConfiguration(endpoint: .tcp(host: "127.0.0.1", port: silent.port))
+        configuration.connectTimeout = .milliseconds(200)
+        let client = RedisClient(configuration: configuration)
+        let error = await #expect(throws: RedisError.self) { try await client.ping() }
+        #expect(error?.code == .connectTimeout)
+        await client.shutdown()
+        await silent.stop()
+    }
+
+    @Test("nothing listening: connect fails with a clear error")
+    func refused() async throws {
+        let port = try RedisServerProcess.freePort()
+        let client = RedisClient(configuration: RedisConfiguration(endpoint: .tcp(host: "127.0.0.1", port: port)))
+        let error = await #expect(throws: RedisError.self) { try await client.ping() }
+        #expect(error?.code == .connectFailed)
+        #expect(error?.message.contains("127.0.0.1:\(port)") == true)
+        await client.shutdown()
+    }
+
+    @Test("a paused server makes the command time out, and the client recovers")
+    func commandTimeout() async throws {
+        try await RedisServerProcess.with { server in
+            var configuration = server.configuration()
+            configuration.commandTimeout = .milliseconds(200)
+            configuration.maximumConnections = 1
+            let client = RedisClient(configuration: configuration)
+            let admin = RedisClient(configuration: server.configuration())
+            defer { Task { await client.shutdown(); await admin.shutdown() } }
+            try await client.set("k", value: buffer("v"))
+            _ = try await admin.send(RESPCommand("CLIENT", "PAUSE", "1000", "ALL"))
+            let error = await #expect(throws: RedisError.self) { try await client.get("k") }
+            #expect(error?.code == .commandTimeout)
+            _ = try await admin.send(RESPCommand("CLIENT", "UNPAUSE"))
+            #expect(try await client.get("k") == buffer("v"))
+        }
+    }
+
+    @Test("garbage from the server is a protocol error that closes the connection")
+    func garbage() async throws {
+        let liar = try await LoopbackServer.start(reply: Array("?this is not RESP\r\n".utf8))
+        var configuration = RedisConfiguration(endpoint: .tcp(host: "127.0.0.1", port: liar.port))
+        configuration.connectTimeout = .milliseconds(500)
+        let client = RedisClient(configuration: configuration)
+        let error = await #expect(throws: RedisError.self) { try await client.ping() }
+        #expect(error?.code == .protocolError)
+        #expect(error?.message.contains("invalid RESP type byte") == true)
+        await client.shutdown()
+        await liar.stop()
+    }
+}
