@@ -1,0 +1,76 @@
+import Synchronization
+
+/// A snapshot of the cache's counters and state.
+public struct CacheMetrics: Sendable, Hashable {
+    /// Reads answered by L1.
+    public var l1Hits: Int
+    /// Reads answered by Redis.
+    public var l2Hits: Int
+    /// Reads neither tier could answer.
+    public var misses: Int
+    /// Loader runs.
+    public var loads: Int
+    /// Loader runs that failed.
+    public var loadErrors: Int
+    /// Stale values served because the loader failed.
+    public var staleServed: Int
+    /// Callers that waited for another caller's load instead of loading.
+    public var coalesced: Int
+    /// Redis commands that failed.
+    public var redisErrors: Int
+    /// Values in Redis that were not valid envelopes (ignored).
+    public var invalidValues: Int
+    /// Times the cache fell back to memory because Redis failed.
+    public var fallbackActivations: Int
+    /// Whether Redis is in use now.
+    public var redisConnected: Bool
+    /// The last Redis failure while it is down.
+    public var redisLastError: String?
+    /// L1 entries.
+    public var l1Entries: Int
+    /// L1 bytes.
+    public var l1Bytes: Int
+    /// L1 evictions.
+    public var l1Evictions: Int
+    /// L1 expirations.
+    public var l1Expirations: Int
+    /// Keys being loaded now.
+    public var loadsInFlight: Int
+
+    /// All hits.
+    public var hits: Int { l1Hits + l2Hits }
+    /// All reads.
+    public var totalRequests: Int { hits + misses }
+    /// Hits as a percentage of reads, two decimals (0 before any read).
+    public var hitRatePercent: Double {
+        guard totalRequests > 0 else { return 0 }
+        return (Double(hits) * 10_000 / Double(totalRequests)).rounded() / 100
+    }
+}
+
+extension TieredCache {
+    /// The counters now.
+    public func metrics() -> CacheMetrics {
+        let memoryStatistics = memory.statistics
+        let circuitState = circuit.snapshot
+        return CacheMetrics(
+            l1Hits: memoryStatistics.hits,
+            l2Hits: counters.l2Hits.load(ordering: .relaxed),
+            misses: counters.misses.load(ordering: .relaxed),
+            loads: counters.loads.load(ordering: .relaxed),
+            loadErrors: counters.loadErrors.load(ordering: .relaxed),
+            staleServed: counters.staleServed.load(ordering: .relaxed),
+            coalesced: counters.coalesced.load(ordering: .relaxed),
+            redisErrors: counters.redisErrors.load(ordering: .relaxed),
+            invalidValues: counters.invalidValues.load(ordering: .relaxed),
+            fallbackActivations: circuitState.openings,
+            redisConnected: isRedisConnected,
+            redisLastError: redis == nil ? nil : circuitState.lastError,
+            l1Entries: memoryStatistics.entries,
+            l1Bytes: memoryStatistics.bytes,
+            l1Evictions: memoryStatistics.evictions,
+            l1Expirations: memoryStatistics.expirations,
+            loadsInFlight: flights.inFlight
+        )
+    }
+}

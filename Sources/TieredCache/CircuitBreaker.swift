@@ -1,0 +1,51 @@
+import Synchronization
+
+/// Whether the cache may use Redis right now.
+///
+/// Open means "do not even try": requests go to L1 and the source without waiting on Redis
+/// timeouts. The first connectivity failure opens it; only the cache's background probe closes
+/// it again, when Redis answers a PING. It starts open ("not connected yet") until the first
+/// probe succeeds.
+final class CircuitBreaker: Sendable {
+    private let open = Atomic<Bool>(true)
+    private let details = Mutex<Details>(Details())
+
+    struct Details {
+        var openings = 0
+        var lastError: String? = "not connected yet"
+        var changedAt: Int64 = 0
+    }
+
+    /// Whether Redis must be skipped. One relaxed atomic load.
+    @inline(__always)
+    var isOpen: Bool { open.load(ordering: .relaxed) }
+
+    /// Opens the circuit; returns true when it was closed before (this call opened it).
+    @discardableResult
+    func trip(_ reason: String, now: Int64) -> Bool {
+        let wasOpen = open.exchange(true, ordering: .acquiringAndReleasing)
+        details.withLock { details in
+            details.lastError = reason
+            if !wasOpen {
+                details.openings += 1
+                details.changedAt = now
+            }
+        }
+        return !wasOpen
+    }
+
+    /// Closes the circuit; returns true when it was open before.
+    @discardableResult
+    func reset(now: Int64) -> Bool {
+        let wasOpen = open.exchange(false, ordering: .acquiringAndReleasing)
+        if wasOpen {
+            details.withLock { details in
+                details.lastError = nil
+                details.changedAt = now
+            }
+        }
+        return wasOpen
+    }
+
+    var snapshot: Details { details.withLock { $0 } }
+}

@@ -1,0 +1,375 @@
+public import Logging
+public import NIOCore
+public import Redis
+public import ServiceLifecycle
+import Synchronization
+
+/// A two-tier read-through cache: an in-process ``MemoryStore`` (L1) in front of Redis (L2).
+///
+/// - Reads go L1, then L2, then the loader, and fill the tiers on the way back.
+/// - One load per key at a time in the process (single-flight): concurrent callers of a cold
+///   key wait for the one load.
+/// - Values in Redis are ``CacheEnvelope``s: fresh for the TTL, kept for TTL + grace, so a stale
+///   value can still answer when the loader fails.
+/// - Redis failures open a circuit: while it is open no request touches Redis (the cache serves
+///   from L1 and the loader), and ``run()`` probes Redis with backoff and jitter until it answers,
+///   then closes it. Nothing fails because Redis is down.
+///
+/// Keys given to the cache are relative: Redis sees ``Configuration/keyPrefix`` + key.
+/// ``run()`` must be running (it is a swift-service-lifecycle `Service`) for the cache to use
+/// Redis at all: it makes the first connection and every reconnection.
+public final class TieredCache: Service, Sendable {
+    /// Settings of the cache.
+    public struct Configuration: Sendable {
+        /// Prefix of every key this cache writes to Redis (`ibge:`); `clear` deletes only these.
+        public var keyPrefix: String
+        /// How long a value is fresh when the caller gives no TTL.
+        public var defaultTTL: Duration
+        /// How long Redis keeps a value after it stops being fresh, to serve it if the loader fails.
+        public var gracePeriod: Duration
+        /// Limits of the in-process tier.
+        public var memory: MemoryStore.Configuration
+        /// First wait before probing Redis again after a failure.
+        public var minimumRecoveryBackoff: Duration
+        /// Longest wait between probes while Redis is down.
+        public var maximumRecoveryBackoff: Duration
+        /// How often a healthy Redis is pinged, so an outage is noticed without traffic.
+        public var healthCheckInterval: Duration
+        /// How often expired L1 entries are swept.
+        public var sweepInterval: Duration
+
+        /// Creates a configuration.
+        public init(
+            keyPrefix: String = "ibge:",
+            defaultTTL: Duration = .seconds(3600),
+            gracePeriod: Duration = .seconds(24 * 3600),
+            memory: MemoryStore.Configuration = MemoryStore.Configuration(),
+            minimumRecoveryBackoff: Duration = .milliseconds(100),
+            maximumRecoveryBackoff: Duration = .seconds(5),
+            healthCheckInterval: Duration = .seconds(1),
+            sweepInterval: Duration = .seconds(30)
+        ) {
+            self.keyPrefix = keyPrefix
+            self.defaultTTL = defaultTTL
+            self.gracePeriod = gracePeriod
+            self.memory = memory
+            self.minimumRecoveryBackoff = minimumRecoveryBackoff
+            self.maximumRecoveryBackoff = maximumRecoveryBackoff
+            self.healthCheckInterval = healthCheckInterval
+            self.sweepInterval = sweepInterval
+        }
+    }
+
+    /// Which tier serves as the shared store right now.
+    public enum Backend: String, Sendable {
+        /// Redis is configured and connected.
+        case redis
+        /// Redis is configured but unreachable: memory and the source answer (fallback).
+        case memoryFallback = "memory-fallback"
+        /// No Redis configured.
+        case memory
+    }
+
+    /// The configuration.
+    public let configuration: Configuration
+    /// The in-process tier.
+    public let memory: MemoryStore
+    /// The Redis client, when Redis is configured.
+    public let redis: RedisClient?
+    let circuit = CircuitBreaker()
+    let flights = SingleFlight()
+    let counters = Counters()
+    let logger: Logger
+    let defaultTTLMilliseconds: Int64
+
+    /// Creates a cache; pass `redis: nil` for a memory-only cache.
+    public init(configuration: Configuration = Configuration(), redis: RedisClient?, clock: CacheClock = .system, logger: Logger = Logger(label: "cache")) {
+        self.configuration = configuration
+        self.memory = MemoryStore(configuration: configuration.memory, clock: clock)
+        self.redis = redis
+        self.logger = logger
+        self.defaultTTLMilliseconds = configuration.defaultTTL.wholeMilliseconds
+    }
+
+    var clock: CacheClock { memory.clock }
+
+    /// Which tier serves as the shared store right now.
+    public var backend: Backend {
+        guard redis != nil else { return .memory }
+        return circuit.isOpen ? .memoryFallback : .redis
+    }
+
+    /// Whether Redis is configured and the cache is using it.
+    public var isRedisConnected: Bool { redis != nil && !circuit.isOpen }
+
+    /// The Redis key of a cache key.
+    public func redisKey(_ key: String) -> String { configuration.keyPrefix + key }
+
+    // MARK: - Reads and writes
+
+    /// The cached value of `key` from L1 or L2, or nil. Never calls a loader.
+    nonisolated(nonsending) public func get(_ key: String) async -> ByteBuffer? {
+        if let value = memory.get(key) { return value }
+        if redis != nil, let envelope = await readL2(key), envelope.freshUntil > clock.nowMilliseconds() {
+            counters.l2Hits.add(1, ordering: .relaxed)
+            return fillL1(key, envelope)
+        }
+        counters.misses.add(1, ordering: .relaxed)
+        return nil
+    }
+
+    /// Stores a value in both tiers, fresh for `ttl` (default ``Configuration/defaultTTL``).
+    /// A Redis failure is absorbed (the value is in L1, and the circuit opens).
+    nonisolated(nonsending) public func set(_ key: String, value: ByteBuffer, ttl: Duration? = nil) async {
+        let now = clock.nowMilliseconds()
+        let freshUntil = now &+ (ttl?.wholeMilliseconds ?? defaultTTLMilliseconds)
+        memory.set(key, value: value, expiresAt: freshUntil, now: now)
+        if redis != nil && !circuit.isOpen {
+            await writeL2(key, CacheEnvelope(freshUntil: freshUntil, payload: value), ttl: ttl ?? configuration.defaultTTL)
+        }
+    }
+
+    /// The value of `key`: from L1, else L2, else by running `loader` (once per key in this
+    /// process, however many callers ask at once) and storing its result in both tiers.
+    ///
+    /// When the loader fails and Redis still holds a stale value (within the grace period),
+    /// the stale value is returned and counted as `staleServed`; otherwise the loader's error
+    /// is thrown.
+    public func getOrLoad(
+        _ key: String,
+        ttl: Duration? = nil,
+        loader: @Sendable () async throws -> ByteBuffer
+    ) async throws -> ByteBuffer {
+        if let value = memory.get(key) { return value }
+        while true {
+            switch try await flights.run(key, { try await self.loadThroughL2(key, ttl: ttl, loader: loader) }) {
+            case .value(let value, let leader):
+                if !leader { counters.coalesced.add(1, ordering: .relaxed) }
+                return value
+            case .retry:
+                if let value = memory.get(key) { return value }
+            }
+        }
+    }
+
+    private func loadThroughL2(_ key: String, ttl: Duration?, loader: () async throws -> ByteBuffer) async throws -> ByteBuffer {
+        // Another caller may have filled L1 while this one waited to lead.
+        if let value = memory.get(key) { return value }
+        var stale: CacheEnvelope?
+        if let envelope = await readL2(key) {
+            if envelope.freshUntil > clock.nowMilliseconds() {
+                counters.l2Hits.add(1, ordering: .relaxed)
+                return fillL1(key, envelope)
+            }
+            stale = envelope
+        }
+        counters.misses.add(1, ordering: .relaxed)
+        counters.loads.add(1, ordering: .relaxed)
+        let value: ByteBuffer
+        do {
+            value = try await loader()
+        } catch {
+            counters.loadErrors.add(1, ordering: .relaxed)
+            if let stale {
+                counters.staleServed.add(1, ordering: .relaxed)
+                logger.warning("loader failed, serving stale value", metadata: ["key": "\(key)", "error": "\(error)"])
+                return stale.payload
+            }
+            throw error
+        }
+        await set(key, value: value, ttl: ttl)
+        return value
+    }
+
+    /// Removes `key` from both tiers; returns whether Redis had it (nil when Redis was not reachable).
+    @discardableResult
+    public func remove(_ key: String) async -> Bool? {
+        memory.remove(key)
+        guard let redis, !circuit.isOpen else { return nil }
+        do {
+            return try await redis.unlink([redisKey(key)]) > 0
+        } catch {
+            redisFailed(error)
+            return nil
+        }
+    }
+
+    /// What ``clear()`` removed.
+    public struct ClearResult: Sendable {
+        /// Entries removed from L1.
+        public var memoryEntries: Int
+        /// Keys removed from Redis, or nil when Redis was not reachable.
+        public var redisKeys: Int?
+    }
+
+    /// Removes every entry of L1 and every Redis key under the prefix (SCAN + UNLINK; other keys
+    /// in the database are left alone, and FLUSHDB is never used).
+    public func clear() async -> ClearResult {
+        let memoryEntries = memory.removeAll()
+        guard let redis, !circuit.isOpen else { return ClearResult(memoryEntries: memoryEntries, redisKeys: nil) }
+        do {
+            var removed = 0
+            var cursor = "0"
+            repeat {
+                let step = try await redis.scan(cursor: cursor, match: Self.globEscaped(configuration.keyPrefix) + "*", count: 1000)
+                if !step.keys.isEmpty { removed += try await redis.unlink(step.keys) }
+                cursor = step.cursor
+            } while cursor != "0"
+            return ClearResult(memoryEntries: memoryEntries, redisKeys: removed)
+        } catch {
+            redisFailed(error)
+            return ClearResult(memoryEntries: memoryEntries, redisKeys: nil)
+        }
+    }
+
+    /// Counts the Redis keys under the prefix (walking at most `scanLimit` keys) and returns up
+    /// to `sampleSize` of them; nil when Redis is not reachable.
+    public func redisKeys(sampleSize: Int = 10, scanLimit: Int = 1_000_000) async -> (count: Int, sample: [String], complete: Bool)? {
+        guard let redis, !circuit.isOpen else { return nil }
+        do {
+            var count = 0
+            var sample: [String] = []
+            var cursor = "0"
+            repeat {
+                let step = try await redis.scan(cursor: cursor, match: Self.globEscaped(configuration.keyPrefix) + "*", count: 1000)
+                count += step.keys.count
+                for key in step.keys where sample.count < sampleSize { sample.append(key) }
+                cursor = step.cursor
+            } while cursor != "0" && count < scanLimit
+            return (count, sample, cursor == "0")
+        } catch {
+            redisFailed(error)
+            return nil
+        }
+    }
+
+    /// Pings Redis now; returns the round trip, or nil when it failed or no Redis is configured.
+    public func pingRedis() async -> Duration? {
+        guard let redis else { return nil }
+        let start = ContinuousClock.now
+        do {
+            _ = try await redis.ping()
+            return ContinuousClock.now - start
+        } catch {
+            redisFailed(error)
+            return nil
+        }
+    }
+
+    static func globEscaped(_ text: String) -> String {
+        var out = ""
+        for c in text {
+            if "*?[]\\".contains(c) { out.append("\\") }
+            out.append(c)
+        }
+        return out
+    }
+
+    // MARK: - L2
+
+    private func readL2(_ key: String) async -> CacheEnvelope? {
+        guard let redis, !circuit.isOpen else { return nil }
+        let raw: ByteBuffer?
+        do {
+            raw = try await redis.get(redisKey(key))
+        } catch {
+            redisFailed(error)
+            return nil
+        }
+        guard let raw else { return nil }
+        do {
+            return try CacheEnvelope(decoding: raw)
+        } catch {
+            counters.invalidValues.add(1, ordering: .relaxed)
+            logger.warning("ignoring an invalid value in Redis", metadata: ["key": "\(redisKey(key))", "error": "\(error)"])
+            return nil
+        }
+    }
+
+    private func writeL2(_ key: String, _ envelope: CacheEnvelope, ttl: Duration) async {
+        guard let redis, !circuit.isOpen else { return }
+        do {
+            try await redis.set(redisKey(key), value: envelope.encoded(), expiration: ttl + configuration.gracePeriod)
+        } catch {
+            redisFailed(error)
+        }
+    }
+
+    private func fillL1(_ key: String, _ envelope: CacheEnvelope) -> ByteBuffer {
+        // Copy out of the (possibly much larger) read buffer the reply arrived in.
+        var value = ByteBufferAllocator().buffer(capacity: envelope.payload.readableBytes)
+        value.writeImmutableBuffer(envelope.payload)
+        memory.set(key, value: value, expiresAt: envelope.freshUntil)
+        return value
+    }
+
+    private func redisFailed(_ error: any Error) {
+        guard let redisError = error as? RedisError else { return }
+        counters.redisErrors.add(1, ordering: .relaxed)
+        guard redisError.isConnectivityFailure else { return }
+        if circuit.trip("\(redisError)", now: clock.nowMilliseconds()) {
+            logger.warning("Redis unavailable: serving from memory until it answers again", metadata: ["error": "\(redisError)"])
+        }
+    }
+
+    // MARK: - Service
+
+    /// Connects to Redis, watches it (probing with exponential backoff and jitter while it is
+    /// down, pinging it while it is up) and sweeps expired L1 entries, until cancelled or told
+    /// to shut down gracefully.
+    public func run() async throws {
+        await cancelWhenGracefulShutdown {
+            await self.watch()
+        }
+    }
+
+    private func watch() async {
+        var backoff = configuration.minimumRecoveryBackoff
+        var sinceSweep = Duration.zero
+        while !Task.isCancelled {
+            var pause = configuration.healthCheckInterval
+            if redis != nil {
+                if circuit.isOpen {
+                    if await pingRedis() != nil {
+                        if circuit.reset(now: clock.nowMilliseconds()) {
+                            logger.info("Redis connected", metadata: ["endpoint": "\(redis?.configuration.endpoint.description ?? "")"])
+                        }
+                        backoff = configuration.minimumRecoveryBackoff
+                    } else {
+                        pause = Self.jittered(backoff)
+                        backoff = min(backoff * 2, configuration.maximumRecoveryBackoff)
+                    }
+                } else {
+                    _ = await pingRedis()
+                }
+            }
+            sinceSweep += pause
+            if sinceSweep >= configuration.sweepInterval {
+                memory.removeExpired()
+                sinceSweep = .zero
+            }
+            do {
+                try await Task.sleep(for: pause)
+            } catch {
+                return
+            }
+        }
+    }
+
+    /// `backoff` spread by ±25 %, so instances that lost Redis together do not retry in step.
+    static func jittered(_ backoff: Duration) -> Duration {
+        backoff * Double.random(in: 0.75...1.25)
+    }
+}
+
+/// Counters of the cache, updated with relaxed atomics off the L1-hit path.
+final class Counters: Sendable {
+    let l2Hits = Atomic<Int>(0)
+    let misses = Atomic<Int>(0)
+    let loads = Atomic<Int>(0)
+    let loadErrors = Atomic<Int>(0)
+    let staleServed = Atomic<Int>(0)
+    let coalesced = Atomic<Int>(0)
+    let redisErrors = Atomic<Int>(0)
+    let invalidValues = Atomic<Int>(0)
+}
