@@ -181,16 +181,17 @@ public final class TieredCache: Service, Sendable {
         return value
     }
 
-    /// Removes `key` from both tiers; returns whether Redis had it (nil when Redis was not reachable).
+    /// Removes `key` from both tiers; returns whether each had it (`redis` is nil when Redis
+    /// is not configured or not reachable).
     @discardableResult
-    public func remove(_ key: String) async -> Bool? {
-        memory.remove(key)
-        guard let redis, !circuit.isOpen else { return nil }
+    public func remove(_ key: String) async -> (memory: Bool, redis: Bool?) {
+        let inMemory = memory.remove(key)
+        guard let redis, !circuit.isOpen else { return (inMemory, nil) }
         do {
-            return try await redis.unlink([redisKey(key)]) > 0
+            return (inMemory, try await redis.unlink([redisKey(key)]) > 0)
         } catch {
             redisFailed(error)
-            return nil
+            return (inMemory, nil)
         }
     }
 

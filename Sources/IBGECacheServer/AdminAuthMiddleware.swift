@@ -1,0 +1,53 @@
+import HTTPTypes
+import Hummingbird
+import NIOCore
+
+/// The admin rule: calls that change state (POST, DELETE) under `/api/ibge/cache` need
+/// `Authorization: Bearer <CACHE_ADMIN_TOKEN>` when a token is configured (else 401), and come
+/// from a loopback address when none is (else 403). Reads (GET) are open.
+struct AdminAuthMiddleware: RouterMiddleware {
+    typealias Context = AppRequestContext
+    let token: String?
+
+    func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
+        guard request.method != .get, request.method != .head else { return try await next(request, context) }
+        if let token {
+            let given = request.headers[.authorization].flatMap { value -> Substring? in
+                guard value.count > 7, value.prefix(7).lowercased() == "bearer " else { return nil }
+                return value.dropFirst(7)
+            }
+            guard let given, Self.constantTimeEquals(Array(given.utf8), Array(token.utf8)) else {
+                return .error(
+                    "admin calls need 'Authorization: Bearer <CACHE_ADMIN_TOKEN>'", status: .unauthorized,
+                    headers: [.wwwAuthenticate: "Bearer"])
+            }
+            return try await next(request, context)
+        }
+        guard Self.isLoopback(context.remoteAddress) else {
+            return .error("admin calls are allowed from loopback only while CACHE_ADMIN_TOKEN is unset", status: .forbidden)
+        }
+        return try await next(request, context)
+    }
+
+    static func isLoopback(_ address: SocketAddress?) -> Bool {
+        guard let address else { return false }
+        switch address {
+        case .v4:
+            return address.ipAddress?.hasPrefix("127.") ?? false
+        case .v6:
+            guard let ip = address.ipAddress else { return false }
+            return ip == "::1" || ip.hasPrefix("::ffff:127.")
+        case .unixDomainSocket:
+            return true
+        }
+    }
+
+    /// Compares without stopping at the first difference, so timing does not reveal the token.
+    static func constantTimeEquals(_ a: [UInt8], _ b: [UInt8]) -> Bool {
+        var difference = UInt8(truncatingIfNeeded: a.count ^ b.count)
+        for i in 0..<max(a.count, b.count) {
+            difference |= (i < a.count ? a[i] : 0) ^ (i < b.count ? b[i] : 0)
+        }
+        return difference == 0
+    }
+}

@@ -1,0 +1,263 @@
+import Foundation
+import Hummingbird
+import IBGE
+import NIOCore
+import TieredCache
+
+/// The admin API of the original service (same paths and field names), and more.
+struct AdminRoutes {
+    let service: IBGEService
+    let configuration: ServerConfiguration
+    let startedAt: ContinuousClock.Instant
+    var cache: TieredCache { service.cache }
+
+    func register(on router: Router<AppRequestContext>) {
+        let group = router.group("/api/ibge/cache").add(middleware: AdminAuthMiddleware(token: configuration.adminToken))
+        group.get("status") { _, _ in await status() }
+        group.get("health") { _, _ in await health() }
+        group.get("metrics") { _, _ -> Response in .json(MetricsBody(success: true, metrics: .init(cache.metrics()))) }
+        group.post("clear") { _, _ in await clear() }
+        group.post("preload") { request, context in await preload(request, context: context) }
+        group.delete("keys/**") { request, _ in await deleteKey(request) }
+    }
+
+    // MARK: status
+
+    struct StatusBody: Encodable {
+        var success = true
+        var status: Status
+        struct Status: Encodable {
+            var backend: String
+            var redis_connected: Bool
+            var redis_url: String
+            var redis_error: String?
+            var key_prefix: String
+            var keys: Keys?
+            var l1: L1
+            var source: String
+            var ttl_seconds: Int64
+            var uptime_seconds: Int64
+        }
+        struct Keys: Encodable {
+            var count: Int
+            var sample: [String]
+            var complete: Bool
+        }
+        struct L1: Encodable {
+            var entries: Int
+            var bytes: Int
+            var max_entries: Int
+            var max_bytes: Int
+            var sample: [String]
+        }
+    }
+
+    func status() async -> Response {
+        let metrics = cache.metrics()
+        let keys = await cache.redisKeys(sampleSize: 10)
+        let body = StatusBody(
+            status: .init(
+                backend: cache.backend.rawValue,
+                redis_connected: cache.isRedisConnected,
+                redis_url: configuration.redisURLDescription,
+                redis_error: cache.isRedisConnected ? nil : metrics.redisLastError,
+                key_prefix: configuration.keyPrefix,
+                keys: keys.map { .init(count: $0.count, sample: $0.sample, complete: $0.complete) },
+                l1: .init(
+                    entries: metrics.l1Entries, bytes: metrics.l1Bytes, max_entries: cache.memory.configuration.maximumEntries,
+                    max_bytes: cache.memory.configuration.maximumBytes,
+                    sample: cache.memory.keys(limit: 10).map { configuration.keyPrefix + $0 }),
+                source: "embedded-snapshot",
+                ttl_seconds: service.ttl.components.seconds,
+                uptime_seconds: (ContinuousClock.now - startedAt).components.seconds
+            ))
+        return .json(body)
+    }
+
+    // MARK: health
+
+    struct HealthBody: Encodable {
+        var success: Bool
+        var status: String
+        var checks: Checks
+        struct Checks: Encodable {
+            var redis: Check
+            var l1: Check
+            var source: Check
+        }
+        struct Check: Encodable {
+            var status: String
+            var latency_ms: Double?
+            var detail: String?
+        }
+    }
+
+    func health() async -> Response {
+        let redisCheck: HealthBody.Check
+        var degraded = false
+        if cache.redis == nil {
+            redisCheck = .init(status: "disabled", detail: "REDIS_URL=none: memory only")
+        } else if cache.isRedisConnected, let latency = await cache.pingRedis() {
+            redisCheck = .init(status: "up", latency_ms: Double(latency.components.attoseconds / 1_000_000_000_000) / 1000)
+        } else {
+            degraded = true
+            redisCheck = .init(status: "down", detail: (cache.metrics().redisLastError ?? "unreachable") + "; serving from memory (fallback)")
+        }
+        let l1 = cache.memory.statistics
+        let l1Check = HealthBody.Check(status: "up", detail: "\(l1.entries) entries, \(l1.bytes) bytes")
+        var sourceCheck = HealthBody.Check(status: "up", detail: "embedded IBGE snapshot, \(service.snapshot.municipios.count) municípios")
+        var unhealthy = false
+        if service.snapshot.municipios.isEmpty {
+            unhealthy = true
+            sourceCheck = .init(status: "down", detail: "the embedded snapshot is empty")
+        }
+        let state = unhealthy ? "unhealthy" : (degraded ? "degraded" : "healthy")
+        return .json(
+            HealthBody(success: !unhealthy, status: state, checks: .init(redis: redisCheck, l1: l1Check, source: sourceCheck)),
+            status: unhealthy ? .serviceUnavailable : .ok)
+    }
+
+    // MARK: metrics
+
+    struct MetricsBody: Encodable {
+        var success: Bool
+        var metrics: Metrics
+        struct Metrics: Encodable {
+            var hits: Int
+            var misses: Int
+            var hit_rate_percent: Double
+            var redis_connected: Bool
+            var total_requests: Int
+            var l1_hits: Int
+            var l2_hits: Int
+            var loads: Int
+            var load_errors: Int
+            var stale_served: Int
+            var coalesced_waiters: Int
+            var redis_errors: Int
+            var invalid_values: Int
+            var fallback_activations: Int
+            var l1_entries: Int
+            var l1_bytes: Int
+            var l1_evictions: Int
+            var l1_expirations: Int
+            var loads_in_flight: Int
+
+            init(_ m: CacheMetrics) {
+                hits = m.hits
+                misses = m.misses
+                hit_rate_percent = m.hitRatePercent
+                redis_connected = m.redisConnected
+                total_requests = m.totalRequests
+                l1_hits = m.l1Hits
+                l2_hits = m.l2Hits
+                loads = m.loads
+                load_errors = m.loadErrors
+                stale_served = m.staleServed
+                coalesced_waiters = m.coalesced
+                redis_errors = m.redisErrors
+                invalid_values = m.invalidValues
+                fallback_activations = m.fallbackActivations
+                l1_entries = m.l1Entries
+                l1_bytes = m.l1Bytes
+                l1_evictions = m.l1Evictions
+                l1_expirations = m.l1Expirations
+                loads_in_flight = m.loadsInFlight
+            }
+        }
+    }
+
+    // MARK: clear
+
+    struct ClearBody: Encodable {
+        var success = true
+        var message: String
+        var cleared: Cleared
+        struct Cleared: Encodable {
+            var memory_entries: Int
+            var redis_keys: Int?
+        }
+    }
+
+    func clear() async -> Response {
+        let result = await cache.clear()
+        let message =
+            result.redisKeys == nil && cache.redis != nil
+            ? "cleared memory; Redis is unreachable, its keys under \(configuration.keyPrefix) were not deleted"
+            : "cleared every key under \(configuration.keyPrefix)"
+        return .json(ClearBody(message: message, cleared: .init(memory_entries: result.memoryEntries, redis_keys: result.redisKeys)))
+    }
+
+    // MARK: preload
+
+    struct PreloadBody: Encodable {
+        var success: Bool
+        var scope: String
+        var preloaded: Preloaded
+        struct Preloaded: Encodable {
+            var keys: Int
+            var loaded: Int
+            var already_cached: Int
+            var failed: Int
+            var duration_ms: Int64
+        }
+    }
+
+    struct PreloadRequest: Decodable {
+        var uf: String?
+    }
+
+    func preload(_ request: Request, context: AppRequestContext) async -> Response {
+        var ufText = request.uri.queryParameters["uf"].map(String.init)
+        if ufText == nil, request.headers[.contentType]?.hasPrefix("application/json") == true {
+            do {
+                var request = request
+                let body = try await request.collectBody(upTo: 64 * 1024)
+                if body.readableBytes > 0 {
+                    ufText = try JSONDecoder().decode(PreloadRequest.self, from: Data(body.readableBytesView)).uf
+                }
+            } catch {
+                return .error("the body must be JSON such as {\"uf\": \"SC\"} (at most 64 KiB): \(error)", status: .badRequest)
+            }
+        }
+        var scope = IBGEService.PreloadScope.all
+        if let ufText, !ufText.isEmpty, ufText.lowercased() != "all" {
+            guard let uf = service.snapshot.uf(ufText) else {
+                return .error("unknown UF '\(ufText.prefix(40))': use a sigla (SC) or a code (42)", status: .badRequest)
+            }
+            scope = .uf(uf.id)
+        }
+        let result = await service.preload(scope)
+        let scopeName: String = if case .uf(let code) = scope { service.snapshot.uf(String(code))?.sigla ?? String(code) } else { "all" }
+        let ms = result.duration.components.seconds * 1000 + result.duration.components.attoseconds / 1_000_000_000_000_000
+        return .json(
+            PreloadBody(
+                success: result.failed == 0, scope: scopeName,
+                preloaded: .init(
+                    keys: result.keys, loaded: result.loaded, already_cached: result.keys - result.loaded - result.failed,
+                    failed: result.failed, duration_ms: ms)))
+    }
+
+    // MARK: keys
+
+    struct DeleteKeyBody: Encodable {
+        var success = true
+        var key: String
+        var removed: Removed
+        struct Removed: Encodable {
+            var memory: Bool
+            var redis: Bool?
+        }
+    }
+
+    func deleteKey(_ request: Request) async -> Response {
+        let marker = "/api/ibge/cache/keys/"
+        let path = request.uri.path
+        guard let range = path.range(of: marker) else { return .error("missing key", status: .badRequest) }
+        var key = path[range.upperBound...].removingPercentEncoding ?? String(path[range.upperBound...])
+        guard !key.isEmpty, key.utf8.count <= 1024 else { return .error("the key must be 1 to 1024 bytes", status: .badRequest) }
+        if key.hasPrefix(configuration.keyPrefix) { key = String(key.dropFirst(configuration.keyPrefix.count)) }
+        let removed = await cache.remove(key)
+        return .json(DeleteKeyBody(key: configuration.keyPrefix + key, removed: .init(memory: removed.memory, redis: removed.redis)))
+    }
+}

@@ -1,0 +1,146 @@
+public import Logging
+public import Redis
+
+/// Everything the server reads from its environment, validated.
+///
+/// Names and defaults are the original service's (`REDIS_URL`, `IBGE_CACHE_TTL`,
+/// `ENABLE_REAL_APIS`), plus the ones DESIGN.md adds. A value that does not parse stops
+/// start-up with one line naming the variable and the value: nothing silently falls back.
+public struct ServerConfiguration: Sendable {
+    /// Where Redis is, or nil to run on memory only (`REDIS_URL=none`).
+    public var redis: RedisConfiguration?
+    /// `REDIS_URL` as given (password redacted), for status.
+    public var redisURLDescription: String
+    /// `IBGE_CACHE_TTL`: seconds an answer is fresh.
+    public var ttl: Duration
+    /// `ENABLE_REAL_APIS`.
+    public var enableRealAPIs: Bool
+    /// `IBGE_API_BASE_URL`.
+    public var upstreamBaseURL: String
+    /// `HOST`.
+    public var host: String
+    /// `PORT`.
+    public var port: Int
+    /// `CACHE_ADMIN_TOKEN`: when set, admin calls that change state need `Authorization: Bearer <token>`.
+    public var adminToken: String?
+    /// `IBGE_CACHE_PREFIX`: prefix of every Redis key (default `ibge:`).
+    public var keyPrefix: String
+    /// `IBGE_CACHE_L1_MAX_ENTRIES`.
+    public var memoryMaximumEntries: Int
+    /// `IBGE_CACHE_L1_MAX_MB`: L1 byte bound, in MiB.
+    public var memoryMaximumBytes: Int
+    /// `IBGE_CACHE_GRACE`: seconds Redis keeps a value after it stops being fresh.
+    public var gracePeriod: Duration
+    /// `LOG_LEVEL`.
+    public var logLevel: Logger.Level
+
+    /// The defaults of DESIGN.md.
+    public init() {
+        self.redis = RedisConfiguration(endpoint: .tcp(host: "127.0.0.1", port: 6379))
+        self.redisURLDescription = "redis://127.0.0.1:6379/0"
+        self.ttl = .seconds(3600)
+        self.enableRealAPIs = false
+        self.upstreamBaseURL = "https://servicodados.ibge.gov.br/api"
+        self.host = "127.0.0.1"
+        self.port = 8080
+        self.adminToken = nil
+        self.keyPrefix = "ibge:"
+        self.memoryMaximumEntries = 100_000
+        self.memoryMaximumBytes = 256 * 1024 * 1024
+        self.gracePeriod = .seconds(24 * 3600)
+        self.logLevel = .info
+    }
+
+    /// Reads the configuration from environment variables.
+    ///
+    /// - Throws: ``ConfigurationError`` naming the first bad variable and its value.
+    public init(environment: [String: String]) throws(ConfigurationError) {
+        self.init()
+        func value(_ name: String) -> String? {
+            guard let raw = environment[name] else { return nil }
+            let trimmed = raw.trimmingWhitespace()
+            return trimmed.isEmpty ? nil : trimmed
+        }
+        func integer(_ name: String, _ range: ClosedRange<Int>, _ expected: String) throws(ConfigurationError) -> Int? {
+            guard let text = value(name) else { return nil }
+            guard let n = Int(text), range.contains(n) else { throw ConfigurationError(variable: name, value: text, expected: expected) }
+            return n
+        }
+
+        if let url = environment["REDIS_URL"] {
+            let trimmed = url.trimmingWhitespace()
+            if trimmed.isEmpty || trimmed.lowercased() == "none" {
+                redis = nil
+                redisURLDescription = "none"
+            } else {
+                do {
+                    redis = try RedisConfiguration(url: trimmed)
+                } catch {
+                    throw ConfigurationError(variable: "REDIS_URL", value: RedisConfiguration.redacted(trimmed), expected: error.message)
+                }
+                redisURLDescription = RedisConfiguration.redacted(trimmed)
+            }
+        }
+        if let seconds = try integer("IBGE_CACHE_TTL", 1...(10 * 365 * 86400), "a whole number of seconds, at least 1") {
+            ttl = .seconds(seconds)
+        }
+        if let seconds = try integer("IBGE_CACHE_GRACE", 0...(365 * 86400), "a whole number of seconds, 0 or more") {
+            gracePeriod = .seconds(seconds)
+        }
+        if let flag = value("ENABLE_REAL_APIS") {
+            switch flag.lowercased() {
+            case "true", "1", "yes", "on": enableRealAPIs = true
+            case "false", "0", "no", "off": enableRealAPIs = false
+            default: throw ConfigurationError(variable: "ENABLE_REAL_APIS", value: flag, expected: "true or false")
+            }
+        }
+        if let base = value("IBGE_API_BASE_URL") {
+            guard base.hasPrefix("https://") || base.hasPrefix("http://"), base.count > 8 else {
+                throw ConfigurationError(variable: "IBGE_API_BASE_URL", value: base, expected: "an http:// or https:// URL")
+            }
+            upstreamBaseURL = base.hasSuffix("/") ? String(base.dropLast()) : base
+        }
+        if let host = value("HOST") { self.host = host }
+        if let port = try integer("PORT", 0...65535, "a port number from 0 to 65535") { self.port = port }
+        adminToken = value("CACHE_ADMIN_TOKEN")
+        if let prefix = environment["IBGE_CACHE_PREFIX"] {
+            guard !prefix.isEmpty, !prefix.contains(where: { $0.isWhitespace }) else {
+                throw ConfigurationError(variable: "IBGE_CACHE_PREFIX", value: prefix, expected: "a non-empty prefix without spaces, such as ibge:")
+            }
+            keyPrefix = prefix
+        }
+        if let n = try integer("IBGE_CACHE_L1_MAX_ENTRIES", 1...100_000_000, "a whole number of entries, at least 1") {
+            memoryMaximumEntries = n
+        }
+        if let mb = try integer("IBGE_CACHE_L1_MAX_MB", 1...1_048_576, "a whole number of MiB, at least 1") {
+            memoryMaximumBytes = mb * 1024 * 1024
+        }
+        if let level = value("LOG_LEVEL") {
+            guard let parsed = Logger.Level(rawValue: level.lowercased()) else {
+                throw ConfigurationError(variable: "LOG_LEVEL", value: level, expected: "trace, debug, info, notice, warning, error or critical")
+            }
+            logLevel = parsed
+        }
+    }
+}
+
+/// A configuration value that does not parse.
+public struct ConfigurationError: Error, Sendable, CustomStringConvertible {
+    /// The environment variable.
+    public let variable: String
+    /// The value it had (secrets redacted).
+    public let value: String
+    /// What was expected.
+    public let expected: String
+
+    public var description: String { "invalid \(variable)='\(value)': expected \(expected)" }
+}
+
+extension String {
+    func trimmingWhitespace() -> String {
+        var s = Substring(self)
+        while let first = s.first, first.isWhitespace { s = s.dropFirst() }
+        while let last = s.last, last.isWhitespace { s = s.dropLast() }
+        return String(s)
+    }
+}
