@@ -125,6 +125,7 @@ let package = Package(
                 "IBGECacheServer", "IBGE", "TieredCache", "Redis", "TestSupport",
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "HummingbirdTesting", package: "hummingbird"),
+                .product(name: "Logging", package: "swift-log"),
             ],
             swiftSettings: swiftSettings
         ),

@@ -6,7 +6,7 @@ public struct CacheMetrics: Sendable, Hashable {
     public var l1Hits: Int
     /// Reads answered by Redis.
     public var l2Hits: Int
-    /// Reads neither tier could answer.
+    /// Reads neither tier could answer (including callers that waited for another caller's load).
     public var misses: Int
     /// Loader runs.
     public var loads: Int

@@ -144,7 +144,11 @@ public final class TieredCache: Service, Sendable {
         while true {
             switch try await flights.run(key, { try await self.loadThroughL2(key, ttl: ttl, loader: loader) }) {
             case .value(let value, let leader):
-                if !leader { counters.coalesced.add(1, ordering: .relaxed) }
+                if !leader {
+                    // Nothing was cached when this caller asked: a miss, served by another caller's load.
+                    counters.coalesced.add(1, ordering: .relaxed)
+                    counters.misses.add(1, ordering: .relaxed)
+                }
                 return value
             case .retry:
                 if let value = memory.get(key) { return value }

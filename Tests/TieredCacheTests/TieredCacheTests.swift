@@ -82,7 +82,10 @@ struct TieredCacheMemoryTests {
         #expect(values.count == 100)
         #expect(values.allSatisfy { $0 == buffer("once") })
         #expect(loader.count == 1)
-        #expect(cache.metrics().loads == 1)
+        let m = cache.metrics()
+        #expect(m.loads == 1)
+        #expect(m.totalRequests == 100, "every caller is counted, as a hit or a miss")
+        #expect(m.coalesced + m.hits == 99)
     }
 
     @Test("a failing loader's error reaches every waiting caller, and nothing is cached")

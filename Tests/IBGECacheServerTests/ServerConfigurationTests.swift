@@ -1,0 +1,59 @@
+import IBGECacheServer
+import Logging
+import Redis
+import Testing
+
+@Suite("Configuration from the environment")
+struct ServerConfigurationTests {
+    @Test("defaults are DESIGN.md's")
+    func defaults() throws {
+        let c = try ServerConfiguration(environment: [:])
+        #expect(c.redis?.endpoint == .tcp(host: "127.0.0.1", port: 6379))
+        #expect(c.ttl == .seconds(3600))
+        #expect(c.enableRealAPIs == false)
+        #expect(c.upstreamBaseURL == "https://servicodados.ibge.gov.br/api")
+        #expect(c.host == "127.0.0.1" && c.port == 8080)
+        #expect(c.adminToken == nil)
+        #expect(c.keyPrefix == "ibge:")
+    }
+
+    @Test("every variable is read")
+    func values() throws {
+        let c = try ServerConfiguration(environment: [
+            "REDIS_URL": "redis://:pw@10.1.2.3:6380/4", "IBGE_CACHE_TTL": "60", "ENABLE_REAL_APIS": "true",
+            "IBGE_API_BASE_URL": "http://127.0.0.1:9999/api/", "HOST": "0.0.0.0", "PORT": "9090", "CACHE_ADMIN_TOKEN": "t0k",
+            "IBGE_CACHE_PREFIX": "ibge-test:", "IBGE_CACHE_L1_MAX_ENTRIES": "5000", "IBGE_CACHE_L1_MAX_MB": "64", "LOG_LEVEL": "debug",
+        ])
+        #expect(c.redis?.endpoint == .tcp(host: "10.1.2.3", port: 6380) && c.redis?.database == 4 && c.redis?.password == "pw")
+        #expect(c.redisURLDescription == "redis://:***@10.1.2.3:6380/4")
+        #expect(c.ttl == .seconds(60) && c.enableRealAPIs)
+        #expect(c.upstreamBaseURL == "http://127.0.0.1:9999/api")
+        #expect(c.host == "0.0.0.0" && c.port == 9090 && c.adminToken == "t0k" && c.keyPrefix == "ibge-test:")
+        #expect(c.memoryMaximumEntries == 5000 && c.memoryMaximumBytes == 64 << 20 && c.logLevel == .debug)
+    }
+
+    @Test("REDIS_URL=none runs on memory only")
+    func noRedis() throws {
+        #expect(try ServerConfiguration(environment: ["REDIS_URL": "none"]).redis == nil)
+    }
+
+    @Test(
+        "a bad value stops start-up with one line naming the variable and the value",
+        arguments: [
+            (["IBGE_CACHE_TTL": "-5"], "invalid IBGE_CACHE_TTL='-5'"),
+            (["IBGE_CACHE_TTL": "1h"], "invalid IBGE_CACHE_TTL='1h'"),
+            (["REDIS_URL": "localhost:6379"], "invalid REDIS_URL='localhost:6379'"),
+            (["REDIS_URL": "redis://u:secret@h:x"], "invalid REDIS_URL='redis://u:***@h:x'"),
+            (["PORT": "80000"], "invalid PORT='80000'"),
+            (["ENABLE_REAL_APIS": "maybe"], "invalid ENABLE_REAL_APIS='maybe'"),
+            (["IBGE_API_BASE_URL": "ftp://x"], "invalid IBGE_API_BASE_URL='ftp://x'"),
+            (["LOG_LEVEL": "loud"], "invalid LOG_LEVEL='loud'"),
+        ])
+    func invalid(environment: [String: String], message: String) {
+        let error = #expect(throws: ConfigurationError.self) { try ServerConfiguration(environment: environment) }
+        let text = error.map(String.init(describing:)) ?? ""
+        #expect(text.hasPrefix(message), "\(text)")
+        #expect(!text.contains("\n"))
+        #expect(!text.contains("secret"))
+    }
+}
