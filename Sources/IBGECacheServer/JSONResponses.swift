@@ -12,7 +12,7 @@ extension Response {
     /// An encodable value as compact JSON.
     static func json(_ value: some Encodable, status: HTTPResponse.Status = .ok, headers: HTTPFields = [:]) -> Response {
         let encoder = JSONEncoder()
-        encoder.outputFormatting = [.withoutEscapingSlashes]
+        encoder.outputFormatting = [.withoutEscapingSlashes, .sortedKeys]
         var fields = headers
         fields[.contentType] = "application/json; charset=utf-8"
         do {

@@ -1,6 +1,11 @@
 public import Logging
 public import NIOCore
 import NIOPosix
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Darwin)
+import Darwin
+#endif
 public import RESP
 
 /// One connection to a Redis server, ready for commands: connected, and through its handshake
@@ -78,7 +83,7 @@ public final class RedisConnection: Sendable {
             if error is ChannelError, case .connectTimeout = error as? ChannelError {
                 throw RedisError(.connectTimeout, "no connection to \(endpoint) within \(connectTimeout.nanoseconds / 1_000_000) ms")
             }
-            throw RedisError(.connectFailed, "cannot connect to \(endpoint): \(error)")
+            throw RedisError(.connectFailed, "cannot connect to \(endpoint): \(describe(error))")
         }.flatMap { channel in
             let remaining = max(deadline - .now(), .milliseconds(1))
             return handshake(channel: channel, configuration: configuration, timeout: remaining, logger: logger)
@@ -202,4 +207,16 @@ extension TimeAmount {
         let (seconds, attoseconds) = duration.components
         self = .nanoseconds(seconds * 1_000_000_000 + attoseconds / 1_000_000_000)
     }
+}
+
+/// A short description of a connection failure: the system's words ("Connection refused")
+/// rather than NIO's nested error values.
+func describe(_ error: any Error) -> String {
+    if let connectionError = error as? NIOConnectionError, let first = connectionError.connectionErrors.first {
+        return describe(first.error)
+    }
+    if let ioError = error as? IOError {
+        return String(cString: strerror(ioError.errnoCode)).lowercased()
+    }
+    return "\(error)"
 }

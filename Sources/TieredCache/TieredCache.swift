@@ -331,6 +331,7 @@ public final class TieredCache: Service, Sendable {
     private func watch() async {
         var backoff = configuration.minimumRecoveryBackoff
         var sinceSweep = Duration.zero
+        var reportedFirstFailure = false
         while !Task.isCancelled {
             var pause = configuration.healthCheckInterval
             if redis != nil {
@@ -341,6 +342,12 @@ public final class TieredCache: Service, Sendable {
                         }
                         backoff = configuration.minimumRecoveryBackoff
                     } else {
+                        if !reportedFirstFailure && circuit.snapshot.openings == 0 {
+                            logger.warning(
+                                "Redis not reachable: serving from memory, retrying in the background",
+                                metadata: ["error": "\(circuit.snapshot.lastError ?? "")"])
+                        }
+                        reportedFirstFailure = true
                         pause = Self.jittered(backoff)
                         backoff = min(backoff * 2, configuration.maximumRecoveryBackoff)
                     }
