@@ -11,10 +11,15 @@ public func buildApplication(
     configuration: ServerConfiguration,
     logger: Logger
 ) async throws -> some ApplicationProtocol {
+    func makeLogger(_ label: String) -> Logger {
+        var sublogger = Logger(label: label)
+        sublogger.logLevel = logger.logLevel
+        return sublogger
+    }
     let snapshot = try IBGESnapshot.embedded()
     var redisConfiguration = configuration.redis
     redisConfiguration?.clientName = "ibge-cache"
-    let redis = redisConfiguration.map { RedisClient(configuration: $0, logger: Logger(label: "ibge-cache.redis")) }
+    let redis = redisConfiguration.map { RedisClient(configuration: $0, logger: makeLogger("ibge-cache.redis")) }
     let cache = TieredCache(
         configuration: .init(
             keyPrefix: configuration.keyPrefix,
@@ -23,7 +28,7 @@ public func buildApplication(
             memory: .init(maximumEntries: configuration.memoryMaximumEntries, maximumBytes: configuration.memoryMaximumBytes)
         ),
         redis: redis,
-        logger: Logger(label: "ibge-cache.cache")
+        logger: makeLogger("ibge-cache.cache")
     )
     if configuration.enableRealAPIs {
         logger.warning(
@@ -32,7 +37,7 @@ public func buildApplication(
     }
     let service = IBGEService(
         cache: cache, source: EmbeddedSource(snapshot: snapshot), snapshot: snapshot, ttl: configuration.ttl,
-        logger: Logger(label: "ibge-cache.ibge"))
+        logger: makeLogger("ibge-cache.ibge"))
 
     let router = Router(context: AppRequestContext.self)
     router.add(middleware: LogRequestsMiddleware(.debug))

@@ -4,6 +4,7 @@ import IBGE
 import Logging
 import NIOCore
 import Redis
+import Synchronization
 import TieredCache
 
 /// The original service's benchmark, through this cache's own public API.
@@ -53,6 +54,7 @@ struct Bench: AsyncParsableCommand {
         let keyList = (0..<keys).map { "bench:v1:localidades/municipios/\(1_000_000 + $0)" }
 
         let local = await Self.measure(cache: TieredCache(redis: nil), keys: keyList, value: value, rounds: rounds)
+        let dictionary = Self.measureDictionary(keys: keyList, value: value, rounds: rounds)
 
         var redisFigures: Figures?
         let url = redisURL ?? ProcessInfo.processInfo.environment["REDIS_URL"] ?? "redis://127.0.0.1:6379/0"
@@ -89,9 +91,12 @@ struct Bench: AsyncParsableCommand {
         print("| tier | writes/s | reads/s | hit rate | writes vs Python design | reads vs Python design | writes vs original | reads vs original |")
         print("|---|---:|---:|---:|---:|---:|---:|---:|")
         print(Self.row("in-process (fallback)", local))
-        if let redisFigures { print(Self.row("Redis (\(redisNote))", redisFigures)) } else { print("| Redis | \(redisNote) | | | | | | |") }
+        print(Self.row("baseline: Swift Dictionary + Mutex", dictionary))
+        if let redisFigures { print(Self.row("Redis (\(redisNote))", redisFigures, ratios: false)) } else { print("| Redis | \(redisNote) | | | | | | |") }
         print("")
-        print("Baselines: the Python design re-created on this machine does \(Self.pythonWrites) writes/s and \(Self.pythonReads) reads/s;")
+        print(String(format: "TieredCache vs Dictionary + Mutex: writes %.2f×, reads %.2f×",
+            Double(local.write_ops_per_s) / Double(dictionary.write_ops_per_s), Double(local.read_ops_per_s) / Double(dictionary.read_ops_per_s)))
+        print("Baselines: the Python design as measured for issue #2 on this machine: \(Self.pythonWrites) writes/s, \(Self.pythonReads) reads/s (Benchmarks/python_baseline.py re-measures it);")
         print("the original service reported \(Self.originalWrites) writes/s and \(Self.originalReads) reads/s.")
     }
 
@@ -106,8 +111,8 @@ struct Bench: AsyncParsableCommand {
     static let originalWrites = 871_997
     static let originalReads = 1_194_958
 
-    static func row(_ name: String, _ f: Figures) -> String {
-        func ratio(_ a: Int, _ b: Int) -> String { String(format: "%.1f×", Double(a) / Double(b)) }
+    static func row(_ name: String, _ f: Figures, ratios: Bool = true) -> String {
+        func ratio(_ a: Int, _ b: Int) -> String { ratios ? String(format: "%.1f×", Double(a) / Double(b)) : "—" }
         return "| \(name) | \(f.write_ops_per_s.formatted()) | \(f.read_ops_per_s.formatted()) | \(f.hit_rate_percent)% | "
             + "\(ratio(f.write_ops_per_s, pythonWrites)) | \(ratio(f.read_ops_per_s, pythonReads)) | "
             + "\(ratio(f.write_ops_per_s, originalWrites)) | \(ratio(f.read_ops_per_s, originalReads)) |"
@@ -143,6 +148,44 @@ struct Bench: AsyncParsableCommand {
             read_ops_per_s: Int(operations / readTime.seconds),
             hit_rate_percent: reads == 0 ? 0 : (Double(hits) * 10_000 / Double(reads)).rounded() / 100
         )
+    }
+}
+
+extension Bench {
+    /// The obvious L1: a `Dictionary` behind a `Mutex`, with the same TTL check per read.
+    static func measureDictionary(keys: [String], value: ByteBuffer, rounds: Int) -> Figures {
+        struct Entry {
+            var value: ByteBuffer
+            var expiresAt: ContinuousClock.Instant
+        }
+        let store = Mutex<[String: Entry]>([:])
+        let clock = ContinuousClock()
+        let ttl = Duration.seconds(3600)
+        let operations = Double(keys.count * rounds)
+        let writeStart = clock.now
+        for _ in 0..<rounds {
+            for key in keys {
+                let expiresAt = clock.now + ttl
+                store.withLock { $0[key] = Entry(value: value, expiresAt: expiresAt) }
+            }
+        }
+        let writeTime = clock.now - writeStart
+        var found = 0
+        let readStart = clock.now
+        for _ in 0..<rounds {
+            for key in keys {
+                let now = clock.now
+                let hit = store.withLock { store -> ByteBuffer? in
+                    guard let entry = store[key], entry.expiresAt > now else { return nil }
+                    return entry.value
+                }
+                if hit != nil { found += 1 }
+            }
+        }
+        let readTime = clock.now - readStart
+        return Figures(
+            write_ops_per_s: Int(operations / writeTime.seconds), read_ops_per_s: Int(operations / readTime.seconds),
+            hit_rate_percent: Double(found) * 100 / operations)
     }
 }
 
