@@ -20,7 +20,8 @@ struct PrometheusRoute {
             out += "# HELP \(name) \(help)\n# TYPE \(name) \(type)\n"
             for sample in samples { out += name + (sample.labels.isEmpty ? "" : "{\(sample.labels)}") + " " + sample.value + "\n" }
         }
-        metric("ibge_cache_hits_total", "counter", "Reads answered by a cache tier.", [("tier=\"l1\"", "\(m.l1Hits)"), ("tier=\"l2\"", "\(m.l2Hits)")])
+        metric(
+            "ibge_cache_hits_total", "counter", "Reads answered by a cache tier.", [("tier=\"l1\"", "\(m.l1Hits)"), ("tier=\"l2\"", "\(m.l2Hits)")])
         metric("ibge_cache_misses_total", "counter", "Reads no tier could answer.", [("", "\(m.misses)")])
         metric("ibge_cache_loads_total", "counter", "Loader runs.", [("", "\(m.loads)")])
         metric("ibge_cache_load_errors_total", "counter", "Loader runs that failed.", [("", "\(m.loadErrors)")])
@@ -28,7 +29,9 @@ struct PrometheusRoute {
         metric("ibge_cache_coalesced_waiters_total", "counter", "Callers that waited for another caller's load.", [("", "\(m.coalesced)")])
         metric("ibge_cache_redis_errors_total", "counter", "Redis commands that failed.", [("", "\(m.redisErrors)")])
         metric("ibge_cache_invalid_values_total", "counter", "Values in Redis that were not valid envelopes.", [("", "\(m.invalidValues)")])
-        metric("ibge_cache_fallback_activations_total", "counter", "Times the cache fell back to memory because Redis failed.", [("", "\(m.fallbackActivations)")])
+        metric(
+            "ibge_cache_fallback_activations_total", "counter", "Times the cache fell back to memory because Redis failed.",
+            [("", "\(m.fallbackActivations)")])
         metric("ibge_cache_l1_evictions_total", "counter", "L1 entries evicted to make room.", [("", "\(m.l1Evictions)")])
         metric("ibge_cache_l1_expirations_total", "counter", "L1 entries dropped at expiry.", [("", "\(m.l1Expirations)")])
         metric("ibge_cache_redis_connected", "gauge", "1 when Redis is in use.", [("", m.redisConnected ? "1" : "0")])

@@ -111,7 +111,9 @@ extension RedisClient {
     }
 
     /// One step of `SCAN cursor [MATCH pattern] [COUNT n]`: the next cursor ("0" when done) and keys.
-    public func scan(cursor: String = "0", match pattern: String? = nil, count: Int? = nil) async throws(RedisError) -> (cursor: String, keys: [String]) {
+    public func scan(cursor: String = "0", match pattern: String? = nil, count: Int? = nil) async throws(RedisError) -> (
+        cursor: String, keys: [String]
+    ) {
         var command = RESPCommand("SCAN", cursor)
         if let pattern {
             command.append("MATCH")
@@ -157,7 +159,7 @@ extension RedisClient {
         }
         do {
             return try await send(command("EVALSHA", script.sha1))
-        } catch where error.serverErrorPrefix == "NOSCRIPT" {
+        } catch  where error.serverErrorPrefix == "NOSCRIPT" {
             return try await send(command("EVAL", script.source))
         }
     }

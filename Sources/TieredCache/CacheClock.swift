@@ -1,9 +1,9 @@
 import Synchronization
 
 #if canImport(Glibc)
-import Glibc
+    import Glibc
 #elseif canImport(Darwin)
-import Darwin
+    import Darwin
 #endif
 
 /// The time source of the cache: Unix time in milliseconds.
@@ -35,9 +35,9 @@ public struct CacheClock: Sendable {
         case .system:
             var ts = timespec()
             #if os(Linux)
-            clock_gettime(CLOCK_REALTIME_COARSE, &ts)
+                clock_gettime(CLOCK_REALTIME_COARSE, &ts)
             #else
-            clock_gettime(CLOCK_REALTIME, &ts)
+                clock_gettime(CLOCK_REALTIME, &ts)
             #endif
             return Int64(ts.tv_sec) &* 1000 &+ Int64(ts.tv_nsec) / 1_000_000
         case .manual(let clock):

@@ -83,7 +83,9 @@ public final class TieredCache: Service, Sendable {
     let defaultTTLMilliseconds: Int64
 
     /// Creates a cache; pass `redis: nil` for a memory-only cache.
-    public init(configuration: Configuration = Configuration(), redis: RedisClient?, clock: CacheClock = .system, logger: Logger = Logger(label: "cache")) {
+    public init(
+        configuration: Configuration = Configuration(), redis: RedisClient?, clock: CacheClock = .system, logger: Logger = Logger(label: "cache")
+    ) {
         self.configuration = configuration
         self.memory = MemoryStore(configuration: configuration.memory, clock: clock)
         self.redis = redis

@@ -92,11 +92,19 @@ struct Bench: AsyncParsableCommand {
         print("|---|---:|---:|---:|---:|---:|---:|---:|")
         print(Self.row("in-process (fallback)", local))
         print(Self.row("baseline: Swift Dictionary + Mutex", dictionary))
-        if let redisFigures { print(Self.row("Redis (\(redisNote))", redisFigures, ratios: false)) } else { print("| Redis | \(redisNote) | | | | | | |") }
+        if let redisFigures {
+            print(Self.row("Redis (\(redisNote))", redisFigures, ratios: false))
+        } else {
+            print("| Redis | \(redisNote) | | | | | | |")
+        }
         print("")
-        print(String(format: "TieredCache vs Dictionary + Mutex: writes %.2f×, reads %.2f×",
-            Double(local.write_ops_per_s) / Double(dictionary.write_ops_per_s), Double(local.read_ops_per_s) / Double(dictionary.read_ops_per_s)))
-        print("Baselines: the Python design as measured for issue #2 on this machine: \(Self.pythonWrites) writes/s, \(Self.pythonReads) reads/s (Benchmarks/python_baseline.py re-measures it);")
+        print(
+            String(
+                format: "TieredCache vs Dictionary + Mutex: writes %.2f×, reads %.2f×",
+                Double(local.write_ops_per_s) / Double(dictionary.write_ops_per_s), Double(local.read_ops_per_s) / Double(dictionary.read_ops_per_s)))
+        print(
+            "Baselines: the Python design as measured for issue #2 on this machine: \(Self.pythonWrites) writes/s, \(Self.pythonReads) reads/s (Benchmarks/python_baseline.py re-measures it);"
+        )
         print("the original service reported \(Self.originalWrites) writes/s and \(Self.originalReads) reads/s.")
     }
 

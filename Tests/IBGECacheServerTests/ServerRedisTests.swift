@@ -86,7 +86,8 @@ struct ServerRedisTests {
                 let health = try await client.execute(uri: "/api/ibge/cache/health", method: .get)
                 #expect(health.status == .ok)
                 #expect(try object(health.body)["status"] as? String == "degraded")
-                let metrics = try #require(try object(try await client.execute(uri: "/api/ibge/cache/metrics", method: .get).body)["metrics"] as? [String: Any])
+                let metrics = try #require(
+                    try object(try await client.execute(uri: "/api/ibge/cache/metrics", method: .get).body)["metrics"] as? [String: Any])
                 #expect(metrics["redis_connected"] as? Bool == false)
 
                 try await server.restart()
@@ -113,7 +114,8 @@ struct ServerRedisTests {
                     return try await group.reduce(into: []) { $0.append($1) }
                 }
                 #expect(statuses.count == 100 && statuses.allSatisfy { $0 == .ok })
-                let metrics = try #require(try object(try await client.execute(uri: "/api/ibge/cache/metrics", method: .get).body)["metrics"] as? [String: Any])
+                let metrics = try #require(
+                    try object(try await client.execute(uri: "/api/ibge/cache/metrics", method: .get).body)["metrics"] as? [String: Any])
                 #expect(metrics["loads"] as? Int == 1)
                 #expect(metrics["total_requests"] as? Int == 100)
             }

@@ -172,12 +172,14 @@ struct AdminRouteTests {
             let byQuery = try object(try await client.execute(uri: "/api/ibge/cache/preload?uf=RR", method: .post, headers: auth).body)
             #expect((byQuery["preloaded"] as? [String: Any])?["keys"] as? Int == 2 + 15)
             let byBody = try object(
-                try await client.execute(uri: "/api/ibge/cache/preload", method: .post, headers: auth, body: ByteBuffer(string: #"{"uf":"sc"}"#)).body)
+                try await client.execute(uri: "/api/ibge/cache/preload", method: .post, headers: auth, body: ByteBuffer(string: #"{"uf":"sc"}"#)).body
+            )
             #expect(byBody["scope"] as? String == "SC")
             #expect((byBody["preloaded"] as? [String: Any])?["loaded"] as? Int == 2 + 295)
             let bad = try await client.execute(uri: "/api/ibge/cache/preload?uf=ZZ", method: .post, headers: auth)
             #expect(bad.status == .badRequest)
-            let garbage = try await client.execute(uri: "/api/ibge/cache/preload", method: .post, headers: auth, body: ByteBuffer(string: "{not json"))
+            let garbage = try await client.execute(
+                uri: "/api/ibge/cache/preload", method: .post, headers: auth, body: ByteBuffer(string: "{not json"))
             #expect(garbage.status == .badRequest)
         }
     }

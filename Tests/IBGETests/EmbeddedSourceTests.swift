@@ -129,8 +129,13 @@ struct EmbeddedSourceTests {
     @Test("view=nivelado flattens with IBGE's hyphenated keys, nulls for 5101837's missing branch")
     func nivelado() throws {
         let flat = String(buffer: try body("municipios/4208203", [("view", "nivelado")]))
-        #expect(flat.hasPrefix("{\"municipio-id\":4208203,\"municipio-nome\":\"Itajaí\",\"microrregiao-id\":42013,\"microrregiao-nome\":\"Itajaí\",\"mesorregiao-id\":4204,"))
-        #expect(flat.hasSuffix("\"UF-id\":42,\"UF-sigla\":\"SC\",\"UF-nome\":\"Santa Catarina\",\"regiao-id\":4,\"regiao-sigla\":\"S\",\"regiao-nome\":\"Sul\"}"))
+        #expect(
+            flat.hasPrefix(
+                "{\"municipio-id\":4208203,\"municipio-nome\":\"Itajaí\",\"microrregiao-id\":42013,\"microrregiao-nome\":\"Itajaí\",\"mesorregiao-id\":4204,"
+            ))
+        #expect(
+            flat.hasSuffix(
+                "\"UF-id\":42,\"UF-sigla\":\"SC\",\"UF-nome\":\"Santa Catarina\",\"regiao-id\":4,\"regiao-sigla\":\"S\",\"regiao-nome\":\"Sul\"}"))
         let boa = String(buffer: try body("municipios/5101837", [("view", "nivelado")]))
         #expect(boa.contains("\"microrregiao-id\":null,\"microrregiao-nome\":null,\"mesorregiao-id\":null,\"mesorregiao-nome\":null"))
         let estados = try #require(try json("estados", [("view", "nivelado")]) as? [[String: Any]])

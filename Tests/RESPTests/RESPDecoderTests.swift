@@ -29,9 +29,12 @@ private let frames: [(String, RESPValue)] = [
     ("(3492890328409238509324850943850943825024385\r\n", .bigNumber(ByteBuffer(string: "3492890328409238509324850943850943825024385"))),
     ("!21\r\nSYNTAX invalid syntax\r\n", .bulkError(ByteBuffer(string: "SYNTAX invalid syntax"))),
     ("=15\r\ntxt:Some string\r\n", .verbatimString(format: "txt", content: ByteBuffer(string: "Some string"))),
-    ("%2\r\n+first\r\n:1\r\n+second\r\n:2\r\n", .map([
-        RESPPair(key: simple("first"), value: .integer(1)), RESPPair(key: simple("second"), value: .integer(2)),
-    ])),
+    (
+        "%2\r\n+first\r\n:1\r\n+second\r\n:2\r\n",
+        .map([
+            RESPPair(key: simple("first"), value: .integer(1)), RESPPair(key: simple("second"), value: .integer(2)),
+        ])
+    ),
     ("~2\r\n+a\r\n+b\r\n", .set([simple("a"), simple("b")])),
     (">3\r\n$7\r\nmessage\r\n$2\r\nch\r\n$2\r\nhi\r\n", .push([bulk("message"), bulk("ch"), bulk("hi")])),
     ("|1\r\n+ttl\r\n:3600\r\n:42\r\n", .integer(42)),

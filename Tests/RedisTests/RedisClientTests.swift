@@ -88,7 +88,11 @@ struct RedisClientTests {
         try await RedisServerProcess.with { server in
             let db3 = RedisClient(configuration: try RedisConfiguration(url: server.url + "/3"))
             let db0 = RedisClient(configuration: server.configuration())
-            defer { Task { await db3.shutdown(); await db0.shutdown() } }
+            defer {
+                Task {
+                    await db3.shutdown(); await db0.shutdown()
+                }
+            }
             try await db3.set("where", value: buffer("three"))
             #expect(try await db0.get("where") == nil)
             #expect(try await db3.get("where") == buffer("three"))
@@ -239,7 +243,11 @@ struct RedisClientTests {
             configuration.maximumConnections = 1
             let client = RedisClient(configuration: configuration)
             let admin = RedisClient(configuration: server.configuration())
-            defer { Task { await client.shutdown(); await admin.shutdown() } }
+            defer {
+                Task {
+                    await client.shutdown(); await admin.shutdown()
+                }
+            }
             try await client.set("k", value: buffer("v"))
             _ = try await admin.send(RESPCommand("CLIENT", "PAUSE", "1000", "ALL"))
             let error = await #expect(throws: RedisError.self) { try await client.get("k") }

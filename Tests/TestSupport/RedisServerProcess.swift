@@ -6,7 +6,7 @@ public import Redis
 import Synchronization
 
 #if canImport(Glibc)
-import Glibc
+    import Glibc
 #endif
 
 /// A real `redis-server` process for tests: started on a free loopback port (and a unix
@@ -37,11 +37,12 @@ public final class RedisServerProcess: Sendable {
         self.port = port
         self.directory = NSTemporaryDirectory() + "ibge-cache-redis-\(port)-\(UUID().uuidString.prefix(8))"
         self.socketPath = directory + "/redis.sock"
-        self.arguments = [
-            "--port", String(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-            "--daemonize", "no", "--protected-mode", "no", "--loglevel", "warning",
-            "--unixsocket", directory + "/redis.sock", "--unixsocketperm", "700",
-        ] + extraArguments
+        self.arguments =
+            [
+                "--port", String(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+                "--daemonize", "no", "--protected-mode", "no", "--loglevel", "warning",
+                "--unixsocket", directory + "/redis.sock", "--unixsocketperm", "700",
+            ] + extraArguments
     }
 
     /// Starts a server on a free port with extra `redis-server` arguments
@@ -88,7 +89,9 @@ public final class RedisServerProcess: Sendable {
         let logger = Logger(label: "redis-fixture")
         for _ in 0..<500 {
             guard process.isRunning else { throw RedisFixtureError(message: "redis-server exited with \(process.terminationStatus)") }
-            if let connection = try? await RedisConnection.connect(configuration: config, eventLoop: MultiThreadedEventLoopGroup.singleton.next(), logger: logger) {
+            if let connection = try? await RedisConnection.connect(
+                configuration: config, eventLoop: MultiThreadedEventLoopGroup.singleton.next(), logger: logger)
+            {
                 await connection.close()
                 return
             }
