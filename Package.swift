@@ -102,6 +102,7 @@ let package = Package(
         .testTarget(
             name: "RESPTests",
             dependencies: ["RESP", .product(name: "NIOCore", package: "swift-nio")],
+            exclude: ["FuzzInputs"],
             swiftSettings: swiftSettings
         ),
         .testTarget(
@@ -133,3 +134,15 @@ let package = Package(
         ),
     ]
 )
+
+// The RESP decoder's libFuzzer target, only when asked for (scripts/fuzz sets IBGE_FUZZ=1): it
+// defines LLVMFuzzerTestOneInput instead of a main, so it links only with -sanitize=fuzzer.
+if Context.environment["IBGE_FUZZ"] == "1" {
+    package.targets.append(
+        .executableTarget(
+            name: "FuzzRESP",
+            dependencies: ["RESP", .product(name: "NIOCore", package: "swift-nio")],
+            path: "FuzzTesting/FuzzRESP"
+        ))
+    package.products.append(.executable(name: "FuzzRESP", targets: ["FuzzRESP"]))
+}

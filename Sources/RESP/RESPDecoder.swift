@@ -184,7 +184,11 @@ private struct Parser {
             case UInt8(ascii: "$"): return .bulkString(blob)
             case UInt8(ascii: "!"): return .bulkError(blob)
             default:
-                guard length >= 4, blob.getInteger(at: blob.readerIndex + 3, as: UInt8.self) == UInt8(ascii: ":") else {
+                // `fmt:content`, where fmt is three printable ASCII bytes ("txt", "mkd").
+                guard length >= 4, blob.getInteger(at: blob.readerIndex + 3, as: UInt8.self) == UInt8(ascii: ":"),
+                    let formatBytes = blob.getBytes(at: blob.readerIndex, length: 3),
+                    formatBytes.allSatisfy({ $0 > 0x20 && $0 < 0x7F && $0 != UInt8(ascii: ":") })
+                else {
                     throw error(.invalidVerbatimString, at: blobStart)
                 }
                 var content = blob

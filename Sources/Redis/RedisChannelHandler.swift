@@ -1,6 +1,7 @@
 import DequeModule
 import NIOCore
 import RESP
+import Synchronization
 
 /// A command on its way to the server, with the promise its reply completes.
 struct RedisRequest: Sendable {
@@ -31,8 +32,11 @@ final class RedisChannelHandler: ChannelDuplexHandler {
     private var context: ChannelHandlerContext?
     private var nextID: UInt64 = 0
 
-    init(decoderLimits: RESPDecoder.Limits, onPush: (@Sendable (RESPValue) -> Void)?) {
+    private let stats: ConnectionStats
+
+    init(decoderLimits: RESPDecoder.Limits, stats: ConnectionStats, onPush: (@Sendable (RESPValue) -> Void)?) {
         self.decoder = RESPDecoder(limits: decoderLimits)
+        self.stats = stats
         self.onPush = onPush
     }
 
@@ -61,6 +65,7 @@ final class RedisChannelHandler: ChannelDuplexHandler {
             }
         }
         pending.append(entry)
+        stats.pending.add(1, ordering: .relaxed)
         var out = context.channel.allocator.buffer(capacity: request.command.body.readableBytes + 16)
         request.command.encode(into: &out)
         context.write(wrapOutboundOut(out), promise: promise)
@@ -98,6 +103,7 @@ final class RedisChannelHandler: ChannelDuplexHandler {
             fatal(RedisError(.protocolError, "reply with no command waiting for it: \(value)"), context: context)
             return
         }
+        stats.pending.subtract(1, ordering: .relaxed)
         entry.timeout?.cancel()
         entry.promise.succeed(value)
     }
@@ -127,8 +133,16 @@ final class RedisChannelHandler: ChannelDuplexHandler {
     private func failAll(_ error: RedisError) {
         if failure == nil { failure = error }
         while let entry = pending.popFirst() {
+            stats.pending.subtract(1, ordering: .relaxed)
             entry.timeout?.cancel()
             entry.promise.fail(error)
         }
     }
+}
+
+/// Counters shared by a connection's handler (which updates them on the event loop) and the
+/// connection (which reads them from anywhere).
+final class ConnectionStats: Sendable {
+    /// Commands written and not answered yet.
+    let pending = Atomic<Int>(0)
 }

@@ -1,6 +1,7 @@
 public import Logging
 public import NIOCore
 import NIOPosix
+import Synchronization
 #if canImport(Glibc)
     import Glibc
 #elseif canImport(Darwin)
@@ -19,12 +20,26 @@ public final class RedisConnection: Sendable {
     /// The protocol version negotiated: 3 after a successful `HELLO 3`, else 2.
     public let protocolVersion: Int
     let commandTimeout: TimeAmount
+    /// Commands waiting for the event loop. Concurrent callers append here and one event-loop
+    /// task writes them all and flushes once: one `write` system call for many commands.
+    private let outbox = Mutex<Outbox>(Outbox())
+    /// Counters the channel handler keeps.
+    private let stats: ConnectionStats
 
-    private init(channel: any Channel, protocolVersion: Int, commandTimeout: TimeAmount) {
+    private struct Outbox {
+        var requests: [RedisRequest] = []
+        var drainScheduled = false
+    }
+
+    private init(channel: any Channel, protocolVersion: Int, commandTimeout: TimeAmount, stats: ConnectionStats) {
         self.channel = channel
         self.protocolVersion = protocolVersion
         self.commandTimeout = commandTimeout
+        self.stats = stats
     }
+
+    /// Commands written on this connection and not answered yet.
+    public var pendingCommands: Int { stats.pending.load(ordering: .relaxed) }
 
     /// Whether the connection is still open.
     public var isActive: Bool { channel.isActive }
@@ -63,12 +78,13 @@ public final class RedisConnection: Sendable {
             maxDepth: RESPDecoder.Limits.default.maxDepth,
             maxLineLength: RESPDecoder.Limits.default.maxLineLength
         )
+        let stats = ConnectionStats()
         let bootstrap = ClientBootstrap(group: eventLoop)
             .connectTimeout(connectTimeout)
             .channelOption(.socketOption(.so_keepalive), value: 1)
             .channelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {
-                    try channel.pipeline.syncOperations.addHandler(RedisChannelHandler(decoderLimits: limits, onPush: onPush))
+                    try channel.pipeline.syncOperations.addHandler(RedisChannelHandler(decoderLimits: limits, stats: stats, onPush: onPush))
                 }
             }
         let endpoint = configuration.endpoint
@@ -86,7 +102,7 @@ public final class RedisConnection: Sendable {
             throw RedisError(.connectFailed, "cannot connect to \(endpoint): \(describe(error))")
         }.flatMap { channel in
             let remaining = max(deadline - .now(), .milliseconds(1))
-            return handshake(channel: channel, configuration: configuration, timeout: remaining, logger: logger)
+            return handshake(channel: channel, configuration: configuration, timeout: remaining, stats: stats, logger: logger)
                 .flatMapError { error in
                     channel.close(promise: nil)
                     if let redisError = error as? RedisError, redisError.code == .commandTimeout {
@@ -102,6 +118,7 @@ public final class RedisConnection: Sendable {
         channel: any Channel,
         configuration: RedisConfiguration,
         timeout: TimeAmount,
+        stats: ConnectionStats,
         logger: Logger
     ) -> EventLoopFuture<RedisConnection> {
         let eventLoop = channel.eventLoop
@@ -142,7 +159,7 @@ public final class RedisConnection: Sendable {
         return negotiated.flatMap { version in
             let select: [RESPCommand] = configuration.database == 0 ? [] : [RESPCommand("SELECT", String(configuration.database))]
             return run(select, send: send, eventLoop: eventLoop).map {
-                RedisConnection(channel: channel, protocolVersion: version, commandTimeout: TimeAmount(configuration.commandTimeout))
+                RedisConnection(channel: channel, protocolVersion: version, commandTimeout: TimeAmount(configuration.commandTimeout), stats: stats)
             }
         }
     }
@@ -185,7 +202,57 @@ public final class RedisConnection: Sendable {
     }
 
     func sendFuture(_ command: RESPCommand) -> EventLoopFuture<RESPValue> {
-        Self.write(RedisRequest(command: command, promise: channel.eventLoop.makePromise(), timeout: commandTimeout), to: channel)
+        let request = RedisRequest(command: command, promise: channel.eventLoop.makePromise(), timeout: commandTimeout)
+        enqueue(CollectionOfOne(request))
+        return request.promise.futureResult
+    }
+
+    /// Sends several commands in one write (one round trip) and returns their replies in order.
+    /// Error replies are returned as values, not thrown.
+    public func pipeline(_ commands: [RESPCommand]) async throws(RedisError) -> [RESPValue] {
+        let requests = commands.map { RedisRequest(command: $0, promise: channel.eventLoop.makePromise(), timeout: commandTimeout) }
+        enqueue(requests)
+        var replies: [RESPValue] = []
+        replies.reserveCapacity(requests.count)
+        for request in requests {
+            do {
+                replies.append(try await request.promise.futureResult.get())
+            } catch let error as RedisError {
+                throw error
+            } catch {
+                throw RedisError(.connectionClosed, "\(error)")
+            }
+        }
+        return replies
+    }
+
+    private func enqueue(_ requests: some Collection<RedisRequest>) {
+        let schedule = outbox.withLock { outbox in
+            outbox.requests.append(contentsOf: requests)
+            if outbox.drainScheduled { return false }
+            outbox.drainScheduled = true
+            return true
+        }
+        if schedule {
+            channel.eventLoop.execute { self.drain() }
+        }
+    }
+
+    /// On the event loop: writes every queued command, then flushes once.
+    private func drain() {
+        let batch = outbox.withLock { outbox in
+            outbox.drainScheduled = false
+            let batch = outbox.requests
+            outbox.requests = []
+            return batch
+        }
+        guard channel.isActive else {
+            // The handler is gone with the channel: fail what it will never see.
+            for request in batch { request.promise.fail(RedisError(.connectionClosed, "the connection to Redis is closed")) }
+            return
+        }
+        for request in batch { channel.write(request, promise: nil) }
+        channel.flush()
     }
 
     private static func write(_ request: RedisRequest, to channel: any Channel) -> EventLoopFuture<RESPValue> {

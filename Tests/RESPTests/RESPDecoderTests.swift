@@ -118,6 +118,7 @@ struct RESPDecoderTests {
             ("(12x\r\n", "invalid integer"),
             ("=3\r\ntxt\r\n", "invalid verbatim string"),
             ("=5\r\ntxtx1\r\n", "invalid verbatim string"),
+            ("=5\r\nt\u{00BE}:x\r\n", "invalid verbatim string"),
             ("$?\r\n", "invalid integer"),
         ])
     func malformed(input text: String, message: String) throws {
