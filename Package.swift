@@ -82,8 +82,10 @@ let package = Package(
         .executableTarget(
             name: "ibge-cache",
             dependencies: [
-                "IBGECacheServer", "IBGE", "TieredCache", "Redis",
+                "IBGECacheServer", "IBGE", "TieredCache", "Redis", "RESP",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "Logging", package: "swift-log"),
             ],

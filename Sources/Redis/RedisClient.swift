@@ -155,3 +155,11 @@ public final class RedisClient: Sendable {
         }
     }
 }
+
+extension RedisClient {
+    /// Sends several commands in one write on one connection (one round trip) and returns their
+    /// replies in order; error replies are returned as values.
+    public func pipeline(_ commands: [RESPCommand]) async throws(RedisError) -> [RESPValue] {
+        try await connection().pipeline(commands)
+    }
+}

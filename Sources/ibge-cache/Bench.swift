@@ -7,9 +7,19 @@ import Redis
 import Synchronization
 import TieredCache
 
-/// The original service's benchmark, through this cache's own public API.
+/// `ibge-cache bench [cache|redis]`.
 struct Bench: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
+        abstract: "Benchmarks: the cache (default) and the Redis client.",
+        subcommands: [BenchCache.self, BenchRedis.self],
+        defaultSubcommand: BenchCache.self
+    )
+}
+
+/// The original service's benchmark, through this cache's own public API.
+struct BenchCache: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "cache",
         abstract: "Measure write and read rates through the cache's public get/set, single-threaded.",
         discussion: """
             Writes then reads a ~500-byte município value (Itajaí's IBGE JSON) over --keys keys, first in the \
@@ -159,7 +169,7 @@ struct Bench: AsyncParsableCommand {
     }
 }
 
-extension Bench {
+extension BenchCache {
     /// The obvious L1: a `Dictionary` behind a `Mutex`, with the same TTL check per read.
     static func measureDictionary(keys: [String], value: ByteBuffer, rounds: Int) -> Figures {
         struct Entry {

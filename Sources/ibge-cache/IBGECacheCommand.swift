@@ -4,7 +4,6 @@ import Hummingbird
 import IBGECacheServer
 import Logging
 
-@main
 struct IBGECacheCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "ibge-cache",
@@ -51,5 +50,12 @@ struct Serve: AsyncParsableCommand {
         let logger = Logger(label: "ibge-cache")
         let app = try await buildApplication(configuration: configuration, logger: logger)
         try await app.runService()
+    }
+}
+
+/// Runs the command line (after main.swift has set up the executor).
+enum EntryPoint {
+    static func run() async {
+        await IBGECacheCommand.main()
     }
 }

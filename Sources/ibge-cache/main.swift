@@ -1,0 +1,8 @@
+import NIOCore
+import NIOPosix
+
+// Run Swift Concurrency's tasks on NIO's event loops: a task that awaits a Redis reply or an
+// HTTP write then resumes on the loop that did the I/O, without a hop to another thread pool.
+// It must happen before any task is started, hence here and not in a command.
+NIOSingletons.unsafeTryInstallSingletonPosixEventLoopGroupAsConcurrencyGlobalExecutor()
+await EntryPoint.run()
