@@ -8,6 +8,8 @@ struct RedisRequest: Sendable {
     var command: RESPCommand
     var promise: EventLoopPromise<RESPValue>
     var timeout: TimeAmount?
+    /// False for (P)SUBSCRIBE and (P)UNSUBSCRIBE: the server confirms them with pushes, not replies.
+    var expectsReply = true
 }
 
 /// The NIO handler of one Redis connection: encodes commands, decodes replies and matches them
@@ -56,6 +58,13 @@ final class RedisChannelHandler: ChannelDuplexHandler {
             promise?.fail(failure)
             return
         }
+        guard request.expectsReply else {
+            var out = context.channel.allocator.buffer(capacity: request.command.body.readableBytes + 16)
+            request.command.encode(into: &out)
+            context.write(wrapOutboundOut(out), promise: promise)
+            request.promise.succeed(.null)
+            return
+        }
         nextID &+= 1
         let id = nextID
         var entry = Pending(id: id, promise: request.promise, timeout: nil)
@@ -97,6 +106,11 @@ final class RedisChannelHandler: ChannelDuplexHandler {
     private func deliver(_ value: RESPValue, context: ChannelHandlerContext) {
         if case .push = value {
             onPush?(value)
+            return
+        }
+        // A subscribed RESP2 connection sends messages as plain arrays, with no command waiting.
+        if pending.isEmpty, let onPush, case .array = value {
+            onPush(value)
             return
         }
         guard let entry = pending.popFirst() else {

@@ -17,6 +17,7 @@ public final class RedisClient: Sendable {
     let eventLoopGroup: any EventLoopGroup
     let logger: Logger
     private let state: Mutex<PoolState>
+    private let subscriber: RedisSubscriber
 
     private enum Slot {
         case empty
@@ -40,6 +41,20 @@ public final class RedisClient: Sendable {
         self.eventLoopGroup = eventLoopGroup
         self.logger = logger
         self.state = Mutex(PoolState(slots: Array(repeating: .empty, count: max(1, configuration.maximumConnections))))
+        self.subscriber = RedisSubscriber(configuration: configuration, eventLoopGroup: eventLoopGroup, logger: logger)
+    }
+
+    /// Subscribes to channels. Messages arrive on the returned stream (at most 4,096 waiting;
+    /// beyond that the oldest are dropped); the subscription ends when the stream's consumer
+    /// stops. Subscriptions live on a connection of their own and are restored after it drops.
+    /// Returns once the server has confirmed every channel.
+    public func subscribe(to channels: [String]) async throws(RedisError) -> AsyncStream<RedisMessage> {
+        try await subscriber.subscribe(channels: channels, patterns: [])
+    }
+
+    /// Subscribes to channel patterns (`PSUBSCRIBE`), as ``subscribe(to:)`` does to channels.
+    public func psubscribe(to patterns: [String]) async throws(RedisError) -> AsyncStream<RedisMessage> {
+        try await subscriber.subscribe(channels: [], patterns: patterns)
     }
 
     /// The number of open connections.
@@ -140,6 +155,7 @@ public final class RedisClient: Sendable {
 
     /// Closes every connection; later calls fail with ``RedisError/Code/clientShutdown``.
     public func shutdown() async {
+        await subscriber.shutdown()
         let slots = state.withLock { state in
             state.isShutdown = true
             let slots = state.slots

@@ -207,6 +207,14 @@ public final class RedisConnection: Sendable {
         return request.promise.futureResult
     }
 
+    /// Writes a command that the server answers with pushes rather than a reply
+    /// (SUBSCRIBE, PSUBSCRIBE, UNSUBSCRIBE, PUNSUBSCRIBE).
+    func sendWithoutReply(_ command: RESPCommand) {
+        var request = RedisRequest(command: command, promise: channel.eventLoop.makePromise(), timeout: nil)
+        request.expectsReply = false
+        enqueue(CollectionOfOne(request))
+    }
+
     /// Sends several commands in one write (one round trip) and returns their replies in order.
     /// Error replies are returned as values, not thrown.
     public func pipeline(_ commands: [RESPCommand]) async throws(RedisError) -> [RESPValue] {

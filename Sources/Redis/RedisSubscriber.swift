@@ -1,0 +1,266 @@
+import Logging
+public import NIOCore
+import NIOPosix
+import RESP
+import Synchronization
+
+/// A message received on a subscription.
+public struct RedisMessage: Sendable, Equatable {
+    /// The channel it was published to.
+    public var channel: String
+    /// The pattern that matched it, for pattern subscriptions.
+    public var pattern: String?
+    /// The message.
+    public var payload: ByteBuffer
+
+    /// Creates a message.
+    public init(channel: String, pattern: String?, payload: ByteBuffer) {
+        self.channel = channel
+        self.pattern = pattern
+        self.payload = payload
+    }
+}
+
+/// The client's subscriptions, on one connection of their own (RESP3 or RESP2 alike), so that
+/// messages never queue behind command replies and a slow command never delays a message.
+///
+/// The connection is opened by the first subscription. When it drops, it is opened again with
+/// exponential backoff and jitter, and every channel and pattern still wanted is subscribed
+/// again: a subscription survives a server restart (messages published while it was down are
+/// lost, as Redis pub/sub does not keep them).
+final class RedisSubscriber: Sendable {
+    private let configuration: RedisConfiguration
+    private let eventLoopGroup: any EventLoopGroup
+    private let logger: Logger
+    private let state = Mutex<State>(State())
+
+    private struct Subscription {
+        var channels: Set<String>
+        var patterns: Set<String>
+        var continuation: AsyncStream<RedisMessage>.Continuation
+    }
+
+    private struct State {
+        var connection: RedisConnection?
+        var connecting: EventLoopFuture<RedisConnection>?
+        var subscriptions: [Int: Subscription] = [:]
+        var nextID = 0
+        /// Waiting for the server's confirmation of `subscribe:<channel>` / `psubscribe:<pattern>`.
+        var confirmations: [String: [Confirmation]] = [:]
+        var reconnect: Task<Void, Never>?
+        var isShutdown = false
+
+        var channels: Set<String> { subscriptions.values.reduce(into: []) { $0.formUnion($1.channels) } }
+        var patterns: Set<String> { subscriptions.values.reduce(into: []) { $0.formUnion($1.patterns) } }
+    }
+
+    init(configuration: RedisConfiguration, eventLoopGroup: any EventLoopGroup, logger: Logger) {
+        self.configuration = configuration
+        self.eventLoopGroup = eventLoopGroup
+        self.logger = logger
+    }
+
+    /// Subscribes to channels and patterns; the stream ends (and the server is told to
+    /// unsubscribe) when its consumer stops.
+    func subscribe(channels: [String], patterns: [String]) async throws(RedisError) -> AsyncStream<RedisMessage> {
+        let connection = try await connection()
+        let (stream, continuation) = AsyncStream.makeStream(of: RedisMessage.self, bufferingPolicy: .bufferingNewest(4096))
+        let (id, newChannels, newPatterns) = state.withLock { state in
+            let known = (state.channels, state.patterns)
+            let id = state.nextID
+            state.nextID += 1
+            state.subscriptions[id] = Subscription(channels: Set(channels), patterns: Set(patterns), continuation: continuation)
+            return (id, Set(channels).subtracting(known.0), Set(patterns).subtracting(known.1))
+        }
+        continuation.onTermination = { [weak self] _ in self?.end(id) }
+        // Register the waiters before sending, so no confirmation can arrive unexpected.
+        let confirmation = Confirmation(count: newChannels.count + newPatterns.count)
+        state.withLock { state in
+            for channel in newChannels { state.confirmations["subscribe:" + channel, default: []].append(confirmation) }
+            for pattern in newPatterns { state.confirmations["psubscribe:" + pattern, default: []].append(confirmation) }
+        }
+        if !newChannels.isEmpty { connection.sendWithoutReply(Self.command("SUBSCRIBE", newChannels)) }
+        if !newPatterns.isEmpty { connection.sendWithoutReply(Self.command("PSUBSCRIBE", newPatterns)) }
+        let timeout = connection.channel.eventLoop.scheduleTask(in: TimeAmount(configuration.commandTimeout)) {
+            confirmation.fail(RedisError(.commandTimeout, "the server did not confirm the subscription in time"))
+        }
+        defer { timeout.cancel() }
+        do {
+            try await confirmation.wait()
+        } catch {
+            continuation.finish()
+            throw error as? RedisError ?? RedisError(.connectionClosed, "subscribing failed: \(error)")
+        }
+        return stream
+    }
+
+    private static func command(_ name: String, _ arguments: Set<String>) -> RESPCommand {
+        var command = RESPCommand(name)
+        for argument in arguments.sorted() { command.append(argument) }
+        return command
+    }
+
+    private func end(_ id: Int) {
+        let (connection, goneChannels, gonePatterns) = state.withLock { state -> (RedisConnection?, Set<String>, Set<String>) in
+            guard let subscription = state.subscriptions.removeValue(forKey: id) else { return (nil, [], []) }
+            return (state.connection, subscription.channels.subtracting(state.channels), subscription.patterns.subtracting(state.patterns))
+        }
+        guard let connection, connection.isActive else { return }
+        if !goneChannels.isEmpty { connection.sendWithoutReply(Self.command("UNSUBSCRIBE", goneChannels)) }
+        if !gonePatterns.isEmpty { connection.sendWithoutReply(Self.command("PUNSUBSCRIBE", gonePatterns)) }
+    }
+
+    // MARK: - Connection
+
+    private func connection() async throws(RedisError) -> RedisConnection {
+        let future: EventLoopFuture<RedisConnection> = try state.withLock { (state) throws(RedisError) in
+            guard !state.isShutdown else { throw RedisError(.clientShutdown, "the Redis client was shut down") }
+            if let connection = state.connection, connection.isActive { return eventLoopGroup.any().makeSucceededFuture(connection) }
+            if let connecting = state.connecting { return connecting }
+            let connecting = RedisConnection.makeConnection(
+                configuration: configuration, eventLoop: eventLoopGroup.next(), logger: logger,
+                onPush: { [weak self] value in self?.received(value) })
+            state.connecting = connecting
+            return connecting
+        }
+        do {
+            let connection = try await future.get()
+            let isNew = state.withLock { state -> Bool in
+                state.connecting = nil
+                if state.connection === connection { return false }
+                state.connection = connection
+                return true
+            }
+            if isNew {
+                connection.channel.closeFuture.whenComplete { [weak self] _ in self?.connectionLost(connection) }
+            }
+            return connection
+        } catch {
+            state.withLock { $0.connecting = nil }
+            throw error as? RedisError ?? RedisError(.connectFailed, "\(error)")
+        }
+    }
+
+    private func connectionLost(_ connection: RedisConnection) {
+        let waiters = state.withLock { state -> [Confirmation] in
+            guard state.connection === connection else { return [] }
+            state.connection = nil
+            let waiters = state.confirmations.values.flatMap { $0 }
+            state.confirmations = [:]
+            if !state.isShutdown, !state.subscriptions.isEmpty, state.reconnect == nil {
+                state.reconnect = Task { await self.resubscribe() }
+            }
+            return waiters
+        }
+        for waiter in waiters { waiter.fail(RedisError(.connectionClosed, "the subscription connection closed")) }
+    }
+
+    /// Reconnects with exponential backoff (50 ms doubling to 5 s, ±25 % jitter) and subscribes
+    /// again to every channel and pattern still wanted.
+    private func resubscribe() async {
+        var backoff = Duration.milliseconds(50)
+        defer { state.withLock { $0.reconnect = nil } }
+        while !Task.isCancelled {
+            try? await Task.sleep(for: backoff * Double.random(in: 0.75...1.25))
+            let wanted = state.withLock { ($0.channels, $0.patterns, $0.isShutdown) }
+            if wanted.2 || (wanted.0.isEmpty && wanted.1.isEmpty) { return }
+            do {
+                let connection = try await connection()
+                if !wanted.0.isEmpty { connection.sendWithoutReply(Self.command("SUBSCRIBE", wanted.0)) }
+                if !wanted.1.isEmpty { connection.sendWithoutReply(Self.command("PSUBSCRIBE", wanted.1)) }
+                logger.info("Redis subscriptions restored", metadata: ["channels": "\(wanted.0.count)", "patterns": "\(wanted.1.count)"])
+                return
+            } catch {
+                backoff = min(backoff * 2, .seconds(5))
+            }
+        }
+    }
+
+    // MARK: - Messages
+
+    private func received(_ value: RESPValue) {
+        let elements: [RESPValue]
+        switch value {
+        case .push(let e), .array(let e): elements = e
+        default: return
+        }
+        guard let kind = elements.first?.string?.lowercased() else { return }
+        switch kind {
+        case "message" where elements.count == 3:
+            guard let channel = elements[1].string, let payload = elements[2].bytes else { return }
+            deliver(RedisMessage(channel: channel, pattern: nil, payload: payload)) { $0.channels.contains(channel) }
+        case "pmessage" where elements.count == 4:
+            guard let pattern = elements[1].string, let channel = elements[2].string, let payload = elements[3].bytes else { return }
+            deliver(RedisMessage(channel: channel, pattern: pattern, payload: payload)) { $0.patterns.contains(pattern) }
+        case "subscribe", "psubscribe":
+            guard elements.count >= 2, let name = elements[1].string else { return }
+            let waiters = state.withLock { $0.confirmations.removeValue(forKey: kind + ":" + name) ?? [] }
+            for waiter in waiters { waiter.confirmOne() }
+        default:
+            break
+        }
+    }
+
+    private func deliver(_ message: RedisMessage, to wants: (Subscription) -> Bool) {
+        let targets = state.withLock { state in state.subscriptions.values.filter(wants).map(\.continuation) }
+        for continuation in targets { continuation.yield(message) }
+    }
+
+    func shutdown() async {
+        let (connection, subscriptions, reconnect) = state.withLock { state in
+            state.isShutdown = true
+            defer { state.subscriptions = [:] }
+            return (state.connection, Array(state.subscriptions.values), state.reconnect)
+        }
+        reconnect?.cancel()
+        for subscription in subscriptions { subscription.continuation.finish() }
+        await connection?.close()
+    }
+}
+
+/// Counts the server's confirmations of one SUBSCRIBE/PSUBSCRIBE call.
+private final class Confirmation: Sendable {
+    private struct State {
+        var remaining: Int
+        var failure: RedisError?
+        var continuation: CheckedContinuation<Void, any Error>?
+    }
+
+    private let state: Mutex<State>
+
+    init(count: Int) {
+        state = Mutex(State(remaining: count))
+    }
+
+    func confirmOne() {
+        let ready = state.withLock { state -> CheckedContinuation<Void, any Error>? in
+            state.remaining -= 1
+            guard state.remaining <= 0 else { return nil }
+            defer { state.continuation = nil }
+            return state.continuation
+        }
+        ready?.resume()
+    }
+
+    func fail(_ error: RedisError) {
+        let waiting = state.withLock { state -> CheckedContinuation<Void, any Error>? in
+            guard state.remaining > 0, state.failure == nil else { return nil }
+            state.failure = error
+            defer { state.continuation = nil }
+            return state.continuation
+        }
+        waiting?.resume(throwing: error)
+    }
+
+    func wait() async throws {
+        try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<Void, any Error>) in
+            let outcome = state.withLock { state -> Result<Void, RedisError>? in
+                if let failure = state.failure { return .failure(failure) }
+                if state.remaining <= 0 { return .success(()) }
+                state.continuation = continuation
+                return nil
+            }
+            if let outcome { continuation.resume(with: outcome.mapError { $0 as any Error }) }
+        }
+    }
+}

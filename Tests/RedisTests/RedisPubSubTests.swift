@@ -1,0 +1,101 @@
+import NIOCore
+import RESP
+import Redis
+import TestSupport
+import Testing
+
+/// The next message of a subscription, or nil if none arrives within `limit`.
+func nextMessage(_ iterator: inout AsyncStream<RedisMessage>.Iterator, within limit: Duration = .seconds(10)) async -> RedisMessage? {
+    let box = IteratorBox(iterator)
+    let message = await withTaskGroup(of: RedisMessage?.self) { group in
+        group.addTask { await box.next() }
+        group.addTask {
+            try? await Task.sleep(for: limit)
+            return nil
+        }
+        let first = await group.next() ?? nil
+        group.cancelAll()
+        return first
+    }
+    iterator = box.iterator
+    return message
+}
+
+/// Lets a child task advance an iterator the test owns.
+final class IteratorBox: @unchecked Sendable {
+    var iterator: AsyncStream<RedisMessage>.Iterator
+    init(_ iterator: AsyncStream<RedisMessage>.Iterator) { self.iterator = iterator }
+    func next() async -> RedisMessage? { await iterator.next() }
+}
+
+@Suite("Redis pub/sub against a real redis-server")
+struct RedisPubSubTests {
+    @Test("subscribe, publish, receive; pattern subscriptions name their pattern")
+    func subscribeAndPublish() async throws {
+        try await RedisServerProcess.with { server in
+            let client = RedisClient(configuration: server.configuration())
+            defer { Task { await client.shutdown() } }
+            var messages = try await client.subscribe(to: ["news"]).makeAsyncIterator()
+            var patterned = try await client.psubscribe(to: ["ibge:*"]).makeAsyncIterator()
+            #expect(try await client.publish(ByteBuffer(string: "hello"), to: "news") == 1)
+            #expect(try await client.publish(ByteBuffer(string: "bye"), to: "ibge:backplane") == 1)
+            #expect(await nextMessage(&messages) == RedisMessage(channel: "news", pattern: nil, payload: ByteBuffer(string: "hello")))
+            #expect(await nextMessage(&patterned) == RedisMessage(channel: "ibge:backplane", pattern: "ibge:*", payload: ByteBuffer(string: "bye")))
+        }
+    }
+
+    @Test("pub/sub works on a RESP2-only server too")
+    func resp2() async throws {
+        try await RedisServerProcess.with(["--rename-command", "HELLO", ""]) { server in
+            let client = RedisClient(configuration: server.configuration())
+            defer { Task { await client.shutdown() } }
+            var messages = try await client.subscribe(to: ["a", "b"]).makeAsyncIterator()
+            _ = try await client.publish(ByteBuffer(string: "1"), to: "b")
+            #expect(await nextMessage(&messages)?.payload == ByteBuffer(string: "1"))
+            #expect(try await client.get("k") == nil, "commands still work beside the subscription")
+        }
+    }
+
+    @Test("a subscription survives a server restart")
+    func survivesRestart() async throws {
+        try await RedisServerProcess.with { server in
+            let client = RedisClient(configuration: server.configuration())
+            defer { Task { await client.shutdown() } }
+            var messages = try await client.subscribe(to: ["events"]).makeAsyncIterator()
+            server.kill()
+            try await server.restart()
+            // Publish until the restored subscription hears it (it comes back within the backoff).
+            var delivered = 0
+            for _ in 0..<200 where delivered == 0 {
+                delivered = (try? await client.publish(ByteBuffer(string: "after"), to: "events")) ?? 0
+                if delivered == 0 { try await Task.sleep(for: .milliseconds(50)) }
+            }
+            #expect(delivered == 1)
+            #expect(await nextMessage(&messages)?.payload == ByteBuffer(string: "after"))
+        }
+    }
+
+    @Test("ending the stream unsubscribes on the server")
+    func unsubscribeOnEnd() async throws {
+        try await RedisServerProcess.with { server in
+            let client = RedisClient(configuration: server.configuration())
+            defer { Task { await client.shutdown() } }
+            func subscribers() async throws -> Int {
+                let reply = try await client.send(RESPCommand("PUBSUB", "NUMSUB", "gone"))
+                guard case .array(let parts) = reply, parts.count == 2, case .integer(let n) = parts[1] else { return -1 }
+                return Int(n)
+            }
+            do {
+                let stream = try await client.subscribe(to: ["gone"])
+                #expect(try await subscribers() == 1)
+                _ = stream
+            }
+            var count = 1
+            for _ in 0..<100 where count != 0 {
+                count = try await subscribers()
+                if count != 0 { try await Task.sleep(for: .milliseconds(20)) }
+            }
+            #expect(count == 0)
+        }
+    }
+}
