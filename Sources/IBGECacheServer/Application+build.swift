@@ -19,6 +19,9 @@ public func buildApplication(
     let snapshot = try IBGESnapshot.embedded()
     var redisConfiguration = configuration.redis
     redisConfiguration?.clientName = "ibge-cache"
+    // A request never waits long for a connection: it goes to the source instead.
+    redisConfiguration?.poolWaitTimeout = .milliseconds(50)
+    redisConfiguration?.commandTimeout = .milliseconds(500)
     let redis = redisConfiguration.map { RedisClient(configuration: $0, logger: makeLogger("ibge-cache.redis")) }
     let cache = TieredCache(
         configuration: .init(
@@ -52,7 +55,8 @@ public func buildApplication(
     )
     app.addServices(cache)
     if let redis {
-        app.addServices(RedisShutdown(client: redis))
+        // Keeps its minimum connection open and pings it; closes everything on shutdown.
+        app.addServices(redis)
     }
     logger.info(
         "ibge-cache configured",

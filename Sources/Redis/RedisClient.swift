@@ -2,36 +2,41 @@ public import Logging
 public import NIOCore
 public import NIOPosix
 public import RESP
+public import ServiceLifecycle
 import Synchronization
 
-/// A Redis client: a small pool of pipelined connections, opened on demand and replaced when
-/// they close, with typed commands.
+/// A Redis client: a pool of pipelined connections with typed commands.
 ///
-/// Every call is bounded in time: connecting (handshake included) by
-/// ``RedisConfiguration/connectTimeout``, each command by ``RedisConfiguration/commandTimeout``.
-/// The client never retries a command by itself: a failed call throws at once, and the next
-/// call opens a new connection.
-public final class RedisClient: Sendable {
+/// - Many commands share a connection: concurrent callers' commands are written together and
+///   their replies matched in order. The pool opens another connection (up to
+///   ``RedisConfiguration/maximumConnections``) when the least busy one has commands queued,
+///   and never queues without bound (``RedisConfiguration/maximumPendingPerConnection``).
+/// - Every call is bounded in time: connecting (handshake included) by
+///   ``RedisConfiguration/connectTimeout``, waiting for a connection by
+///   ``RedisConfiguration/poolWaitTimeout``, each command by ``RedisConfiguration/commandTimeout``.
+/// - After a failed connection attempt the pool waits before trying again (exponential backoff
+///   with jitter); callers in the meantime fail at once with the last error.
+/// - The client never retries a command by itself.
+///
+/// ``run()`` (a swift-service-lifecycle `Service`) keeps ``RedisConfiguration/minimumConnections``
+/// open, pings idle connections and closes the ones idle too long; without it the pool still
+/// works, opening connections on demand.
+public final class RedisClient: Service, Sendable {
     /// The configuration the client was made with.
     public let configuration: RedisConfiguration
     let eventLoopGroup: any EventLoopGroup
     let logger: Logger
-    private let state: Mutex<PoolState>
+    private let pool: Mutex<PoolState>
     private let subscriber: RedisSubscriber
 
-    private enum Slot {
-        case empty
-        case connecting(EventLoopFuture<RedisConnection>)
-        case ready(RedisConnection)
+    /// The pool's decisions, and the connection attempts under way, under one lock: a caller
+    /// told to wait for a slot always finds that slot's attempt.
+    private struct PoolState: ~Copyable {
+        var machine: ConnectionPoolStateMachine<RedisConnection>
+        var attempts: [Int: EventLoopFuture<RedisConnection>] = [:]
     }
 
-    private struct PoolState {
-        var slots: [Slot]
-        var next = 0
-        var isShutdown = false
-    }
-
-    /// Creates a client; no connection is opened until the first command.
+    /// Creates a client; no connection is opened until the first command (or ``run()``).
     public init(
         configuration: RedisConfiguration,
         eventLoopGroup: any EventLoopGroup = MultiThreadedEventLoopGroup.singleton,
@@ -40,7 +45,18 @@ public final class RedisClient: Sendable {
         self.configuration = configuration
         self.eventLoopGroup = eventLoopGroup
         self.logger = logger
-        self.state = Mutex(PoolState(slots: Array(repeating: .empty, count: max(1, configuration.maximumConnections))))
+        self.pool = Mutex(PoolState(machine:
+            ConnectionPoolStateMachine(
+                limits: .init(
+                    maximumConnections: max(1, configuration.maximumConnections),
+                    minimumConnections: min(configuration.minimumConnections, configuration.maximumConnections),
+                    maximumPendingPerConnection: max(1, configuration.maximumPendingPerConnection),
+                    growThreshold: 32,
+                    reconnectBackoffMilliseconds: max(1, configuration.reconnectBackoff.milliseconds.int64),
+                    maximumReconnectBackoffMilliseconds: max(1, configuration.maximumReconnectBackoff.milliseconds.int64),
+                    idleTimeoutMilliseconds: configuration.idleTimeout.milliseconds.int64,
+                    keepAliveMilliseconds: configuration.keepAliveInterval.milliseconds.int64
+                ))))
         self.subscriber = RedisSubscriber(configuration: configuration, eventLoopGroup: eventLoopGroup, logger: logger)
     }
 
@@ -57,89 +73,133 @@ public final class RedisClient: Sendable {
         try await subscriber.subscribe(channels: [], patterns: patterns)
     }
 
+    /// The pool's state, for health checks.
+    public struct PoolStatus: Sendable {
+        /// Connections open and usable.
+        public var open: Int
+        /// Connections being opened.
+        public var connecting: Int
+        /// Slots waiting before the next connection attempt.
+        public var backingOff: Int
+        /// The last connection failure, while any slot is backing off.
+        public var lastError: RedisError?
+    }
+
+    /// The pool's state now.
+    public var poolStatus: PoolStatus {
+        let counts = pool.withLock { $0.machine.counts }
+        return PoolStatus(open: counts.open, connecting: counts.connecting, backingOff: counts.backingOff, lastError: counts.lastError)
+    }
+
     /// The number of open connections.
-    public var openConnections: Int {
-        state.withLock { state in
-            state.slots.reduce(0) { count, slot in
-                if case .ready(let connection) = slot, connection.isActive { return count + 1 }
-                return count
-            }
-        }
-    }
+    public var openConnections: Int { poolStatus.open }
 
-    private enum Choice {
-        case use(RedisConnection)
-        case wait(EventLoopFuture<RedisConnection>)
-        case fail(RedisError)
-    }
+    private static var nowMilliseconds: Int64 { Int64(NIODeadline.now().uptimeNanoseconds / 1_000_000) }
 
-    /// A connection of the pool, opening one when needed.
+    /// A connection of the pool, opening one when needed (waiting at most
+    /// ``RedisConfiguration/poolWaitTimeout`` for it).
     public func connection() async throws(RedisError) -> RedisConnection {
-        var started: (index: Int, future: EventLoopFuture<RedisConnection>)?
-        let choice: Choice = state.withLock { state in
-            guard !state.isShutdown else { return .fail(RedisError(.clientShutdown, "the Redis client was shut down")) }
-            let count = state.slots.count
-            let index = state.next % count
-            state.next &+= 1
-            switch state.slots[index] {
-            case .ready(let connection) where connection.isActive:
+        enum Next {
+            case use(RedisConnection)
+            case wait(EventLoopFuture<RedisConnection>)
+            case fail(RedisError)
+        }
+        let now = Self.nowMilliseconds
+        var started: (slot: Int, future: EventLoopFuture<RedisConnection>)?
+        let next: Next = pool.withLock { state in
+            switch state.machine.acquire(now: now, pending: { $0.pendingCommands }, isActive: { $0.isActive }) {
+            case .use(let connection, let open):
+                if let open { started = (open, startAttempt(slot: open, in: &state)) }
                 return .use(connection)
-            case .connecting(let future):
-                if let other = Self.anyReady(state.slots) { return .use(other) }
+            case .openAndWait(let slot):
+                let future = startAttempt(slot: slot, in: &state)
+                started = (slot, future)
                 return .wait(future)
-            case .ready, .empty:
-                let future = RedisConnection.makeConnection(configuration: configuration, eventLoop: eventLoopGroup.next(), logger: logger)
-                state.slots[index] = .connecting(future)
-                started = (index, future)
-                // Grow the pool without making this caller wait when another connection is ready.
-                if let other = Self.anyReady(state.slots) { return .use(other) }
+            case .wait(let slot):
+                guard let future = state.attempts[slot] else { return .fail(RedisError(.connectFailed, "no connection attempt")) }
                 return .wait(future)
+            case .fail(let error):
+                return .fail(error)
             }
         }
-        if let started {
-            started.future.whenComplete { [self] result in
-                let closeIt: RedisConnection? = state.withLock { state in
-                    guard case .connecting(let current) = state.slots[started.index], current === started.future else {
-                        if case .success(let connection) = result { return connection }
-                        return nil
-                    }
-                    switch result {
-                    case .success(let connection):
-                        if state.isShutdown {
-                            state.slots[started.index] = .empty
-                            return connection
-                        }
-                        state.slots[started.index] = .ready(connection)
-                        return nil
-                    case .failure:
-                        state.slots[started.index] = .empty
-                        return nil
-                    }
-                }
-                if let closeIt { closeIt.channel.close(promise: nil) }
-            }
-        }
-        switch choice {
-        case .use(let connection):
-            return connection
-        case .fail(let error):
-            throw error
-        case .wait(let future):
-            do {
-                return try await future.get()
-            } catch let error as RedisError {
-                throw error
-            } catch {
-                throw RedisError(.connectFailed, "\(error)")
-            }
+        if let started { watch(started.future, slot: started.slot) }
+        switch next {
+        case .use(let connection): return connection
+        case .fail(let error): throw error
+        case .wait(let future): return try await wait(for: future)
         }
     }
 
-    private static func anyReady(_ slots: [Slot]) -> RedisConnection? {
-        for slot in slots {
-            if case .ready(let connection) = slot, connection.isActive { return connection }
+    /// Starts opening a connection for `slot` (inside the pool lock; completion is watched
+    /// outside it, since a failed attempt may complete at once).
+    private func startAttempt(slot: Int, in state: inout PoolState) -> EventLoopFuture<RedisConnection> {
+        let future = RedisConnection.makeConnection(configuration: configuration, eventLoop: eventLoopGroup.next(), logger: logger)
+        state.attempts[slot] = future
+        return future
+    }
+
+    private func watch(_ future: EventLoopFuture<RedisConnection>, slot: Int) {
+        future.whenComplete { [self] result in
+            let now = Self.nowMilliseconds
+            let unwanted: RedisConnection? = pool.withLock { state in
+                if state.attempts[slot] === future { state.attempts[slot] = nil }
+                switch result {
+                case .success(let connection):
+                    return state.machine.connected(slot: slot, connection, now: now)
+                case .failure(let error):
+                    let redisError = error as? RedisError ?? RedisError(.connectFailed, "\(error)")
+                    state.machine.failedToConnect(slot: slot, error: redisError, now: now, jitter: Double.random(in: 0.75...1.25))
+                    return nil
+                }
+            }
+            unwanted?.channel.close(promise: nil)
         }
-        return nil
+    }
+
+    private func wait(for future: EventLoopFuture<RedisConnection>) async throws(RedisError) -> RedisConnection {
+        // Wait no longer than the pool-wait timeout, even if connecting takes longer.
+        let eventLoop = future.eventLoop
+        let bounded = eventLoop.makePromise(of: RedisConnection.self)
+        future.cascade(to: bounded)
+        let limit = configuration.poolWaitTimeout
+        let timer = eventLoop.scheduleTask(in: TimeAmount(limit)) {
+            bounded.fail(RedisError(.poolTimeout, "no connection to \(self.configuration.endpoint) within \(limit.milliseconds) ms"))
+        }
+        do {
+            let connection = try await bounded.futureResult.get()
+            timer.cancel()
+            return connection
+        } catch let error as RedisError {
+            throw error
+        } catch {
+            throw RedisError(.connectFailed, "\(error)")
+        }
+    }
+
+    /// Keeps the minimum number of connections open, pings idle ones and closes those idle too
+    /// long, until cancelled or told to shut down gracefully; then closes every connection.
+    public func run() async throws {
+        let interval = min(configuration.keepAliveInterval, configuration.idleTimeout, .seconds(1))
+        await cancelWhenGracefulShutdown {
+            while !Task.isCancelled {
+                let now = Self.nowMilliseconds
+                var started: [(Int, EventLoopFuture<RedisConnection>)] = []
+                let work = self.pool.withLock { state in
+                    let work = state.machine.maintain(now: now, isActive: { $0.isActive })
+                    for slot in work.open { started.append((slot, self.startAttempt(slot: slot, in: &state))) }
+                    return work
+                }
+                for (slot, future) in started { self.watch(future, slot: slot) }
+                for connection in work.close { await connection.close() }
+                for connection in work.ping { _ = try? await connection.send(RESPCommand("PING")) }
+                do {
+                    try await Task.sleep(for: interval)
+                } catch {
+                    return
+                }
+            }
+        }
+        await shutdown()
     }
 
     /// Sends a command and returns its reply.
@@ -156,19 +216,9 @@ public final class RedisClient: Sendable {
     /// Closes every connection; later calls fail with ``RedisError/Code/clientShutdown``.
     public func shutdown() async {
         await subscriber.shutdown()
-        let slots = state.withLock { state in
-            state.isShutdown = true
-            let slots = state.slots
-            state.slots = Array(repeating: .empty, count: slots.count)
-            return slots
-        }
-        for slot in slots {
-            switch slot {
-            case .ready(let connection): await connection.close()
-            case .connecting(let future): if let connection = try? await future.get() { await connection.close() }
-            case .empty: break
-            }
-        }
+        // Attempts still under way are closed by their watcher when they complete.
+        let connections = pool.withLock { $0.machine.shutdown() }
+        for connection in connections { await connection.close() }
     }
 }
 
@@ -178,4 +228,8 @@ extension RedisClient {
     public func pipeline(_ commands: [RESPCommand]) async throws(RedisError) -> [RESPValue] {
         try await connection().pipeline(commands)
     }
+}
+
+extension Int {
+    var int64: Int64 { Int64(self) }
 }

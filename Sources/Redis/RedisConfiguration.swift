@@ -24,6 +24,25 @@ public struct RedisConfiguration: Sendable, Hashable {
     public var commandTimeout: Duration
     /// How many connections the client keeps open at most. Commands are pipelined on them.
     public var maximumConnections: Int
+    /// How many connections ``RedisClient/run()`` keeps open even when idle.
+    public var minimumConnections: Int
+    /// How long a caller may wait for a connection being opened before it fails with
+    /// ``RedisError/Code/poolTimeout`` (the attempt goes on). A cache wants tens of
+    /// milliseconds here, so that no request waits on a slow connect.
+    public var poolWaitTimeout: Duration
+    /// Most commands in flight on one connection; beyond that the pool uses another connection,
+    /// or fails the call with ``RedisError/Code/poolTimeout`` rather than queue without bound.
+    public var maximumPendingPerConnection: Int
+    /// An idle connection is pinged this often by ``RedisClient/run()``, so a dead one is found
+    /// before a caller needs it.
+    public var keepAliveInterval: Duration
+    /// Connections above ``minimumConnections`` idle for this long are closed by ``RedisClient/run()``.
+    public var idleTimeout: Duration
+    /// The wait before trying again to open a connection after the first failure; it doubles at
+    /// each failure, up to ``maximumReconnectBackoff``, with ±25 % jitter.
+    public var reconnectBackoff: Duration
+    /// The longest wait between attempts to open a connection.
+    public var maximumReconnectBackoff: Duration
     /// The name the connections give themselves (`CLIENT SETNAME`), visible in `CLIENT LIST`.
     public var clientName: String?
     /// Limits on the replies the server may send.
@@ -39,6 +58,13 @@ public struct RedisConfiguration: Sendable, Hashable {
         connectTimeout: Duration = .seconds(2),
         commandTimeout: Duration = .seconds(2),
         maximumConnections: Int = 4,
+        minimumConnections: Int = 1,
+        poolWaitTimeout: Duration = .seconds(2),
+        maximumPendingPerConnection: Int = 4096,
+        keepAliveInterval: Duration = .seconds(30),
+        idleTimeout: Duration = .seconds(300),
+        reconnectBackoff: Duration = .milliseconds(50),
+        maximumReconnectBackoff: Duration = .seconds(2),
         clientName: String? = nil,
         maximumReplyBytes: Int = 512 * 1024 * 1024
     ) {
@@ -50,6 +76,13 @@ public struct RedisConfiguration: Sendable, Hashable {
         self.connectTimeout = connectTimeout
         self.commandTimeout = commandTimeout
         self.maximumConnections = maximumConnections
+        self.minimumConnections = minimumConnections
+        self.poolWaitTimeout = poolWaitTimeout
+        self.maximumPendingPerConnection = maximumPendingPerConnection
+        self.keepAliveInterval = keepAliveInterval
+        self.idleTimeout = idleTimeout
+        self.reconnectBackoff = reconnectBackoff
+        self.maximumReconnectBackoff = maximumReconnectBackoff
         self.clientName = clientName
         self.maximumReplyBytes = maximumReplyBytes
     }

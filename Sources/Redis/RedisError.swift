@@ -6,7 +6,7 @@ public struct RedisError: Error, Sendable, CustomStringConvertible {
     public struct Code: Hashable, Sendable, CustomStringConvertible {
         enum Base: Hashable, Sendable {
             case invalidConfiguration, connectTimeout, connectFailed, handshakeFailed, authenticationFailed
-            case commandTimeout, connectionClosed, serverError, protocolError, unexpectedReply, clientShutdown
+            case commandTimeout, poolTimeout, connectionClosed, serverError, protocolError, unexpectedReply, clientShutdown
         }
         let base: Base
 
@@ -22,6 +22,8 @@ public struct RedisError: Error, Sendable, CustomStringConvertible {
         public static let authenticationFailed = Code(base: .authenticationFailed)
         /// A command got no reply within its timeout.
         public static let commandTimeout = Code(base: .commandTimeout)
+        /// No connection could take the command in time (all being opened, or all full).
+        public static let poolTimeout = Code(base: .poolTimeout)
         /// The connection closed before the reply arrived.
         public static let connectionClosed = Code(base: .connectionClosed)
         /// The server answered with an error reply (its text is in ``RedisError/message``).
@@ -41,6 +43,7 @@ public struct RedisError: Error, Sendable, CustomStringConvertible {
             case .handshakeFailed: "handshake failed"
             case .authenticationFailed: "authentication failed"
             case .commandTimeout: "command timeout"
+            case .poolTimeout: "pool timeout"
             case .connectionClosed: "connection closed"
             case .serverError: "server error"
             case .protocolError: "protocol error"
@@ -65,8 +68,8 @@ public struct RedisError: Error, Sendable, CustomStringConvertible {
     /// the kind that should make a cache stop relying on Redis for a while.
     public var isConnectivityFailure: Bool {
         switch code.base {
-        case .connectTimeout, .connectFailed, .handshakeFailed, .authenticationFailed, .commandTimeout, .connectionClosed, .protocolError,
-            .clientShutdown:
+        case .connectTimeout, .connectFailed, .handshakeFailed, .authenticationFailed, .commandTimeout, .poolTimeout, .connectionClosed,
+            .protocolError, .clientShutdown:
             true
         case .invalidConfiguration, .serverError, .unexpectedReply:
             false

@@ -196,7 +196,9 @@ struct RedisClientTests {
     @Test("killing the server fails pending commands promptly, and the client reconnects after a restart")
     func killAndRestart() async throws {
         try await RedisServerProcess.with { server in
-            let client = RedisClient(configuration: server.configuration())
+            var configuration = server.configuration()
+            configuration.reconnectBackoff = .milliseconds(1)
+            let client = RedisClient(configuration: configuration)
             defer { Task { await client.shutdown() } }
             try await client.set("k", value: buffer("v"))
             // Block the server so commands are in flight when it dies.
@@ -218,11 +220,80 @@ struct RedisClientTests {
         let silent = try await LoopbackServer.start()
         var configuration = RedisConfiguration(endpoint: .tcp(host: "127.0.0.1", port: silent.port))
         configuration.connectTimeout = .milliseconds(200)
+        configuration.poolWaitTimeout = .seconds(5)
         let client = RedisClient(configuration: configuration)
         let error = await #expect(throws: RedisError.self) { try await client.ping() }
         #expect(error?.code == .connectTimeout)
         await client.shutdown()
         await silent.stop()
+    }
+
+    @Test("a caller waits for a connection no longer than the pool-wait timeout")
+    func poolWaitTimeout() async throws {
+        let silent = try await LoopbackServer.start()
+        var configuration = RedisConfiguration(endpoint: .tcp(host: "127.0.0.1", port: silent.port))
+        configuration.connectTimeout = .seconds(30)
+        configuration.poolWaitTimeout = .milliseconds(50)
+        let client = RedisClient(configuration: configuration)
+        let error = await #expect(throws: RedisError.self) { try await client.ping() }
+        #expect(error?.code == .poolTimeout)
+        #expect(client.poolStatus.connecting == 1, "the attempt goes on in the background")
+        await client.shutdown()
+        await silent.stop()
+    }
+
+    @Test("after a failed connection attempt the pool backs off: callers fail at once with the last error")
+    func connectBackoff() async throws {
+        let port = try RedisServerProcess.freePort()
+        var configuration = RedisConfiguration(endpoint: .tcp(host: "127.0.0.1", port: port))
+        configuration.maximumConnections = 1
+        configuration.reconnectBackoff = .seconds(30)
+        let client = RedisClient(configuration: configuration)
+        let first = await #expect(throws: RedisError.self) { try await client.ping() }
+        #expect(first?.code == .connectFailed)
+        #expect(client.poolStatus.backingOff == 1)
+        let second = await #expect(throws: RedisError.self) { try await client.ping() }
+        #expect(second?.code == .connectFailed)
+        #expect(second?.message.contains("not retrying for") == true, "\(second?.message ?? "")")
+        await client.shutdown()
+    }
+
+    @Test("run() keeps the minimum open and closes connections idle past the timeout")
+    func maintenance() async throws {
+        try await RedisServerProcess.with { server in
+            var configuration = server.configuration()
+            configuration.minimumConnections = 1
+            configuration.maximumConnections = 4
+            configuration.idleTimeout = .milliseconds(300)
+            configuration.keepAliveInterval = .milliseconds(100)
+            let client = RedisClient(configuration: configuration)
+            try await withThrowingTaskGroup(of: Void.self) { group in
+                group.addTask { try await client.run() }
+                // The minimum is opened without any command.
+                var opened = false
+                for _ in 0..<100 where !opened {
+                    opened = client.openConnections == 1
+                    if !opened { try await Task.sleep(for: .milliseconds(20)) }
+                }
+                #expect(opened)
+                // A burst grows the pool...
+                try await withThrowingTaskGroup(of: Void.self) { burst in
+                    for i in 0..<2000 { burst.addTask { _ = try await client.send(RESPCommand("SET", "k\(i)", "v")) } }
+                    try await burst.waitForAll()
+                }
+                let grown = client.openConnections
+                // ...and idle connections above the minimum are closed again.
+                var shrunk = false
+                for _ in 0..<200 where !shrunk {
+                    shrunk = client.openConnections == 1
+                    if !shrunk { try await Task.sleep(for: .milliseconds(20)) }
+                }
+                #expect(grown >= 1 && grown <= 4)
+                #expect(shrunk)
+                group.cancelAll()
+            }
+            #expect(client.openConnections == 0, "run() closes every connection when it ends")
+        }
     }
 
     @Test("nothing listening: connect fails with a clear error")
