@@ -67,6 +67,41 @@ extension RedisClient {
         return values.map { $0.bytes }
     }
 
+    /// `MSET key value [key value ...]`: sets every pair at once.
+    public func mset(_ pairs: [(key: String, value: ByteBuffer)]) async throws(RedisError) {
+        guard !pairs.isEmpty else { return }
+        var command = RESPCommand("MSET")
+        for pair in pairs {
+            command.append(pair.key)
+            command.append(pair.value)
+        }
+        _ = try await send(command)
+    }
+
+    /// Runs the commands as one transaction (`MULTI` … `EXEC`) on one connection, in one round
+    /// trip, and returns their replies; nil when the transaction was aborted (a `WATCH`ed key
+    /// changed). A command the server rejects while queueing aborts it with that error.
+    public func transaction(_ commands: [RESPCommand]) async throws(RedisError) -> [RESPValue]? {
+        let replies = try await pipeline([RESPCommand("MULTI")] + commands + [RESPCommand("EXEC")])
+        for reply in replies.dropLast() {
+            if let message = reply.errorMessage { throw RedisError(.serverError, message) }
+        }
+        switch replies.last {
+        case .array(let results): return results
+        case .null: return nil
+        case .some(let other):
+            if let message = other.errorMessage { throw RedisError(.serverError, message) }
+            throw .unexpected(other, for: "EXEC")
+        case .none: throw RedisError(.unexpectedReply, "EXEC returned nothing")
+        }
+    }
+
+    /// Every key matching `pattern`, walked with `SCAN` (`count` per step) as an async sequence:
+    /// a step is fetched only when the previous one is consumed.
+    public func scanKeys(matching pattern: String? = nil, count: Int = 1000) -> RedisKeyScan {
+        RedisKeyScan(client: self, pattern: pattern, count: count)
+    }
+
     /// `DEL key...`: how many keys were removed.
     @discardableResult
     public func del(_ keys: [String]) async throws(RedisError) -> Int {
@@ -186,5 +221,46 @@ extension Duration {
         let ms = seconds * 1000 + attoseconds / 1_000_000_000_000_000
         let remainder = attoseconds % 1_000_000_000_000_000
         return Int(ms + (remainder > 0 ? 1 : 0))
+    }
+}
+
+/// The keys of a ``RedisClient/scanKeys(matching:count:)`` walk. Like `SCAN`, it may return a
+/// key more than once if the keyspace changes during the walk.
+public struct RedisKeyScan: AsyncSequence, Sendable {
+    public typealias Element = String
+    public typealias Failure = RedisError
+    let client: RedisClient
+    let pattern: String?
+    let count: Int
+
+    public func makeAsyncIterator() -> Iterator {
+        Iterator(client: client, pattern: pattern, count: count)
+    }
+
+    /// Fetches one SCAN step at a time.
+    public struct Iterator: AsyncIteratorProtocol, Sendable {
+        public typealias Failure = RedisError
+        let client: RedisClient
+        let pattern: String?
+        let count: Int
+        var cursor: String?  // nil once the server said "0"
+        var buffered: [String] = []
+
+        init(client: RedisClient, pattern: String?, count: Int) {
+            self.client = client
+            self.pattern = pattern
+            self.count = count
+            self.cursor = "0"
+        }
+
+        public mutating func next() async throws(RedisError) -> String? {
+            while buffered.isEmpty {
+                guard let current = cursor else { return nil }
+                let step = try await client.scan(cursor: current, match: pattern, count: count)
+                buffered = step.keys.reversed()
+                cursor = step.cursor == "0" ? nil : step.cursor
+            }
+            return buffered.popLast()
+        }
     }
 }

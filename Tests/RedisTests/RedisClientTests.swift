@@ -67,6 +67,35 @@ struct RedisClientTests {
         }
     }
 
+    @Test("MSET, the SCAN sequence, and MULTI/EXEC transactions (also when aborted by WATCH)")
+    func bulkAndTransactions() async throws {
+        try await RedisServerProcess.with { server in
+            let client = RedisClient(configuration: server.configuration())
+            defer { Task { await client.shutdown() } }
+            try await client.mset((0..<2500).map { (key: "scan:\($0)", value: buffer("\($0)")) })
+            try await client.set("other", value: buffer("x"))
+            var seen = Set<String>()
+            for try await key in client.scanKeys(matching: "scan:*", count: 100) { seen.insert(key) }
+            #expect(seen.count == 2500 && seen.contains("scan:2499") && !seen.contains("other"))
+
+            let results = try #require(
+                try await client.transaction([RESPCommand("INCR", "counter"), RESPCommand("INCR", "counter"), RESPCommand("GET", "counter")]))
+            #expect(results == [.integer(1), .integer(2), .bulkString(buffer("2"))])
+
+            // WATCH on a dedicated connection, a change from elsewhere, then EXEC: aborted.
+            var single = server.configuration()
+            single.maximumConnections = 1
+            let watcher = RedisClient(configuration: single)
+            _ = try await watcher.send(RESPCommand("WATCH", "counter"))
+            _ = try await client.send(RESPCommand("INCR", "counter"))
+            #expect(try await watcher.transaction([RESPCommand("SET", "counter", "0")]) == nil)
+            await watcher.shutdown()
+
+            let rejected = await #expect(throws: RedisError.self) { try await client.transaction([RESPCommand("NOSUCHCOMMAND")]) }
+            #expect(rejected?.code == .serverError)
+        }
+    }
+
     @Test("a script runs by SHA and is sent again after SCRIPT FLUSH (NOSCRIPT)")
     func scripts() async throws {
         try await RedisServerProcess.with { server in
