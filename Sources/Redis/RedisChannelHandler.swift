@@ -1,5 +1,6 @@
 import DequeModule
 import NIOCore
+import NIOSSL
 import RESP
 import Synchronization
 
@@ -128,7 +129,11 @@ final class RedisChannelHandler: ChannelDuplexHandler {
     }
 
     func errorCaught(context: ChannelHandlerContext, error: any Error) {
-        fatal(RedisError(.connectionClosed, "connection error: \(error)"), context: context)
+        if error is NIOSSLError || error is BoringSSLError {
+            fatal(RedisError(.handshakeFailed, "TLS failed (the server's certificate is not trusted, or the server does not speak TLS): \(error)"), context: context)
+        } else {
+            fatal(RedisError(.connectionClosed, "connection error: \(error)"), context: context)
+        }
     }
 
     private func commandTimedOut(id: UInt64, command: RESPCommand, after timeout: TimeAmount) {

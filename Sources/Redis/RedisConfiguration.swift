@@ -10,8 +10,15 @@ public struct RedisConfiguration: Sendable, Hashable {
 
     /// Where the server listens.
     public var endpoint: Endpoint
-    /// Whether to use TLS (`rediss://`).
+    /// Whether to use TLS (`rediss://`). The server's certificate is always verified; there is
+    /// no fallback to plaintext.
     public var tls: Bool
+    /// PEM file of the certificate authorities to trust for TLS (default: the system's).
+    /// URL parameter `tls_ca_file`.
+    public var tlsCAFile: String?
+    /// The name the server's certificate must carry and the SNI sent (default: the host).
+    /// URL parameter `tls_server_name`.
+    public var tlsServerName: String?
     /// ACL user name (Redis 6+), or nil for the default user.
     public var username: String?
     /// Password, or nil when the server needs none.
@@ -170,6 +177,15 @@ public struct RedisConfiguration: Sendable, Hashable {
             throw invalid("unknown scheme '\(scheme)'; expected redis, rediss or unix")
         }
         self.init(endpoint: endpoint, tls: tls, username: username, password: password, database: database)
+        if let ca = query["tls_ca_file"] { self.tlsCAFile = Self.percentDecodedLossy(ca) }
+        if let name = query["tls_server_name"] { self.tlsServerName = name }
+        if (tlsCAFile != nil || tlsServerName != nil) && !tls {
+            throw invalid("tls_ca_file and tls_server_name need rediss://")
+        }
+    }
+
+    private static func percentDecodedLossy(_ text: String) -> String {
+        (try? percentDecoded(text, { RedisError(.invalidConfiguration, $0) })) ?? text
     }
 
     /// The URL with its password replaced by `***`, for logs and errors.

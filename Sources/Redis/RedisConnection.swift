@@ -1,6 +1,7 @@
 public import Logging
 public import NIOCore
 import NIOPosix
+import NIOSSL
 import Synchronization
 #if canImport(Glibc)
     import Glibc
@@ -66,9 +67,15 @@ public final class RedisConnection: Sendable {
         logger: Logger,
         onPush: (@Sendable (RESPValue) -> Void)? = nil
     ) -> EventLoopFuture<RedisConnection> {
-        guard !configuration.tls else {
-            return eventLoop.makeFailedFuture(
-                RedisError(.invalidConfiguration, "rediss:// (TLS) is not supported by this build yet; use redis:// or unix://"))
+        let tls: (context: NIOSSLContext, serverName: String?)?
+        if configuration.tls {
+            do {
+                tls = try makeTLSContext(configuration)
+            } catch {
+                return eventLoop.makeFailedFuture(error)
+            }
+        } else {
+            tls = nil
         }
         let connectTimeout = TimeAmount(configuration.connectTimeout)
         let deadline = NIODeadline.now() + connectTimeout
@@ -84,6 +91,9 @@ public final class RedisConnection: Sendable {
             .channelOption(.socketOption(.so_keepalive), value: 1)
             .channelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {
+                    if let tls {
+                        try channel.pipeline.syncOperations.addHandler(NIOSSLClientHandler(context: tls.context, serverHostname: tls.serverName))
+                    }
                     try channel.pipeline.syncOperations.addHandler(RedisChannelHandler(decoderLimits: limits, stats: stats, onPush: onPush))
                 }
             }
@@ -181,6 +191,25 @@ public final class RedisConnection: Sendable {
             }
         }
         return future
+    }
+
+    /// The TLS context for `rediss://`: the system's trust roots or the configured CA file,
+    /// full certificate verification, the host (or ``RedisConfiguration/tlsServerName``) as SNI.
+    static func makeTLSContext(_ configuration: RedisConfiguration) throws(RedisError) -> (context: NIOSSLContext, serverName: String?) {
+        var tlsConfiguration = TLSConfiguration.makeClientConfiguration()
+        tlsConfiguration.certificateVerification = .fullVerification
+        if let file = configuration.tlsCAFile {
+            tlsConfiguration.trustRoots = .file(file)
+        }
+        var serverName = configuration.tlsServerName
+        if serverName == nil, case .tcp(let host, _) = configuration.endpoint, !host.isIPAddress {
+            serverName = host
+        }
+        do {
+            return (try NIOSSLContext(configuration: tlsConfiguration), serverName)
+        } catch {
+            throw RedisError(.invalidConfiguration, "TLS setup failed (CA file \(configuration.tlsCAFile ?? "system default")): \(error)")
+        }
     }
 
     static func isAuthenticationError(_ message: String) -> Bool {
@@ -294,4 +323,13 @@ func describe(_ error: any Error) -> String {
         return String(cString: strerror(ioError.errnoCode)).lowercased()
     }
     return "\(error)"
+}
+
+extension String {
+    /// Whether this is an IPv4 or IPv6 literal (SNI must not carry one).
+    var isIPAddress: Bool {
+        if contains(":") { return true }
+        let parts = split(separator: ".", omittingEmptySubsequences: false)
+        return parts.count == 4 && parts.allSatisfy { UInt8($0) != nil }
+    }
 }
