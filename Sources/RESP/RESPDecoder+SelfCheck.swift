@@ -18,7 +18,9 @@ extension RESPDecoder {
         let chunk = bytes.isEmpty ? 1 : Int(bytes[0] % 7) + 1
         let pieces = decodeAll(ByteBuffer(bytes: bytes), chunkSize: chunk)
         precondition(whole.values == pieces.values, "whole and piecewise decoding disagree")
-        precondition(whole.error == pieces.error, "whole and piecewise decoding fail differently: \(String(describing: whole.error)) vs \(String(describing: pieces.error))")
+        precondition(
+            whole.error == pieces.error,
+            "whole and piecewise decoding fail differently: \(String(describing: whole.error)) vs \(String(describing: pieces.error))")
         for value in whole.values where !value.containsNaN {
             var encoded = ByteBuffer()
             encoded.writeRESPValue(value)

@@ -130,7 +130,9 @@ final class RedisChannelHandler: ChannelDuplexHandler {
 
     func errorCaught(context: ChannelHandlerContext, error: any Error) {
         if error is NIOSSLError || error is BoringSSLError {
-            fatal(RedisError(.handshakeFailed, "TLS failed (the server's certificate is not trusted, or the server does not speak TLS): \(error)"), context: context)
+            fatal(
+                RedisError(.handshakeFailed, "TLS failed (the server's certificate is not trusted, or the server does not speak TLS): \(error)"),
+                context: context)
         } else {
             fatal(RedisError(.connectionClosed, "connection error: \(error)"), context: context)
         }

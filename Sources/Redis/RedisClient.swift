@@ -3,6 +3,8 @@ public import NIOCore
 public import NIOPosix
 public import RESP
 public import ServiceLifecycle
+public import CoreMetrics
+import Metrics
 import Synchronization
 
 /// A Redis client: a pool of pipelined connections with typed commands.
@@ -28,6 +30,7 @@ public final class RedisClient: Service, Sendable {
     let logger: Logger
     private let pool: Mutex<PoolState>
     private let subscriber: RedisSubscriber
+    private let metrics: ClientMetrics
 
     /// The pool's decisions, and the connection attempts under way, under one lock: a caller
     /// told to wait for a slot always finds that slot's attempt.
@@ -37,26 +40,34 @@ public final class RedisClient: Service, Sendable {
     }
 
     /// Creates a client; no connection is opened until the first command (or ``run()``).
+    ///
+    /// - Parameter metricsFactory: where the client reports `redis_command_duration_seconds`,
+    ///   `redis_command_errors_total{kind}` and `redis_connections_open` (default: the
+    ///   process-wide swift-metrics backend).
     public init(
         configuration: RedisConfiguration,
         eventLoopGroup: any EventLoopGroup = MultiThreadedEventLoopGroup.singleton,
-        logger: Logger = Logger(label: "redis")
+        logger: Logger = Logger(label: "redis"),
+        metricsFactory: any MetricsFactory = MetricsSystem.factory
     ) {
+        self.metrics = ClientMetrics(factory: metricsFactory)
         self.configuration = configuration
         self.eventLoopGroup = eventLoopGroup
         self.logger = logger
-        self.pool = Mutex(PoolState(machine:
-            ConnectionPoolStateMachine(
-                limits: .init(
-                    maximumConnections: max(1, configuration.maximumConnections),
-                    minimumConnections: min(configuration.minimumConnections, configuration.maximumConnections),
-                    maximumPendingPerConnection: max(1, configuration.maximumPendingPerConnection),
-                    growThreshold: 32,
-                    reconnectBackoffMilliseconds: max(1, configuration.reconnectBackoff.milliseconds.int64),
-                    maximumReconnectBackoffMilliseconds: max(1, configuration.maximumReconnectBackoff.milliseconds.int64),
-                    idleTimeoutMilliseconds: configuration.idleTimeout.milliseconds.int64,
-                    keepAliveMilliseconds: configuration.keepAliveInterval.milliseconds.int64
-                ))))
+        self.pool = Mutex(
+            PoolState(
+                machine:
+                    ConnectionPoolStateMachine(
+                        limits: .init(
+                            maximumConnections: max(1, configuration.maximumConnections),
+                            minimumConnections: min(configuration.minimumConnections, configuration.maximumConnections),
+                            maximumPendingPerConnection: max(1, configuration.maximumPendingPerConnection),
+                            growThreshold: 32,
+                            reconnectBackoffMilliseconds: max(1, configuration.reconnectBackoff.milliseconds.int64),
+                            maximumReconnectBackoffMilliseconds: max(1, configuration.maximumReconnectBackoff.milliseconds.int64),
+                            idleTimeoutMilliseconds: configuration.idleTimeout.milliseconds.int64,
+                            keepAliveMilliseconds: configuration.keepAliveInterval.milliseconds.int64
+                        ))))
         self.subscriber = RedisSubscriber(configuration: configuration, eventLoopGroup: eventLoopGroup, logger: logger)
     }
 
@@ -153,6 +164,19 @@ public final class RedisClient: Service, Sendable {
                 }
             }
             unwanted?.channel.close(promise: nil)
+            self.metrics.connectionsOpen.record(self.pool.withLock { $0.machine.counts.open })
+            if case .success(let connection) = result, unwanted == nil {
+                connection.channel.closeFuture.whenComplete { [self] _ in
+                    // Count what is still open (a closed one is noticed as inactive at once).
+                    let open = pool.withLock { state in
+                        state.machine.slots.reduce(0) { count, slot in
+                            if case .ready(let c, _) = slot, c.isActive { return count + 1 }
+                            return count
+                        }
+                    }
+                    metrics.connectionsOpen.record(open)
+                }
+            }
         }
     }
 
@@ -207,10 +231,17 @@ public final class RedisClient: Service, Sendable {
     /// - Throws: ``RedisError`` with ``RedisError/Code/serverError`` when the server answers with an
     ///   error, or the connection or timeout failure.
     public func send(_ command: RESPCommand) async throws(RedisError) -> RESPValue {
-        let connection = try await connection()
-        let reply = try await connection.send(command)
-        if let message = reply.errorMessage { throw RedisError(.serverError, message) }
-        return reply
+        let start = NIODeadline.now()
+        do throws(RedisError) {
+            let connection = try await connection()
+            let reply = try await connection.send(command)
+            metrics.commandDuration.recordNanoseconds((NIODeadline.now() - start).nanoseconds)
+            if let message = reply.errorMessage { throw RedisError(.serverError, message) }
+            return reply
+        } catch {
+            metrics.failed(error)
+            throw error
+        }
     }
 
     /// Closes every connection; later calls fail with ``RedisError/Code/clientShutdown``.
@@ -232,4 +263,28 @@ extension RedisClient {
 
 extension Int {
     var int64: Int64 { Int64(self) }
+}
+
+/// The client's metrics (swift-metrics), made once.
+final class ClientMetrics: Sendable {
+    let factory: any MetricsFactory
+    let commandDuration: CoreMetrics.Timer
+    let connectionsOpen: Gauge
+    private let errors: [RedisError.Code: Counter]
+
+    init(factory: any MetricsFactory) {
+        self.factory = factory
+        commandDuration = CoreMetrics.Timer(label: "redis_command_duration_seconds", factory: factory)
+        connectionsOpen = Gauge(label: "redis_connections_open", factory: factory)
+        let kinds: [RedisError.Code] = [
+            .connectTimeout, .connectFailed, .handshakeFailed, .authenticationFailed, .commandTimeout, .poolTimeout,
+            .connectionClosed, .serverError, .protocolError, .unexpectedReply, .clientShutdown, .invalidConfiguration,
+        ]
+        errors = Dictionary(
+            uniqueKeysWithValues: kinds.map { ($0, Counter(label: "redis_command_errors_total", dimensions: [("kind", "\($0)")], factory: factory)) })
+    }
+
+    func failed(_ error: RedisError) {
+        errors[error.code]?.increment()
+    }
 }

@@ -85,12 +85,16 @@ struct BenchRedis: AsyncParsableCommand {
             print(String(decoding: try encoder.encode(ours), as: UTF8.self))
             return
         }
-        print("ibge-cache bench redis: \(clients) callers, \(requests) requests, \(size)-byte values, pipeline \(pipeline), ≤\(connections) connections")
+        print(
+            "ibge-cache bench redis: \(clients) callers, \(requests) requests, \(size)-byte values, pipeline \(pipeline), ≤\(connections) connections"
+        )
         print("")
         print("| | SET ops/s | GET ops/s |")
         print("|---|---:|---:|")
         print("| ibge-cache Redis client | \(ours.set_ops_per_s.formatted()) | \(ours.get_ops_per_s.formatted()) |")
-        if let reference = try Self.redisBenchmark(configuration: configuration, clients: clients, requests: requests, size: size, pipeline: pipeline, keyspace: keyspace) {
+        if let reference = try Self.redisBenchmark(
+            configuration: configuration, clients: clients, requests: requests, size: size, pipeline: pipeline, keyspace: keyspace)
+        {
             print("| redis-benchmark -c \(clients) -P \(pipeline) | \(Int(reference.set).formatted()) | \(Int(reference.get).formatted()) |")
             print(String(format: "| ratio | %.2f | %.2f |", Double(ours.set_ops_per_s) / reference.set, Double(ours.get_ops_per_s) / reference.get))
         } else {
@@ -141,8 +145,10 @@ struct BenchRedis: AsyncParsableCommand {
     ) throws -> (set: Double, get: Double)? {
         guard let path = ["/usr/bin/redis-benchmark", "/usr/local/bin/redis-benchmark"].first(where: FileManager.default.isExecutableFile)
         else { return nil }
-        var arguments = ["-t", "set,get", "-n", String(requests), "-c", String(clients), "-d", String(size), "-P", String(pipeline),
-            "-r", String(keyspace), "--csv", "--dbnum", String(configuration.database)]
+        var arguments = [
+            "-t", "set,get", "-n", String(requests), "-c", String(clients), "-d", String(size), "-P", String(pipeline),
+            "-r", String(keyspace), "--csv", "--dbnum", String(configuration.database),
+        ]
         switch configuration.endpoint {
         case .tcp(let host, let port): arguments += ["-h", host, "-p", String(port)]
         case .unixSocket(let socket): arguments += ["-s", socket]
