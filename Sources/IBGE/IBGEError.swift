@@ -30,11 +30,14 @@ public struct IBGEError: Error, Sendable, CustomStringConvertible {
     public let code: Code
     /// A sentence for the client.
     public let message: String
+    /// The upstream's HTTP status, when it answered with one other than 200.
+    public let upstreamStatus: Int?
 
     /// Creates an error.
-    public init(_ code: Code, _ message: String) {
+    public init(_ code: Code, _ message: String, upstreamStatus: Int? = nil) {
         self.code = code
         self.message = message
+        self.upstreamStatus = upstreamStatus
     }
 
     public var description: String { message }

@@ -1,43 +1,102 @@
 public import Logging
 public import NIOCore
 public import TieredCache
+import Synchronization
 
 /// The cached IBGE facade: turns a request into its cache key and answers it through the
-/// two-tier cache, loading from the source (the embedded snapshot, or the upstream API) on a miss.
+/// two-tier cache, loading misses from the IBGE API (when an upstream is given) or from the
+/// embedded snapshot.
+///
+/// With an upstream, the order of answers is: fresh cache, the upstream, a stale cached value
+/// (within the cache's grace period), then the embedded data (the localidades snapshot, Census
+/// 2022 population) — never cached, so the upstream is asked again next time — and only then
+/// a 502/504 error.
 public final class IBGEService: Sendable {
     /// The cache it answers through.
     public let cache: TieredCache
-    /// Where misses are loaded from.
-    public let source: any IBGESource
+    /// The embedded source (the snapshot).
+    public let embedded: EmbeddedSource
     /// The snapshot (for validation: UF siglas, and for preload's key list).
-    public let snapshot: IBGESnapshot
-    /// How long answers stay fresh.
+    public var snapshot: IBGESnapshot { embedded.snapshot }
+    /// Census 2022 population, for the agregados population queries.
+    public let population: Population2022
+    /// The IBGE API, when `ENABLE_REAL_APIS` is on.
+    public let upstream: HTTPUpstream?
+    /// How long localidades answers stay fresh.
     public let ttl: Duration
+    /// How long agregados answers stay fresh.
+    public let agregadosTTL: Duration
     let logger: Logger
+    private let fallbacks = Atomic<Int>(0)
 
     /// Creates the service.
-    public init(cache: TieredCache, source: any IBGESource, snapshot: IBGESnapshot, ttl: Duration, logger: Logger = Logger(label: "ibge")) {
+    public init(
+        cache: TieredCache, snapshot: IBGESnapshot, population: Population2022, upstream: HTTPUpstream? = nil, ttl: Duration,
+        agregadosTTL: Duration? = nil, logger: Logger = Logger(label: "ibge")
+    ) {
         self.cache = cache
-        self.source = source
-        self.snapshot = snapshot
+        self.embedded = EmbeddedSource(snapshot: snapshot)
+        self.population = population
+        self.upstream = upstream
         self.ttl = ttl
+        self.agregadosTTL = agregadosTTL ?? ttl
         self.logger = logger
     }
+
+    /// Answers served from embedded data because the upstream failed and nothing was cached.
+    public var embeddedFallbacks: Int { fallbacks.load(ordering: .relaxed) }
 
     /// Parses and validates a localidades path (after `/api/v1/localidades/`) and query.
     public func request(path: String, query: [(String, String)]) throws(IBGEError) -> LocalidadesRequest {
         try LocalidadesRequest(path: path, query: query, siglas: snapshot.siglas)
     }
 
-    /// The JSON body IBGE gives for the request, from the cache or the source.
+    /// The JSON body IBGE gives for the request, from the cache, the upstream or the snapshot.
     public func body(for request: LocalidadesRequest) async throws(IBGEError) -> ByteBuffer {
-        let source = self.source
+        guard let upstream else {
+            let embedded = self.embedded
+            return try await cached(request.cacheKey, ttl: ttl) { () throws(IBGEError) in try embedded.body(for: request) }
+        }
+        let upstreamRequest = UpstreamRequest(request)
         do {
-            return try await cache.getOrLoad(request.cacheKey, ttl: ttl) { try await source.body(for: request) }
+            return try await cached(request.cacheKey, ttl: ttl) { () async throws(IBGEError) in try await upstream.fetch(upstreamRequest) }
+        } catch {
+            fallbacks.add(1, ordering: .relaxed)
+            logger.warning("IBGE unavailable, answering from the embedded snapshot", metadata: ["path": "\(request.canonicalPath)", "error": "\(error)"])
+            return try embedded.body(for: request)
+        }
+    }
+
+    /// Any allow-listed GET (`/api/v1/localidades/...`, `/api/v3/agregados/...`): from the cache
+    /// or the upstream; when the upstream fails, the Census 2022 population queries are answered
+    /// from embedded data. Without an upstream only those population queries are answered.
+    public func mirror(_ request: UpstreamRequest) async throws(IBGEError) -> ByteBuffer {
+        let ttl = request.kind == .agregados ? agregadosTTL : self.ttl
+        guard let upstream else {
+            guard let selector = request.populationSelector, let body = population.body(localidades: selector, snapshot: snapshot) else {
+                throw IBGEError(.notServed, "/api/\(request.path) is not in the embedded data; the mirror needs ENABLE_REAL_APIS=true for it")
+            }
+            return try await cached(request.cacheKey, ttl: ttl) { () throws(IBGEError) in body }
+        }
+        do {
+            return try await cached(request.cacheKey, ttl: ttl) { () async throws(IBGEError) in try await upstream.fetch(request) }
+        } catch {
+            if let selector = request.populationSelector, let body = population.body(localidades: selector, snapshot: snapshot) {
+                fallbacks.add(1, ordering: .relaxed)
+                logger.warning("IBGE unavailable, answering Census 2022 population from embedded data", metadata: ["error": "\(error)"])
+                return body
+            }
+            throw error
+        }
+    }
+
+    private func cached(_ key: String, ttl: Duration, _ load: @escaping @Sendable () async throws(IBGEError) -> ByteBuffer) async throws(IBGEError) -> ByteBuffer {
+        do {
+            return try await cache.getOrLoad(key, ttl: ttl) { try await load() }
         } catch let error as IBGEError {
             throw error
         } catch {
-            throw IBGEError(.upstreamFailed, "loading \(request.canonicalPath) failed: \(error)")
+            throw IBGEError(.upstreamFailed, "loading \(key) failed: \(error)")
         }
     }
 

@@ -15,7 +15,7 @@ struct AdminRoutes {
         let group = router.group("/api/ibge/cache").add(middleware: AdminAuthMiddleware(token: configuration.adminToken))
         group.get("status") { _, _ in await status() }
         group.get("health") { _, _ in await health() }
-        group.get("metrics") { _, _ -> Response in .json(MetricsBody(success: true, metrics: .init(cache.metrics()))) }
+        group.get("metrics") { _, _ -> Response in .json(MetricsBody(success: true, metrics: .init(cache.metrics(), embeddedFallbacks: service.embeddedFallbacks))) }
         group.post("clear") { _, _ in await clear() }
         group.post("preload") { request, context in await preload(request, context: context) }
         group.delete("keys/**") { request, _ in await deleteKey(request) }
@@ -67,7 +67,7 @@ struct AdminRoutes {
                     entries: metrics.l1Entries, bytes: metrics.l1Bytes, max_entries: cache.memory.configuration.maximumEntries,
                     max_bytes: cache.memory.configuration.maximumBytes,
                     sample: cache.memory.keys(limit: 10).map { configuration.keyPrefix + $0 }),
-                source: "embedded-snapshot",
+                source: service.upstream == nil ? "embedded-snapshot" : "ibge-api",
                 ttl_seconds: service.ttl.components.seconds,
                 uptime_seconds: (ContinuousClock.now - startedAt).components.seconds
             ))
@@ -105,7 +105,10 @@ struct AdminRoutes {
         }
         let l1 = cache.memory.statistics
         let l1Check = HealthBody.Check(status: "up", detail: "\(l1.entries) entries, \(l1.bytes) bytes")
-        var sourceCheck = HealthBody.Check(status: "up", detail: "embedded IBGE snapshot, \(service.snapshot.municipios.count) municípios")
+        var sourceCheck = HealthBody.Check(
+            status: "up",
+            detail: service.upstream.map { "IBGE API at \($0.configuration.baseURL); embedded snapshot as fallback (\(service.embeddedFallbacks) answers so far)" }
+                ?? "embedded IBGE snapshot, \(service.snapshot.municipios.count) municípios")
         var unhealthy = false
         if service.snapshot.municipios.isEmpty {
             unhealthy = true
@@ -142,8 +145,10 @@ struct AdminRoutes {
             var l1_evictions: Int
             var l1_expirations: Int
             var loads_in_flight: Int
+            var embedded_fallbacks: Int
 
-            init(_ m: CacheMetrics) {
+            init(_ m: CacheMetrics, embeddedFallbacks: Int) {
+                embedded_fallbacks = embeddedFallbacks
                 hits = m.hits
                 misses = m.misses
                 hit_rate_percent = m.hitRatePercent

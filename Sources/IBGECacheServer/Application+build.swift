@@ -3,6 +3,7 @@ import IBGE
 public import Logging
 import Redis
 import TieredCache
+import ServiceLifecycle
 
 /// Builds the whole server from its configuration: the Redis client (unless `REDIS_URL=none`),
 /// the two-tier cache, the IBGE service over the embedded snapshot, and the routes. The cache's
@@ -33,14 +34,12 @@ public func buildApplication(
         redis: redis,
         logger: makeLogger("ibge-cache.cache")
     )
-    if configuration.enableRealAPIs {
-        logger.warning(
-            "ENABLE_REAL_APIS=true: this build has no upstream source yet; answering from the embedded IBGE snapshot",
-            metadata: ["IBGE_API_BASE_URL": "\(configuration.upstreamBaseURL)"])
-    }
+    let upstream =
+        configuration.enableRealAPIs
+        ? HTTPUpstream(configuration: .init(baseURL: configuration.upstreamBaseURL), logger: makeLogger("ibge-cache.upstream")) : nil
     let service = IBGEService(
-        cache: cache, source: EmbeddedSource(snapshot: snapshot), snapshot: snapshot, ttl: configuration.ttl,
-        logger: makeLogger("ibge-cache.ibge"))
+        cache: cache, snapshot: snapshot, population: try Population2022.embedded(), upstream: upstream, ttl: configuration.ttl,
+        agregadosTTL: configuration.agregadosTTL, logger: makeLogger("ibge-cache.ibge"))
 
     let router = Router(context: AppRequestContext.self)
     router.add(middleware: LogRequestsMiddleware(.debug))
@@ -54,6 +53,9 @@ public func buildApplication(
         logger: logger
     )
     app.addServices(cache)
+    if let upstream {
+        app.addServices(UpstreamShutdown(upstream: upstream))
+    }
     if let redis {
         // Keeps its minimum connection open and pings it; closes everything on shutdown.
         app.addServices(redis)
@@ -62,7 +64,18 @@ public func buildApplication(
         "ibge-cache configured",
         metadata: [
             "redis": "\(configuration.redisURLDescription)", "ttl_s": "\(configuration.ttl.components.seconds)",
-            "prefix": "\(configuration.keyPrefix)", "admin_token": "\(configuration.adminToken == nil ? "unset (loopback only)" : "set")",
+            "prefix": "\(configuration.keyPrefix)",
+            "source": "\(configuration.enableRealAPIs ? "IBGE API at \(configuration.upstreamBaseURL), snapshot as fallback" : "embedded snapshot")", "admin_token": "\(configuration.adminToken == nil ? "unset (loopback only)" : "set")",
         ])
     return app
+}
+
+/// Closes the upstream HTTP client when the application shuts down.
+struct UpstreamShutdown: Service {
+    let upstream: HTTPUpstream
+
+    func run() async throws {
+        try? await gracefulShutdown()
+        await upstream.shutdown()
+    }
 }

@@ -40,7 +40,10 @@ struct ErrorBody: Encodable {
 extension IBGEError {
     /// The HTTP status for this failure.
     var status: HTTPResponse.Status {
-        switch code {
+        if code == .upstreamFailed, let upstream = upstreamStatus, (400..<500).contains(upstream), upstream != 429 {
+            return HTTPResponse.Status(code: upstream)
+        }
+        return switch code {
         case .badRequest: .badRequest
         case .notServed: .notFound
         case .upstreamTimeout: .gatewayTimeout

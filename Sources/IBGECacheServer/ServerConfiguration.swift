@@ -11,8 +11,11 @@ public struct ServerConfiguration: Sendable {
     public var redis: RedisConfiguration?
     /// `REDIS_URL` as given (password redacted), for status.
     public var redisURLDescription: String
-    /// `IBGE_CACHE_TTL`: seconds an answer is fresh.
+    /// `IBGE_CACHE_TTL`: seconds an answer is fresh (`IBGE_LOCALIDADES_TTL` overrides it for
+    /// localidades).
     public var ttl: Duration
+    /// `IBGE_AGREGADOS_TTL`: seconds an agregados answer is fresh (default: `IBGE_CACHE_TTL`).
+    public var agregadosTTL: Duration
     /// `ENABLE_REAL_APIS`.
     public var enableRealAPIs: Bool
     /// `IBGE_API_BASE_URL`.
@@ -39,6 +42,7 @@ public struct ServerConfiguration: Sendable {
         self.redis = RedisConfiguration(endpoint: .tcp(host: "127.0.0.1", port: 6379))
         self.redisURLDescription = "redis://127.0.0.1:6379/0"
         self.ttl = .seconds(3600)
+        self.agregadosTTL = .seconds(3600)
         self.enableRealAPIs = false
         self.upstreamBaseURL = "https://servicodados.ibge.gov.br/api"
         self.host = "127.0.0.1"
@@ -83,6 +87,13 @@ public struct ServerConfiguration: Sendable {
         }
         if let seconds = try integer("IBGE_CACHE_TTL", 1...(10 * 365 * 86400), "a whole number of seconds, at least 1") {
             ttl = .seconds(seconds)
+            agregadosTTL = .seconds(seconds)
+        }
+        if let seconds = try integer("IBGE_LOCALIDADES_TTL", 1...(10 * 365 * 86400), "a whole number of seconds, at least 1") {
+            ttl = .seconds(seconds)
+        }
+        if let seconds = try integer("IBGE_AGREGADOS_TTL", 1...(10 * 365 * 86400), "a whole number of seconds, at least 1") {
+            agregadosTTL = .seconds(seconds)
         }
         if let seconds = try integer("IBGE_CACHE_GRACE", 0...(365 * 86400), "a whole number of seconds, 0 or more") {
             gracePeriod = .seconds(seconds)

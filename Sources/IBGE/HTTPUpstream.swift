@@ -1,0 +1,123 @@
+import AsyncHTTPClient
+import Foundation
+public import Logging
+public import NIOCore
+import NIOHTTP1
+
+/// The IBGE API over HTTP (AsyncHTTPClient), with timeouts, bounded retries and response
+/// validation: only a 200 with a JSON body that parses, within the size limit, is ever returned
+/// (and so cached). An HTML error page, a truncated body or a 5xx is an error.
+public final class HTTPUpstream: Sendable {
+    /// Settings.
+    public struct Configuration: Sendable {
+        /// `IBGE_API_BASE_URL`, without a trailing slash.
+        public var baseURL: String
+        /// Time to establish a connection.
+        public var connectTimeout: Duration
+        /// Time a whole attempt (request and full response) may take.
+        public var requestTimeout: Duration
+        /// Attempts in all (the first plus retries) for connection errors, timeouts and 5xx.
+        public var maximumAttempts: Int
+        /// Wait before the first retry; doubles each time, ±25 % jitter.
+        public var retryBackoff: Duration
+        /// Largest body accepted (`/municipios` is 2.5 MB).
+        public var maximumBodyBytes: Int
+
+        /// Creates a configuration.
+        public init(
+            baseURL: String = "https://servicodados.ibge.gov.br/api", connectTimeout: Duration = .seconds(3),
+            requestTimeout: Duration = .seconds(20), maximumAttempts: Int = 3, retryBackoff: Duration = .milliseconds(200),
+            maximumBodyBytes: Int = 32 * 1024 * 1024
+        ) {
+            self.baseURL = baseURL
+            self.connectTimeout = connectTimeout
+            self.requestTimeout = requestTimeout
+            self.maximumAttempts = maximumAttempts
+            self.retryBackoff = retryBackoff
+            self.maximumBodyBytes = maximumBodyBytes
+        }
+    }
+
+    /// The settings.
+    public let configuration: Configuration
+    private let client: HTTPClient
+    private let logger: Logger
+
+    /// Creates the upstream (and its HTTP client; call ``shutdown()`` when done).
+    public init(configuration: Configuration, logger: Logger = Logger(label: "ibge.upstream")) {
+        self.configuration = configuration
+        self.logger = logger
+        var clientConfiguration = HTTPClient.Configuration()
+        clientConfiguration.timeout = .init(connect: configuration.connectTimeout.timeAmount, read: configuration.requestTimeout.timeAmount)
+        clientConfiguration.redirectConfiguration = .disallow
+        self.client = HTTPClient(eventLoopGroupProvider: .singleton, configuration: clientConfiguration)
+    }
+
+    /// Fetches and validates one request, retrying what is worth retrying.
+    public func fetch(_ request: UpstreamRequest) async throws(IBGEError) -> ByteBuffer {
+        let url = request.url(base: configuration.baseURL)
+        var lastError = IBGEError(.upstreamFailed, "no attempt made")
+        for attempt in 1...max(1, configuration.maximumAttempts) {
+            do {
+                return try await once(url)
+            } catch let failure {
+                lastError = failure.error
+                guard failure.retryable, attempt < configuration.maximumAttempts, !Task.isCancelled else { break }
+                let wait = configuration.retryBackoff * (1 << (attempt - 1)) * Double.random(in: 0.75...1.25)
+                logger.debug("IBGE request failed, retrying", metadata: ["url": "\(url)", "attempt": "\(attempt)", "error": "\(failure.error)"])
+                try? await Task.sleep(for: wait)
+            }
+        }
+        throw lastError
+    }
+
+    private struct Failure: Error {
+        var error: IBGEError
+        var retryable: Bool
+    }
+
+    private func once(_ url: String) async throws(Failure) -> ByteBuffer {
+        var request = HTTPClientRequest(url: url)
+        request.headers.add(name: "Accept", value: "application/json")
+        request.headers.add(name: "User-Agent", value: "ibge-cache")
+        let response: HTTPClientResponse
+        let body: ByteBuffer
+        do {
+            response = try await client.execute(request, timeout: configuration.requestTimeout.timeAmount)
+            body = try await response.body.collect(upTo: configuration.maximumBodyBytes)
+        } catch let error as HTTPClientError where [.connectTimeout, .readTimeout, .deadlineExceeded].contains(error) {
+            throw Failure(error: IBGEError(.upstreamTimeout, "IBGE did not answer in time (\(error))"), retryable: true)
+        } catch let error as NIOTooManyBytesError {
+            throw Failure(error: IBGEError(.upstreamFailed, "IBGE's answer is larger than \(configuration.maximumBodyBytes) bytes (\(error))"), retryable: false)
+        } catch {
+            throw Failure(error: IBGEError(.upstreamFailed, "cannot reach IBGE: \(error)"), retryable: true)
+        }
+        let status = response.status.code
+        guard status == 200 else {
+            let excerpt = String(buffer: body.getSlice(at: body.readerIndex, length: min(200, body.readableBytes)) ?? ByteBuffer())
+            let retryable = status >= 500 || status == 429
+            throw Failure(error: IBGEError(.upstreamFailed, "IBGE answered \(status): \(excerpt)", upstreamStatus: Int(status)), retryable: retryable)
+        }
+        if let type = response.headers.first(name: "Content-Type")?.lowercased(), !type.contains("json") {
+            throw Failure(error: IBGEError(.upstreamFailed, "IBGE answered \(type), not JSON (an error page?)"), retryable: true)
+        }
+        guard body.readableBytes > 0,
+            (try? JSONSerialization.jsonObject(with: Data(body.readableBytesView), options: [.fragmentsAllowed])) != nil
+        else {
+            throw Failure(error: IBGEError(.upstreamFailed, "IBGE's answer is not valid JSON (\(body.readableBytes) bytes: truncated or an error page)"), retryable: true)
+        }
+        return body
+    }
+
+    /// Closes the HTTP client.
+    public func shutdown() async {
+        try? await client.shutdown()
+    }
+}
+
+extension Duration {
+    var timeAmount: TimeAmount {
+        let (seconds, attoseconds) = components
+        return .nanoseconds(seconds * 1_000_000_000 + attoseconds / 1_000_000_000)
+    }
+}
