@@ -104,6 +104,8 @@ let package = Package(
             dependencies: [
                 "Redis",
                 .product(name: "Logging", package: "swift-log"),
+                "IBGE",
+                .product(name: "Hummingbird", package: "hummingbird"),
             ],
             path: "Tests/TestSupport",
             swiftSettings: swiftSettings
@@ -129,7 +131,7 @@ let package = Package(
         ),
         .testTarget(
             name: "IBGETests",
-            dependencies: ["IBGE", "TieredCache", .product(name: "NIOCore", package: "swift-nio")],
+            dependencies: ["IBGE", "TieredCache", "TestSupport", .product(name: "NIOCore", package: "swift-nio")],
             swiftSettings: swiftSettings
         ),
         .testTarget(

@@ -88,7 +88,9 @@ public final class HTTPUpstream: Sendable {
         } catch let error as HTTPClientError where [.connectTimeout, .readTimeout, .deadlineExceeded].contains(error) {
             throw Failure(error: IBGEError(.upstreamTimeout, "IBGE did not answer in time (\(error))"), retryable: true)
         } catch let error as NIOTooManyBytesError {
-            throw Failure(error: IBGEError(.upstreamFailed, "IBGE's answer is larger than \(configuration.maximumBodyBytes) bytes (\(error))"), retryable: false)
+            throw Failure(
+                error: IBGEError(.upstreamFailed, "IBGE's answer is larger than \(configuration.maximumBodyBytes) bytes (\(error))"), retryable: false
+            )
         } catch {
             throw Failure(error: IBGEError(.upstreamFailed, "cannot reach IBGE: \(error)"), retryable: true)
         }
@@ -104,7 +106,9 @@ public final class HTTPUpstream: Sendable {
         guard body.readableBytes > 0,
             (try? JSONSerialization.jsonObject(with: Data(body.readableBytesView), options: [.fragmentsAllowed])) != nil
         else {
-            throw Failure(error: IBGEError(.upstreamFailed, "IBGE's answer is not valid JSON (\(body.readableBytes) bytes: truncated or an error page)"), retryable: true)
+            throw Failure(
+                error: IBGEError(.upstreamFailed, "IBGE's answer is not valid JSON (\(body.readableBytes) bytes: truncated or an error page)"),
+                retryable: true)
         }
         return body
     }

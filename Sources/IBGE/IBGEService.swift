@@ -62,7 +62,8 @@ public final class IBGEService: Sendable {
             return try await cached(request.cacheKey, ttl: ttl) { () async throws(IBGEError) in try await upstream.fetch(upstreamRequest) }
         } catch {
             fallbacks.add(1, ordering: .relaxed)
-            logger.warning("IBGE unavailable, answering from the embedded snapshot", metadata: ["path": "\(request.canonicalPath)", "error": "\(error)"])
+            logger.warning(
+                "IBGE unavailable, answering from the embedded snapshot", metadata: ["path": "\(request.canonicalPath)", "error": "\(error)"])
             return try embedded.body(for: request)
         }
     }
@@ -90,7 +91,9 @@ public final class IBGEService: Sendable {
         }
     }
 
-    private func cached(_ key: String, ttl: Duration, _ load: @escaping @Sendable () async throws(IBGEError) -> ByteBuffer) async throws(IBGEError) -> ByteBuffer {
+    private func cached(_ key: String, ttl: Duration, _ load: @escaping @Sendable () async throws(IBGEError) -> ByteBuffer) async throws(IBGEError)
+        -> ByteBuffer
+    {
         do {
             return try await cache.getOrLoad(key, ttl: ttl) { try await load() }
         } catch let error as IBGEError {

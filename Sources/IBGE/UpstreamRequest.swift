@@ -58,7 +58,9 @@ public struct UpstreamRequest: Sendable, Hashable {
         var items: [QueryItem] = []
         for (name, value) in query {
             size += name.utf8.count + value.utf8.count + 2
-            guard !name.isEmpty, size <= Self.maximumQueryBytes else { throw IBGEError(.badRequest, "query longer than \(Self.maximumQueryBytes) bytes") }
+            guard !name.isEmpty, size <= Self.maximumQueryBytes else {
+                throw IBGEError(.badRequest, "query longer than \(Self.maximumQueryBytes) bytes")
+            }
             items.append(QueryItem(name: name, value: value))
         }
         self.query = items.sorted { ($0.name, $0.value) < ($1.name, $1.value) }

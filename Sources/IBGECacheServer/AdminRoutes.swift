@@ -15,7 +15,9 @@ struct AdminRoutes {
         let group = router.group("/api/ibge/cache").add(middleware: AdminAuthMiddleware(token: configuration.adminToken))
         group.get("status") { _, _ in await status() }
         group.get("health") { _, _ in await health() }
-        group.get("metrics") { _, _ -> Response in .json(MetricsBody(success: true, metrics: .init(cache.metrics(), embeddedFallbacks: service.embeddedFallbacks))) }
+        group.get("metrics") { _, _ -> Response in
+            .json(MetricsBody(success: true, metrics: .init(cache.metrics(), embeddedFallbacks: service.embeddedFallbacks)))
+        }
         group.post("clear") { _, _ in await clear() }
         group.post("preload") { request, context in await preload(request, context: context) }
         group.delete("keys/**") { request, _ in await deleteKey(request) }
@@ -107,7 +109,9 @@ struct AdminRoutes {
         let l1Check = HealthBody.Check(status: "up", detail: "\(l1.entries) entries, \(l1.bytes) bytes")
         var sourceCheck = HealthBody.Check(
             status: "up",
-            detail: service.upstream.map { "IBGE API at \($0.configuration.baseURL); embedded snapshot as fallback (\(service.embeddedFallbacks) answers so far)" }
+            detail: service.upstream.map {
+                "IBGE API at \($0.configuration.baseURL); embedded snapshot as fallback (\(service.embeddedFallbacks) answers so far)"
+            }
                 ?? "embedded IBGE snapshot, \(service.snapshot.municipios.count) municípios")
         var unhealthy = false
         if service.snapshot.municipios.isEmpty {

@@ -65,7 +65,8 @@ public func buildApplication(
         metadata: [
             "redis": "\(configuration.redisURLDescription)", "ttl_s": "\(configuration.ttl.components.seconds)",
             "prefix": "\(configuration.keyPrefix)",
-            "source": "\(configuration.enableRealAPIs ? "IBGE API at \(configuration.upstreamBaseURL), snapshot as fallback" : "embedded snapshot")", "admin_token": "\(configuration.adminToken == nil ? "unset (loopback only)" : "set")",
+            "source": "\(configuration.enableRealAPIs ? "IBGE API at \(configuration.upstreamBaseURL), snapshot as fallback" : "embedded snapshot")",
+            "admin_token": "\(configuration.adminToken == nil ? "unset (loopback only)" : "set")",
         ])
     return app
 }

@@ -21,7 +21,7 @@ struct DataRoutes {
         do {
             let parsed = try service.request(path: relative, query: query)
             return .ibgeJSON(try await service.body(for: parsed))
-        } catch where error.code == .notServed && service.upstream != nil {
+        } catch  where error.code == .notServed && service.upstream != nil {
             return await mirror(request)
         } catch {
             return .error(error.message, status: error.status)

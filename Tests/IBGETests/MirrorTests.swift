@@ -1,0 +1,172 @@
+import Foundation
+import NIOCore
+import TestSupport
+import TieredCache
+import Testing
+
+@testable import IBGE
+
+/// A service mirroring a stand-in IBGE, with quick retries.
+func mirrorService(_ fake: FakeIBGE, cache: TieredCache = TieredCache(redis: nil)) throws -> IBGEService {
+    let upstream = HTTPUpstream(
+        configuration: .init(
+            baseURL: fake.baseURL, connectTimeout: .seconds(2), requestTimeout: .seconds(5), maximumAttempts: 3, retryBackoff: .milliseconds(5)))
+    return IBGEService(
+        cache: cache, snapshot: try IBGESnapshot.embedded(), population: try Population2022.embedded(), upstream: upstream, ttl: .seconds(3600))
+}
+
+/// Zipf-distributed ranks in 0..<n (exponent s), by inverse transform over the cumulative weights.
+struct Zipf {
+    let cumulative: [Double]
+    init(n: Int, s: Double) {
+        var total = 0.0
+        cumulative = (1...n).map { rank in
+            total += 1 / pow(Double(rank), s)
+            return total
+        }
+    }
+    func sample(_ u: Double) -> Int {
+        let target = u * (cumulative.last ?? 1)
+        var low = 0
+        var high = cumulative.count - 1
+        while low < high {
+            let mid = (low + high) / 2
+            if cumulative[mid] < target { low = mid + 1 } else { high = mid }
+        }
+        return low
+    }
+}
+
+@Suite("Mirror of a stand-in IBGE")
+struct MirrorTests {
+    @Test("answers carry the upstream's bytes; raw and percent-encoded queries are one upstream call")
+    func upstreamBytes() async throws {
+        let fake = try await FakeIBGE.start()
+        let service = try mirrorService(fake)
+        let itajai = try await service.body(for: service.request(path: "municipios/4208203", query: []))
+        #expect(String(buffer: itajai).hasPrefix(#"{"id":4208203,"nome":"Itajaí""#))
+        #expect(fake.calls("/api/v1/localidades/municipios/4208203") == 1)
+        let raw = try UpstreamRequest(path: Population2022.path, query: [("localidades", "N6[4208203]")])
+        let body = try await service.mirror(raw)
+        #expect(String(buffer: body).contains(#""serie":{"2022":"264054"}"#))
+        let encoded = try UpstreamRequest(path: Population2022.path, query: [("localidades", "N6%5B4208203%5D".removingPercentEncoding ?? "")])
+        #expect(try await service.mirror(encoded) == body)
+        #expect(fake.totalCalls == 2)
+        await service.upstream?.shutdown()
+        await fake.stop()
+    }
+
+    /// What the cache controls is that each distinct key reaches the upstream once; the share
+    /// saved then depends only on the traffic (its count of distinct keys), printed here.
+    @Test("a Zipf replay of 10,000 requests reaches the upstream once per distinct key", arguments: [1.0, 1.5, 2.0])
+    func zipfReplay(exponent: Double) async throws {
+        let fake = try await FakeIBGE.start()
+        let service = try mirrorService(fake)
+        let ids = service.snapshot.municipios.map(\.id)
+        let zipf = Zipf(n: ids.count, s: exponent)
+        var generator = SeededGenerator(seed: 2022)
+        let requests = (0..<10_000).map { _ in ids[zipf.sample(Double.random(in: 0..<1, using: &generator))] }
+        let distinct = Set(requests).count
+        for batch in stride(from: 0, to: requests.count, by: 100) {
+            try await withThrowingTaskGroup(of: Void.self) { group in
+                for id in requests[batch..<batch + 100] {
+                    group.addTask { _ = try await service.body(for: service.request(path: "municipios/\(id)", query: [])) }
+                }
+                try await group.waitForAll()
+            }
+        }
+        #expect(fake.totalCalls == distinct, "one upstream call per distinct key")
+        let saved = 1 - Double(fake.totalCalls) / Double(requests.count)
+        print(
+            "Zipf s=\(exponent): \(requests.count) requests, \(distinct) distinct keys, \(fake.totalCalls) upstream calls, \(String(format: "%.2f", saved * 100))% saved"
+        )
+        await service.upstream?.shutdown()
+        await fake.stop()
+    }
+
+    @Test("IBGE going down halfway: every localidades request is still answered, from cache or snapshot")
+    func outageHalfway() async throws {
+        let fake = try await FakeIBGE.start()
+        let service = try mirrorService(fake)
+        let ids = service.snapshot.municipios.map(\.id)
+        var answered = 0
+        for i in 0..<400 {
+            if i == 200 { fake.inject(.outage) }
+            let id = ids[(i * 7919) % 300]
+            let body = try await service.body(for: service.request(path: "municipios/\(id)", query: []))
+            if String(buffer: body).hasPrefix("{\"id\":\(id),") { answered += 1 }
+        }
+        #expect(answered == 400)
+        #expect(service.embeddedFallbacks > 0, "keys first asked during the outage came from the snapshot")
+        await service.upstream?.shutdown()
+        await fake.stop()
+    }
+
+    @Test("HTML error pages and truncated bodies are never cached nor served as data", arguments: [FakeIBGE.Fault.html, .truncated])
+    func badBodies(fault: FakeIBGE.Fault) async throws {
+        let fake = try await FakeIBGE.start()
+        let service = try mirrorService(fake)
+        fake.inject(fault)
+        let request = try service.request(path: "estados/SC", query: [])
+        let answer = try await service.body(for: request)
+        #expect(String(buffer: answer) == #"{"id":42,"sigla":"SC","nome":"Santa Catarina","regiao":{"id":4,"sigla":"S","nome":"Sul"}}"#)
+        #expect(fake.calls("/api/v1/localidades/estados/42") == 3, "retried, then the snapshot answered")
+        #expect(service.cache.memory.get(request.cacheKey) == nil, "the fallback is not cached")
+        fake.inject(.none)
+        _ = try await service.body(for: request)
+        #expect(fake.calls("/api/v1/localidades/estados/42") == 4, "the next request asks IBGE again")
+        #expect(service.cache.memory.get(request.cacheKey) != nil)
+        // An agregado the embedded data does not cover gets the error, not the bad body.
+        fake.inject(fault)
+        let other = try UpstreamRequest(path: "v3/agregados/6579/periodos/-1/variaveis/9324", query: [("localidades", "N1[all]")])
+        let error = await #expect(throws: IBGEError.self) { try await service.mirror(other) }
+        #expect(error?.code == .upstreamFailed)
+        await service.upstream?.shutdown()
+        await fake.stop()
+    }
+
+    @Test("5xx is retried; 4xx is not, and its status reaches the caller")
+    func retries() async throws {
+        let fake = try await FakeIBGE.start()
+        let service = try mirrorService(fake)
+        fake.inject(.failFirst(2, status: 503))
+        let request = try UpstreamRequest(path: Population2022.path, query: [("localidades", "N3[42]")])
+        #expect(String(buffer: try await service.mirror(request)).contains("Santa Catarina"))
+        #expect(fake.totalCalls == 3)
+        fake.inject(.status(400))
+        let bad = try UpstreamRequest(path: "v3/agregados/9999/periodos/2022/variaveis/1", query: [])
+        let error = await #expect(throws: IBGEError.self) { try await service.mirror(bad) }
+        #expect(error?.upstreamStatus == 400)
+        #expect(fake.totalCalls == 4, "a 4xx is not retried")
+        await service.upstream?.shutdown()
+        await fake.stop()
+    }
+
+    @Test("during an outage: population queries come from embedded data; other agregados get a clear error")
+    func agregadosOutage() async throws {
+        let fake = try await FakeIBGE.start()
+        let service = try mirrorService(fake)
+        fake.inject(.outage)
+        let population = try UpstreamRequest(path: Population2022.path, query: [("localidades", "N6[3550308]")])
+        #expect(String(buffer: try await service.mirror(population)).contains(#""serie":{"2022":"11451999"}"#))
+        let other = try UpstreamRequest(path: "v3/agregados/6579/periodos/-1/variaveis/9324", query: [("localidades", "N1[all]")])
+        let error = await #expect(throws: IBGEError.self) { try await service.mirror(other) }
+        #expect(error?.code == .upstreamFailed)
+        #expect(error?.message.contains("cannot reach IBGE") == true, "\(error?.message ?? "")")
+        await service.upstream?.shutdown()
+        await fake.stop()
+    }
+}
+
+/// A small deterministic generator (SplitMix64) so the replay is the same on every run.
+struct SeededGenerator: RandomNumberGenerator {
+    var state: UInt64
+    init(seed: UInt64) { state = seed }
+    mutating func next() -> UInt64 {
+        state &+= 0x9E37_79B9_7F4A_7C15
+        var z = state
+        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
+        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
+        return z ^ (z >> 31)
+    }
+}
