@@ -115,7 +115,12 @@ public final class HTTPUpstream: Sendable {
 
     /// Closes the HTTP client.
     public func shutdown() async {
-        try? await client.shutdown()
+        try? await client.shutdown().get()
+    }
+
+    deinit {
+        // A client dropped without shutdown() (an error path) is shut down here rather than trap.
+        client.shutdown { _ in }
     }
 }
 
