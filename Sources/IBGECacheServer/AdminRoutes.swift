@@ -267,6 +267,7 @@ struct AdminRoutes {
         guard !key.isEmpty, key.utf8.count <= 1024 else { return .error("the key must be 1 to 1024 bytes", status: .badRequest) }
         if key.hasPrefix(configuration.keyPrefix) { key = String(key.dropFirst(configuration.keyPrefix.count)) }
         let removed = await cache.remove(key)
+        await cache.remove(key + "|gzip")
         return .json(DeleteKeyBody(key: configuration.keyPrefix + key, removed: .init(memory: removed.memory, redis: removed.redis)))
     }
 }

@@ -7,6 +7,7 @@ import IBGE
 struct DataRoutes {
     let service: IBGEService
     static let prefix = "/api/v1/localidades/"
+    var gzip: GzipVariants { GzipVariants(cache: service.cache) }
 
     func register(on router: Router<AppRequestContext>) {
         router.get("/api/v1/localidades/**") { request, _ in await localidades(request) }
@@ -20,7 +21,8 @@ struct DataRoutes {
         let query = Self.query(request)
         do {
             let parsed = try service.request(path: relative, query: query)
-            return .ibgeJSON(try await service.body(for: parsed))
+            let body = try await service.body(for: parsed)
+            return await gzip.response(for: request, body: body, key: parsed.cacheKey, ttl: service.ttl)
         } catch  where error.code == .notServed && service.upstream != nil {
             return await mirror(request)
         } catch {
@@ -32,7 +34,9 @@ struct DataRoutes {
         let path = request.uri.path.dropFirst("/api/".count)
         do {
             let upstreamRequest = try UpstreamRequest(path: String(path), query: Self.query(request))
-            return .ibgeJSON(try await service.mirror(upstreamRequest))
+            let body = try await service.mirror(upstreamRequest)
+            let ttl = upstreamRequest.kind == .agregados ? service.agregadosTTL : service.ttl
+            return await gzip.response(for: request, body: body, key: upstreamRequest.cacheKey, ttl: ttl)
         } catch {
             return .error(error.message, status: error.status)
         }

@@ -1,3 +1,4 @@
+import CompressNIO
 import Foundation
 import HTTPTypes
 import Hummingbird
@@ -77,6 +78,29 @@ struct DataRouteTests {
             #expect((try JSONSerialization.jsonObject(with: Data(two.body.readableBytesView)) as? [Any])?.count == 2)
             let flat = try await client.execute(uri: "/api/v1/localidades/municipios/4208203?view=nivelado", method: .get)
             #expect(try object(flat.body)["UF-sigla"] as? String == "SC")
+        }
+    }
+
+    @Test("gzip only for clients that ask for it, compressed once and byte-identical once inflated")
+    func gzip() async throws {
+        let app = try await makeApp(["REDIS_URL": "none"])
+        try await app.test(.router) { client in
+            let plain = try await client.execute(uri: "/api/v1/localidades/municipios", method: .get)
+            #expect(plain.headers[.contentEncoding] == nil)
+            #expect(plain.headers[.vary] == "Accept-Encoding")
+            let zipped = try await client.execute(uri: "/api/v1/localidades/municipios", method: .get, headers: [.acceptEncoding: "br, gzip;q=0.8"])
+            #expect(zipped.headers[.contentEncoding] == "gzip")
+            #expect(zipped.body.readableBytes < plain.body.readableBytes / 5)
+            var compressed = zipped.body
+            #expect(try compressed.decompress(with: .gzip) == (try snapshotBytes("municipios.json")))
+            let refused = try await client.execute(uri: "/api/v1/localidades/municipios", method: .get, headers: [.acceptEncoding: "gzip;q=0"])
+            #expect(refused.headers[.contentEncoding] == nil)
+            let small = try await client.execute(uri: "/api/v1/localidades/regioes", method: .get, headers: [.acceptEncoding: "gzip"])
+            #expect(small.headers[.contentEncoding] == nil, "a 194-byte body is not worth compressing")
+            _ = try await client.execute(uri: "/api/v1/localidades/municipios", method: .get, headers: [.acceptEncoding: "gzip"])
+            let metrics = try #require(
+                try object(try await client.execute(uri: "/api/ibge/cache/metrics", method: .get).body)["metrics"] as? [String: Any])
+            #expect(metrics["loads"] as? Int == 3, "the body, its gzip variant and /regioes: each loaded once")
         }
     }
 
