@@ -129,7 +129,8 @@ final class RedisChannelHandler: ChannelDuplexHandler {
     }
 
     func errorCaught(context: ChannelHandlerContext, error: any Error) {
-        if error is NIOSSLError || error is BoringSSLError {
+        let typeName = String(reflecting: type(of: error))
+        if error is NIOSSLError || error is BoringSSLError || typeName.contains("NIOSSL") || typeName.contains("BoringSSL") {
             fatal(
                 RedisError(.handshakeFailed, "TLS failed (the server's certificate is not trusted, or the server does not speak TLS): \(error)"),
                 context: context)

@@ -21,7 +21,7 @@ struct RedisTLSTests {
                 configuration: try RedisConfiguration(
                     url: "rediss://127.0.0.1:\(tlsPort)/0?tls_ca_file=\(certificates.otherCAFile)&tls_server_name=localhost"))
             let refused = await #expect(throws: RedisError.self) { try await wrongCA.ping() }
-            #expect(refused?.code == .handshakeFailed)
+            #expect(refused?.code == .handshakeFailed, "\(refused?.message ?? "")")
             #expect(refused?.message.contains("TLS") == true, "\(refused?.message ?? "")")
             await wrongCA.shutdown()
 
