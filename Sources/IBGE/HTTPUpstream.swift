@@ -3,6 +3,10 @@ import Foundation
 public import Logging
 public import NIOCore
 import NIOHTTP1
+import Synchronization
+#if canImport(Glibc)
+import Glibc
+#endif
 
 /// The IBGE API over HTTP (AsyncHTTPClient), with timeouts, bounded retries and response
 /// validation: only a 200 with a JSON body that parses, within the size limit, is ever returned
@@ -42,6 +46,18 @@ public final class HTTPUpstream: Sendable {
     public let configuration: Configuration
     private let client: HTTPClient
     private let logger: Logger
+    private let lastOutcome = Mutex<Outcome?>(nil)
+
+    /// The result of the most recent fetch, for health checks (nothing is fetched to check health).
+    public struct Outcome: Sendable {
+        /// When it finished.
+        public var at: ContinuousClock.Instant
+        /// The error, or nil for a success.
+        public var error: IBGEError?
+    }
+
+    /// The result of the most recent fetch, or nil before the first.
+    public var lastResult: Outcome? { lastOutcome.withLock { $0 } }
 
     /// Creates the upstream (and its HTTP client; call ``shutdown()`` when done).
     public init(configuration: Configuration, logger: Logger = Logger(label: "ibge.upstream")) {
@@ -59,7 +75,9 @@ public final class HTTPUpstream: Sendable {
         var lastError = IBGEError(.upstreamFailed, "no attempt made")
         for attempt in 1...max(1, configuration.maximumAttempts) {
             do {
-                return try await once(url)
+                let body = try await once(url)
+                lastOutcome.withLock { $0 = Outcome(at: .now, error: nil) }
+                return body
             } catch let failure {
                 lastError = failure.error
                 guard failure.retryable, attempt < configuration.maximumAttempts, !Task.isCancelled else { break }
@@ -68,7 +86,9 @@ public final class HTTPUpstream: Sendable {
                 try? await Task.sleep(for: wait)
             }
         }
-        throw lastError
+        let failure = lastError
+        lastOutcome.withLock { $0 = Outcome(at: .now, error: failure) }
+        throw failure
     }
 
     private struct Failure: Error {
@@ -91,6 +111,8 @@ public final class HTTPUpstream: Sendable {
             throw Failure(
                 error: IBGEError(.upstreamFailed, "IBGE's answer is larger than \(configuration.maximumBodyBytes) bytes (\(error))"), retryable: false
             )
+        } catch let error as IOError {
+            throw Failure(error: IBGEError(.upstreamFailed, "cannot reach IBGE: \(String(cString: strerror(error.errnoCode)).lowercased())"), retryable: true)
         } catch {
             throw Failure(error: IBGEError(.upstreamFailed, "cannot reach IBGE: \(error)"), retryable: true)
         }

@@ -107,12 +107,17 @@ struct AdminRoutes {
         }
         let l1 = cache.memory.statistics
         let l1Check = HealthBody.Check(status: "up", detail: "\(l1.entries) entries, \(l1.bytes) bytes")
-        var sourceCheck = HealthBody.Check(
-            status: "up",
-            detail: service.upstream.map {
-                "IBGE API at \($0.configuration.baseURL); embedded snapshot as fallback (\(service.embeddedFallbacks) answers so far)"
+        var sourceCheck = HealthBody.Check(status: "up", detail: "embedded IBGE snapshot, \(service.snapshot.municipios.count) municípios")
+        if let upstream = service.upstream {
+            let fallbacks = "embedded snapshot as fallback (\(service.embeddedFallbacks) answers so far)"
+            if let last = upstream.lastResult, let error = last.error {
+                degraded = true
+                let ago = (ContinuousClock.now - last.at).components.seconds
+                sourceCheck = .init(status: "down", detail: "IBGE API at \(upstream.configuration.baseURL) failed \(ago) s ago: \(error.message); \(fallbacks)")
+            } else {
+                sourceCheck = .init(status: "up", detail: "IBGE API at \(upstream.configuration.baseURL); \(fallbacks)")
             }
-                ?? "embedded IBGE snapshot, \(service.snapshot.municipios.count) municípios")
+        }
         var unhealthy = false
         if service.snapshot.municipios.isEmpty {
             unhealthy = true

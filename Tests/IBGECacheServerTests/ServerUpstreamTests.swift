@@ -49,6 +49,13 @@ struct ServerUpstreamTests {
             let metrics = try #require(
                 try object(try await client.execute(uri: "/api/ibge/cache/metrics", method: .get).body)["metrics"] as? [String: Any])
             #expect(metrics["embedded_fallbacks"] as? Int == 1)
+            let health = try await client.execute(uri: "/api/ibge/cache/health", method: .get)
+            #expect(health.status == .ok)
+            let healthBody = try object(health.body)
+            #expect(healthBody["status"] as? String == "degraded")
+            let source = (healthBody["checks"] as? [String: Any])?["source"] as? [String: Any]
+            #expect(source?["status"] as? String == "down")
+            #expect((source?["detail"] as? String)?.contains("cannot reach IBGE") == true)
         }
         await fake.stop()
     }
