@@ -142,6 +142,25 @@ struct MirrorTests {
         await fake.stop()
     }
 
+    @Test("a slow IBGE times out: 504-class error for what nothing else can answer, the snapshot for localidades")
+    func slowUpstream() async throws {
+        let fake = try await FakeIBGE.start()
+        let upstream = HTTPUpstream(
+            configuration: .init(baseURL: fake.baseURL, requestTimeout: .milliseconds(200), maximumAttempts: 2, retryBackoff: .milliseconds(5)))
+        let service = IBGEService(
+            cache: TieredCache(redis: nil), snapshot: try IBGESnapshot.embedded(), population: try Population2022.embedded(), upstream: upstream,
+            ttl: .seconds(3600))
+        fake.inject(.latency(.seconds(2)))
+        let other = try UpstreamRequest(path: "v3/agregados/6579/periodos/-1/variaveis/9324", query: [("localidades", "N1[all]")])
+        let error = await #expect(throws: IBGEError.self) { try await service.mirror(other) }
+        #expect(error?.code == .upstreamTimeout, "\(error?.message ?? "")")
+        #expect(fake.totalCalls == 2, "a timeout is retried once, then given up")
+        let sc = try await service.body(for: service.request(path: "estados/42", query: []))
+        #expect(String(buffer: sc).contains("Santa Catarina"))
+        await upstream.shutdown()
+        await fake.stop()
+    }
+
     @Test("during an outage: population queries come from embedded data; other agregados get a clear error")
     func agregadosOutage() async throws {
         let fake = try await FakeIBGE.start()
