@@ -5,7 +5,7 @@ public import NIOCore
 import NIOHTTP1
 import Synchronization
 #if canImport(Glibc)
-import Glibc
+    import Glibc
 #endif
 
 /// The IBGE API over HTTP (AsyncHTTPClient), with timeouts, bounded retries and response
@@ -112,7 +112,8 @@ public final class HTTPUpstream: Sendable {
                 error: IBGEError(.upstreamFailed, "IBGE's answer is larger than \(configuration.maximumBodyBytes) bytes (\(error))"), retryable: false
             )
         } catch let error as IOError {
-            throw Failure(error: IBGEError(.upstreamFailed, "cannot reach IBGE: \(String(cString: strerror(error.errnoCode)).lowercased())"), retryable: true)
+            throw Failure(
+                error: IBGEError(.upstreamFailed, "cannot reach IBGE: \(String(cString: strerror(error.errnoCode)).lowercased())"), retryable: true)
         } catch {
             throw Failure(error: IBGEError(.upstreamFailed, "cannot reach IBGE: \(error)"), retryable: true)
         }

@@ -113,7 +113,8 @@ struct AdminRoutes {
             if let last = upstream.lastResult, let error = last.error {
                 degraded = true
                 let ago = (ContinuousClock.now - last.at).components.seconds
-                sourceCheck = .init(status: "down", detail: "IBGE API at \(upstream.configuration.baseURL) failed \(ago) s ago: \(error.message); \(fallbacks)")
+                sourceCheck = .init(
+                    status: "down", detail: "IBGE API at \(upstream.configuration.baseURL) failed \(ago) s ago: \(error.message); \(fallbacks)")
             } else {
                 sourceCheck = .init(status: "up", detail: "IBGE API at \(upstream.configuration.baseURL); \(fallbacks)")
             }

@@ -8,6 +8,14 @@ import Redis
 import TestSupport
 import Testing
 
+/// Waits (bounded) until the server's status says Redis is connected.
+func redisConnected(_ client: some TestClientProtocol) async throws -> Bool {
+    try await eventually {
+        let status = try object(try await client.execute(uri: "/api/ibge/cache/status", method: .get).body)
+        return (status["status"] as? [String: Any])?["redis_connected"] as? Bool == true
+    }
+}
+
 @Suite("HTTP with a real Redis")
 struct ServerRedisTests {
     @Test("preload warms every municipio and estado key in Redis; status counts them; clear spares foreign keys")
@@ -17,11 +25,7 @@ struct ServerRedisTests {
             defer { Task { await raw.shutdown() } }
             let app = try await makeApp(["REDIS_URL": server.url])
             try await app.test(.live) { client in
-                #expect(
-                    try await eventually {
-                        let status = try object(try await client.execute(uri: "/api/ibge/cache/status", method: .get).body)
-                        return (status["status"] as? [String: Any])?["redis_connected"] as? Bool == true
-                    })
+                #expect(try await redisConnected(client))
                 try await raw.set("someone-else:key", value: ByteBuffer(string: "survives"))
                 let preload = try await client.execute(uri: "/api/ibge/cache/preload", method: .post)
                 #expect(preload.status == .ok)
@@ -49,11 +53,7 @@ struct ServerRedisTests {
             defer { Task { await raw.shutdown() } }
             let app = try await makeApp(["REDIS_URL": server.url])
             try await app.test(.live) { client in
-                #expect(
-                    try await eventually {
-                        let metrics = try object(try await client.execute(uri: "/api/ibge/cache/metrics", method: .get).body)
-                        return (metrics["metrics"] as? [String: Any])?["redis_connected"] as? Bool == true
-                    })
+                #expect(try await redisConnected(client))
                 _ = try await client.execute(uri: "/api/v1/localidades/municipios/4208203", method: .get)
                 #expect(try await raw.exists(["ibge:v1:localidades/municipios/4208203"]) == 1)
                 let response = try await client.execute(uri: "/api/ibge/cache/keys/ibge:v1:localidades/municipios/4208203", method: .delete)

@@ -1,5 +1,6 @@
 import NIOCore
 import TieredCache
+import TestSupport
 import Testing
 
 private func buffer(_ s: String) -> ByteBuffer { ByteBuffer(string: s) }
@@ -76,7 +77,7 @@ struct MemoryStoreTests {
 
     @Test("random operations agree with a dictionary (probing and backward-shift deletion)")
     func modelCheck() {
-        var generator = SplitMix64(seed: 42)
+        var generator = SeededGenerator(seed: 42)
         let store = MemoryStore(configuration: .init(maximumEntries: 4096, maximumBytes: 1 << 30, shardCount: 2))
         var model: [String: ByteBuffer] = [:]
         for step in 0..<200_000 {
@@ -106,18 +107,5 @@ struct MemoryStoreTests {
         store.set("b", value: buffer("2"), ttl: .seconds(100))
         clock.advance(by: .seconds(2))
         #expect(store.keys(limit: 10) == ["b"])
-    }
-}
-
-/// A small deterministic generator for reproducible random tests.
-struct SplitMix64: RandomNumberGenerator {
-    var state: UInt64
-    init(seed: UInt64) { state = seed }
-    mutating func next() -> UInt64 {
-        state &+= 0x9E37_79B9_7F4A_7C15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        return z ^ (z >> 31)
     }
 }
