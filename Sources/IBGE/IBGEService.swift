@@ -2,6 +2,7 @@ public import Logging
 public import NIOCore
 public import TieredCache
 import Synchronization
+import Foundation
 
 /// The cached IBGE facade: turns a request into its cache key and answers it through the
 /// two-tier cache, loading misses from the IBGE API (when an upstream is given) or from the
@@ -147,20 +148,45 @@ public final class IBGEService: Sendable {
         }
     }
 
+    /// The data preload answers from: a snapshot built from IBGE's current list bodies when
+    /// there is an upstream and they can be had and decoded, else the embedded snapshot.
+    private func preloadSource() async -> EmbeddedSource {
+        guard upstream != nil else { return embedded }
+        do {
+            let regioes = try await body(for: LocalidadesRequest(level: .regioes))
+            let estados = try await body(for: LocalidadesRequest(level: .estados))
+            let municipios = try await body(for: LocalidadesRequest(level: .municipios))
+            let fresh = try IBGESnapshot(
+                regioes: Data(regioes.readableBytesView), estados: Data(estados.readableBytesView), municipios: Data(municipios.readableBytesView))
+            return EmbeddedSource(snapshot: fresh)
+        } catch {
+            logger.warning("preload: IBGE's lists are not available, warming from the embedded snapshot", metadata: ["error": "\(error)"])
+            return embedded
+        }
+    }
+
     /// Makes sure every key of `scope` is cached (loading only the missing ones), `concurrency`
     /// at a time.
+    ///
+    /// With an upstream, the three list bodies come from IBGE (three calls, cached like any
+    /// answer) and every per-id answer is cut from them, the way IBGE's own per-id bodies read:
+    /// a full preload costs IBGE three requests, not 5,633.
     public func preload(_ scope: PreloadScope, concurrency: Int = 32) async -> PreloadResult {
         let start = ContinuousClock.now
         let requests = preloadRequests(scope)
         let loadsBefore = cache.metrics().loads
         var failed = 0
+        let source = await preloadSource()
         await withTaskGroup(of: Bool.self) { group in
             var next = 0
             func addNext() {
                 guard next < requests.count else { return }
                 let request = requests[next]
                 next += 1
-                group.addTask { (try? await self.body(for: request)) != nil }
+                group.addTask {
+                    let value = try? await self.cached(request.cacheKey, ttl: self.ttl) { () throws(IBGEError) in try source.body(for: request) }
+                    return value != nil
+                }
             }
             for _ in 0..<max(1, concurrency) { addNext() }
             for await ok in group {

@@ -142,6 +142,19 @@ struct MirrorTests {
         await fake.stop()
     }
 
+    @Test("preload with an upstream costs IBGE three requests and warms every key")
+    func preloadFromLists() async throws {
+        let fake = try await FakeIBGE.start()
+        let service = try mirrorService(fake)
+        let result = await service.preload(.all)
+        #expect(result.keys == 3 + 5 + 27 * 2 + 5571 && result.failed == 0)
+        #expect(fake.totalCalls == 3)
+        let itajai = try #require(service.cache.memory.get("v1:localidades/municipios/4208203"))
+        #expect(String(buffer: itajai).hasPrefix(#"{"id":4208203,"nome":"Itajaí","microrregiao":{"id":42013"#))
+        await service.upstream?.shutdown()
+        await fake.stop()
+    }
+
     @Test("a slow IBGE times out: 504-class error for what nothing else can answer, the snapshot for localidades")
     func slowUpstream() async throws {
         let fake = try await FakeIBGE.start()
