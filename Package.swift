@@ -57,7 +57,7 @@ let package = Package(
         .target(
             name: "TieredCache",
             dependencies: [
-                "Redis",
+                "Redis", "RESP",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),

@@ -36,6 +36,12 @@ public struct CacheMetrics: Sendable, Hashable {
     public var l1Expirations: Int
     /// Keys being loaded now.
     public var loadsInFlight: Int
+    /// Loads that waited for another instance's lock.
+    public var lockWaits: Int
+    /// Backplane notices sent.
+    public var backplaneSent: Int
+    /// Backplane notices received from other instances.
+    public var backplaneReceived: Int
 
     /// All hits.
     public var hits: Int { l1Hits + l2Hits }
@@ -70,7 +76,10 @@ extension TieredCache {
             l1Bytes: memoryStatistics.bytes,
             l1Evictions: memoryStatistics.evictions,
             l1Expirations: memoryStatistics.expirations,
-            loadsInFlight: flights.inFlight
+            loadsInFlight: flights.inFlight,
+            lockWaits: counters.lockWaits.load(ordering: .relaxed),
+            backplaneSent: counters.backplaneSent.load(ordering: .relaxed),
+            backplaneReceived: counters.backplaneReceived.load(ordering: .relaxed)
         )
     }
 }

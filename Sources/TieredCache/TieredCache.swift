@@ -37,6 +37,15 @@ public final class TieredCache: Service, Sendable {
         public var healthCheckInterval: Duration
         /// How often expired L1 entries are swept.
         public var sweepInterval: Duration
+        /// How long a distributed load lock lives (`SET … NX PX`): the longest one instance may
+        /// take to load a key before another gives up waiting and loads it too. Nil turns the
+        /// lock off (single-flight stays, per process).
+        public var lockTimeout: Duration?
+        /// How often a caller waiting for another instance's load looks for the value.
+        public var lockPollInterval: Duration
+        /// Whether set/remove/clear notices are exchanged with the other instances (pub/sub on
+        /// `<prefix>backplane`), so each drops the L1 entries another one changed.
+        public var backplane: Bool
 
         /// Creates a configuration.
         public init(
@@ -47,7 +56,10 @@ public final class TieredCache: Service, Sendable {
             minimumRecoveryBackoff: Duration = .milliseconds(100),
             maximumRecoveryBackoff: Duration = .seconds(5),
             healthCheckInterval: Duration = .seconds(1),
-            sweepInterval: Duration = .seconds(30)
+            sweepInterval: Duration = .seconds(30),
+            lockTimeout: Duration? = .seconds(10),
+            lockPollInterval: Duration = .milliseconds(10),
+            backplane: Bool = true
         ) {
             self.keyPrefix = keyPrefix
             self.defaultTTL = defaultTTL
@@ -57,6 +69,9 @@ public final class TieredCache: Service, Sendable {
             self.maximumRecoveryBackoff = maximumRecoveryBackoff
             self.healthCheckInterval = healthCheckInterval
             self.sweepInterval = sweepInterval
+            self.lockTimeout = lockTimeout
+            self.lockPollInterval = lockPollInterval
+            self.backplane = backplane
         }
     }
 
@@ -81,6 +96,8 @@ public final class TieredCache: Service, Sendable {
     let counters = Counters()
     let logger: Logger
     let defaultTTLMilliseconds: Int64
+    /// This instance's name on the backplane, so it ignores its own notices.
+    public let instanceID: String
 
     /// Creates a cache; pass `redis: nil` for a memory-only cache.
     public init(
@@ -91,7 +108,11 @@ public final class TieredCache: Service, Sendable {
         self.redis = redis
         self.logger = logger
         self.defaultTTLMilliseconds = configuration.defaultTTL.wholeMilliseconds
+        self.instanceID = String(UInt64.random(in: .min ... .max), radix: 36)
     }
+
+    /// The pub/sub channel of the backplane.
+    public var backplaneChannel: String { configuration.keyPrefix + "backplane" }
 
     var clock: CacheClock { memory.clock }
 
@@ -128,6 +149,7 @@ public final class TieredCache: Service, Sendable {
         memory.set(key, value: value, expiresAt: freshUntil, now: now)
         if redis != nil && !circuit.isOpen {
             await writeL2(key, CacheEnvelope(freshUntil: freshUntil, payload: value), ttl: ttl ?? configuration.defaultTTL)
+            await publish(.set, key)
         }
     }
 
@@ -170,11 +192,19 @@ public final class TieredCache: Service, Sendable {
             stale = envelope
         }
         counters.misses.add(1, ordering: .relaxed)
+        // Across instances: one of them loads, the others wait for its value in Redis.
+        var lock: DistributedLock?
+        switch await acquireLoadLock(key) {
+        case .acquired(let held): lock = held
+        case .valueAppeared(let value): return value
+        case .proceed: break
+        }
         counters.loads.add(1, ordering: .relaxed)
         let value: ByteBuffer
         do {
             value = try await loader()
         } catch {
+            if let lock { await release(lock) }
             counters.loadErrors.add(1, ordering: .relaxed)
             if let stale {
                 counters.staleServed.add(1, ordering: .relaxed)
@@ -183,7 +213,9 @@ public final class TieredCache: Service, Sendable {
             }
             throw error
         }
+        // Write the value before releasing the lock, so waiters find it when they look.
         await set(key, value: value, ttl: ttl)
+        if let lock { await release(lock) }
         return value
     }
 
@@ -194,7 +226,9 @@ public final class TieredCache: Service, Sendable {
         let inMemory = memory.remove(key)
         guard let redis, !circuit.isOpen else { return (inMemory, nil) }
         do {
-            return (inMemory, try await redis.unlink([redisKey(key)]) > 0)
+            let removed = try await redis.unlink([redisKey(key)]) > 0
+            await publish(.remove, key)
+            return (inMemory, removed)
         } catch {
             redisFailed(error)
             return (inMemory, nil)
@@ -222,6 +256,7 @@ public final class TieredCache: Service, Sendable {
                 if !step.keys.isEmpty { removed += try await redis.unlink(step.keys) }
                 cursor = step.cursor
             } while cursor != "0"
+            await publish(.clear, "")
             return ClearResult(memoryEntries: memoryEntries, redisKeys: removed)
         } catch {
             redisFailed(error)
@@ -310,7 +345,7 @@ public final class TieredCache: Service, Sendable {
         return value
     }
 
-    private func redisFailed(_ error: any Error) {
+    func redisFailed(_ error: any Error) {
         guard let redisError = error as? RedisError else { return }
         counters.redisErrors.add(1, ordering: .relaxed)
         guard redisError.isConnectivityFailure else { return }
@@ -326,7 +361,12 @@ public final class TieredCache: Service, Sendable {
     /// to shut down gracefully.
     public func run() async throws {
         await cancelWhenGracefulShutdown {
-            await self.watch()
+            await withTaskGroup(of: Void.self) { group in
+                group.addTask { await self.watch() }
+                if self.redis != nil && self.configuration.backplane {
+                    group.addTask { await self.listen() }
+                }
+            }
         }
     }
 
@@ -341,6 +381,11 @@ public final class TieredCache: Service, Sendable {
                     if await pingRedis() != nil {
                         if circuit.reset(now: clock.nowMilliseconds()) {
                             logger.info("Redis connected", metadata: ["endpoint": "\(redis?.configuration.endpoint.description ?? "")"])
+                            if configuration.backplane, circuit.snapshot.openings > 0 {
+                                // Notices sent while we could not hear them are lost: what L1 holds may be stale.
+                                let dropped = memory.removeAll()
+                                logger.info("L1 flushed after the Redis outage", metadata: ["entries": "\(dropped)"])
+                            }
                         }
                         backoff = configuration.minimumRecoveryBackoff
                     } else {
@@ -386,4 +431,7 @@ final class Counters: Sendable {
     let coalesced = Atomic<Int>(0)
     let redisErrors = Atomic<Int>(0)
     let invalidValues = Atomic<Int>(0)
+    let lockWaits = Atomic<Int>(0)
+    let backplaneSent = Atomic<Int>(0)
+    let backplaneReceived = Atomic<Int>(0)
 }
