@@ -133,7 +133,9 @@ let package = Package(
         ),
         .testTarget(
             name: "IBGETests",
-            dependencies: ["IBGE", "TieredCache", "TestSupport", .product(name: "NIOCore", package: "swift-nio")],
+            dependencies: [
+                "IBGE", "TieredCache", "TestSupport", .product(name: "NIOCore", package: "swift-nio"), .product(name: "Logging", package: "swift-log"),
+            ],
             swiftSettings: swiftSettings
         ),
         .testTarget(

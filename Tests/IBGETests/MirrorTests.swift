@@ -1,4 +1,5 @@
 import Foundation
+import Logging
 import NIOCore
 import TestSupport
 import TieredCache
@@ -12,8 +13,16 @@ func mirrorService(_ fake: FakeIBGE, cache: TieredCache = TieredCache(redis: nil
         configuration: .init(
             baseURL: fake.baseURL, connectTimeout: .seconds(2), requestTimeout: .seconds(5), maximumAttempts: 3, retryBackoff: .milliseconds(5)))
     return IBGEService(
-        cache: cache, snapshot: try IBGESnapshot.embedded(), population: try Population2022.embedded(), upstream: upstream, ttl: .seconds(3600))
+        cache: cache, snapshot: try IBGESnapshot.embedded(), population: try Population2022.embedded(), upstream: upstream, ttl: .seconds(3600),
+        logger: quietLogger)
 }
+
+/// Tests assert on outcomes; the fallbacks' warnings would only bury the test output.
+let quietLogger: Logger = {
+    var logger = Logger(label: "ibge-test")
+    logger.logLevel = .critical
+    return logger
+}()
 
 /// Zipf-distributed ranks in 0..<n (exponent s), by inverse transform over the cumulative weights.
 struct Zipf {
@@ -162,7 +171,7 @@ struct MirrorTests {
             configuration: .init(baseURL: fake.baseURL, requestTimeout: .milliseconds(200), maximumAttempts: 2, retryBackoff: .milliseconds(5)))
         let service = IBGEService(
             cache: TieredCache(redis: nil), snapshot: try IBGESnapshot.embedded(), population: try Population2022.embedded(), upstream: upstream,
-            ttl: .seconds(3600))
+            ttl: .seconds(3600), logger: quietLogger)
         fake.inject(.latency(.seconds(2)))
         let other = try UpstreamRequest(path: "v3/agregados/6579/periodos/-1/variaveis/9324", query: [("localidades", "N1[all]")])
         let error = await #expect(throws: IBGEError.self) { try await service.mirror(other) }
