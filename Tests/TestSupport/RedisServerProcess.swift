@@ -172,4 +172,9 @@ public struct RedisFixtureError: Error, CustomStringConvertible {
     /// What went wrong.
     public let message: String
     public var description: String { message }
+
+    /// Creates an error.
+    public init(message: String) {
+        self.message = message
+    }
 }

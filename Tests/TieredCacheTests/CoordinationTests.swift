@@ -41,7 +41,8 @@ struct CoordinationTests {
             try await withRunning(cache) {
                 #expect(await eventually { cache.isRedisConnected })
                 // A holder that took the lock and then vanished.
-                let locked = try await raw.set("ibge:lock:orphan", value: buffer("dead-token"), expiration: .milliseconds(300), condition: .ifNotExists)
+                let locked = try await raw.set(
+                    "ibge:lock:orphan", value: buffer("dead-token"), expiration: .milliseconds(300), condition: .ifNotExists)
                 #expect(locked)
                 let loader = CountingLoader()
                 let value = try await cache.getOrLoad("orphan") { try await loader.load("recovered") }
