@@ -27,14 +27,17 @@ public final class IBGEService: Sendable {
     public let ttl: Duration
     /// How long agregados answers stay fresh.
     public let agregadosTTL: Duration
+    /// How long an empty answer (`[]`: an unknown id) stays cached.
+    public let negativeTTL: Duration
     let logger: Logger
     private let fallbacks = Atomic<Int>(0)
 
     /// Creates the service.
     public init(
         cache: TieredCache, snapshot: IBGESnapshot, population: Population2022, upstream: HTTPUpstream? = nil, ttl: Duration,
-        agregadosTTL: Duration? = nil, logger: Logger = Logger(label: "ibge")
+        agregadosTTL: Duration? = nil, negativeTTL: Duration = .seconds(300), logger: Logger = Logger(label: "ibge")
     ) {
+        self.negativeTTL = negativeTTL
         self.cache = cache
         self.embedded = EmbeddedSource(snapshot: snapshot)
         self.population = population
@@ -92,11 +95,17 @@ public final class IBGEService: Sendable {
         }
     }
 
+    /// IBGE answers an unknown id with `[]`.
+    @Sendable static func isEmptyAnswer(_ body: ByteBuffer) -> Bool {
+        body.readableBytes == 2 && body.getInteger(at: body.readerIndex, as: UInt8.self) == UInt8(ascii: "[")
+            && body.getInteger(at: body.readerIndex + 1, as: UInt8.self) == UInt8(ascii: "]")
+    }
+
     private func cached(_ key: String, ttl: Duration, _ load: @escaping @Sendable () async throws(IBGEError) -> ByteBuffer) async throws(IBGEError)
         -> ByteBuffer
     {
         do {
-            return try await cache.getOrLoad(key, ttl: ttl) { try await load() }
+            return try await cache.getOrLoad(key, ttl: ttl, negativeTTL: negativeTTL, isNegative: Self.isEmptyAnswer) { try await load() }
         } catch let error as IBGEError {
             throw error
         } catch {

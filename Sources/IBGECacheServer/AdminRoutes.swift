@@ -156,9 +156,19 @@ struct AdminRoutes {
             var l1_expirations: Int
             var loads_in_flight: Int
             var embedded_fallbacks: Int
+            var lock_waits: Int
+            var eager_refreshes: Int
+            var soft_timeouts: Int
+            var backplane_sent: Int
+            var backplane_received: Int
 
             init(_ m: CacheMetrics, embeddedFallbacks: Int) {
                 embedded_fallbacks = embeddedFallbacks
+                lock_waits = m.lockWaits
+                eager_refreshes = m.eagerRefreshes
+                soft_timeouts = m.softTimeouts
+                backplane_sent = m.backplaneSent
+                backplane_received = m.backplaneReceived
                 hits = m.hits
                 misses = m.misses
                 hit_rate_percent = m.hitRatePercent

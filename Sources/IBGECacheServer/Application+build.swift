@@ -29,7 +29,10 @@ public func buildApplication(
             keyPrefix: configuration.keyPrefix,
             defaultTTL: configuration.ttl,
             gracePeriod: configuration.gracePeriod,
-            memory: .init(maximumEntries: configuration.memoryMaximumEntries, maximumBytes: configuration.memoryMaximumBytes)
+            memory: .init(maximumEntries: configuration.memoryMaximumEntries, maximumBytes: configuration.memoryMaximumBytes),
+            // With a stale answer at hand, a slow IBGE never makes a request wait more than 2 s.
+            softTimeout: configuration.enableRealAPIs ? .seconds(2) : nil,
+            hardTimeout: .seconds(90)
         ),
         redis: redis,
         logger: makeLogger("ibge-cache.cache")

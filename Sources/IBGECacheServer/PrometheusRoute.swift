@@ -32,6 +32,12 @@ struct PrometheusRoute {
         metric(
             "ibge_cache_fallback_activations_total", "counter", "Times the cache fell back to memory because Redis failed.",
             [("", "\(m.fallbackActivations)")])
+        metric("ibge_cache_lock_waits_total", "counter", "Loads that waited for another instance's lock.", [("", "\(m.lockWaits)")])
+        metric("ibge_cache_eager_refreshes_total", "counter", "Background refreshes before expiry.", [("", "\(m.eagerRefreshes)")])
+        metric("ibge_cache_soft_timeouts_total", "counter", "Loads past the soft timeout (stale answered meanwhile).", [("", "\(m.softTimeouts)")])
+        metric(
+            "ibge_cache_backplane_messages_total", "counter", "Backplane notices.",
+            [("direction=\"sent\"", "\(m.backplaneSent)"), ("direction=\"received\"", "\(m.backplaneReceived)")])
         metric("ibge_cache_l1_evictions_total", "counter", "L1 entries evicted to make room.", [("", "\(m.l1Evictions)")])
         metric("ibge_cache_l1_expirations_total", "counter", "L1 entries dropped at expiry.", [("", "\(m.l1Expirations)")])
         metric("ibge_cache_redis_connected", "gauge", "1 when Redis is in use.", [("", m.redisConnected ? "1" : "0")])

@@ -42,6 +42,10 @@ public struct CacheMetrics: Sendable, Hashable {
     public var backplaneSent: Int
     /// Backplane notices received from other instances.
     public var backplaneReceived: Int
+    /// Background refreshes done before expiry.
+    public var eagerRefreshes: Int
+    /// Loads that outlasted the soft timeout (a stale value answered meanwhile).
+    public var softTimeouts: Int
 
     /// All hits.
     public var hits: Int { l1Hits + l2Hits }
@@ -79,7 +83,9 @@ extension TieredCache {
             loadsInFlight: flights.inFlight,
             lockWaits: counters.lockWaits.load(ordering: .relaxed),
             backplaneSent: counters.backplaneSent.load(ordering: .relaxed),
-            backplaneReceived: counters.backplaneReceived.load(ordering: .relaxed)
+            backplaneReceived: counters.backplaneReceived.load(ordering: .relaxed),
+            eagerRefreshes: counters.eagerRefreshes.load(ordering: .relaxed),
+            softTimeouts: counters.softTimeouts.load(ordering: .relaxed)
         )
     }
 }

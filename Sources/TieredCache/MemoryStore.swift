@@ -100,6 +100,16 @@ public final class MemoryStore: @unchecked Sendable {
         return shard(for: hash).pointee.withLock { $0.get(key, hash: hash, now: now)?.value }
     }
 
+    /// The value of a live entry, and whether its eager-refresh time has passed. Only the first
+    /// caller to find it due is told so (the mark is cleared under the lock), so one refresh is
+    /// started, not one per reader.
+    @inline(__always)
+    public func lookup(_ key: String) -> (value: ByteBuffer, refresh: Bool)? {
+        let hash = hasher.hash(key)
+        let now = clock.nowMilliseconds()
+        return shard(for: hash).pointee.withLock { $0.lookup(key, hash: hash, now: now) }
+    }
+
     /// The value of a live entry and the time (ms since 1970) it expires, or nil.
     public func entry(_ key: String) -> (value: ByteBuffer, expiresAt: Int64)? {
         let hash = hasher.hash(key)
@@ -117,9 +127,9 @@ public final class MemoryStore: @unchecked Sendable {
     }
 
     @inline(__always) @discardableResult
-    func set(_ key: String, value: ByteBuffer, expiresAt: Int64, now: Int64) -> Bool {
+    func set(_ key: String, value: ByteBuffer, expiresAt: Int64, now: Int64, refreshAt: Int64 = .max) -> Bool {
         let hash = hasher.hash(key)
-        return shard(for: hash).pointee.withLock { $0.set(key, hash: hash, value: value, expiresAt: expiresAt, now: now) }
+        return shard(for: hash).pointee.withLock { $0.set(key, hash: hash, value: value, expiresAt: expiresAt, refreshAt: refreshAt, now: now) }
     }
 
     /// Stores a value for `ttl`.
@@ -192,6 +202,8 @@ struct ShardTable: ~Copyable {
         var value: ByteBuffer
         var hash: UInt64
         var expiresAt: Int64
+        /// When a read should start an eager refresh (Int64.max: never, or already started).
+        var refreshAt: Int64
         var size: Int
         var referenced: Bool
         var occupied: Bool
@@ -242,7 +254,10 @@ struct ShardTable: ~Copyable {
         }
     }
 
-    mutating func get(_ key: String, hash: UInt64, now: Int64) -> (value: ByteBuffer, expiresAt: Int64)? {
+    /// The index of the live entry for `key`, counting the hit or the miss (and dropping an
+    /// expired entry on the way).
+    @inline(__always)
+    private mutating func live(_ key: String, hash: UInt64, now: Int64) -> Int? {
         guard let found = find(key, hash: hash) else {
             misses += 1
             return nil
@@ -255,10 +270,22 @@ struct ShardTable: ~Copyable {
         }
         if !entries[found.index].referenced { entries[found.index].referenced = true }
         hits += 1
-        return (entries[found.index].value, entries[found.index].expiresAt)
+        return found.index
     }
 
-    mutating func set(_ key: String, hash: UInt64, value: ByteBuffer, expiresAt: Int64, now: Int64) -> Bool {
+    mutating func get(_ key: String, hash: UInt64, now: Int64) -> (value: ByteBuffer, expiresAt: Int64)? {
+        guard let index = live(key, hash: hash, now: now) else { return nil }
+        return (entries[index].value, entries[index].expiresAt)
+    }
+
+    mutating func lookup(_ key: String, hash: UInt64, now: Int64) -> (value: ByteBuffer, refresh: Bool)? {
+        guard let index = live(key, hash: hash, now: now) else { return nil }
+        guard entries[index].refreshAt <= now else { return (entries[index].value, false) }
+        entries[index].refreshAt = .max
+        return (entries[index].value, true)
+    }
+
+    mutating func set(_ key: String, hash: UInt64, value: ByteBuffer, expiresAt: Int64, refreshAt: Int64 = .max, now: Int64) -> Bool {
         let size = key.utf8.count + value.readableBytes + MemoryStore.entryOverhead
         let existing = find(key, hash: hash)
         guard size <= maximumBytes else {
@@ -269,13 +296,15 @@ struct ShardTable: ~Copyable {
             bytes += size - entries[existing.index].size
             entries[existing.index].value = value
             entries[existing.index].expiresAt = expiresAt
+            entries[existing.index].refreshAt = refreshAt
             entries[existing.index].size = size
             entries[existing.index].referenced = true
             if bytes > maximumBytes { makeRoom(for: 0, now: now) }
             return true
         }
         makeRoom(for: size, now: now)
-        let entry = Entry(key: key, value: value, hash: hash, expiresAt: expiresAt, size: size, referenced: false, occupied: true)
+        let entry = Entry(
+            key: key, value: value, hash: hash, expiresAt: expiresAt, refreshAt: refreshAt, size: size, referenced: false, occupied: true)
         let index: Int
         if let free = freeList.popLast() {
             index = free

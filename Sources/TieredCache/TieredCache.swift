@@ -46,6 +46,22 @@ public final class TieredCache: Service, Sendable {
         /// Whether set/remove/clear notices are exchanged with the other instances (pub/sub on
         /// `<prefix>backplane`), so each drops the L1 entries another one changed.
         public var backplane: Bool
+        /// After this fraction of its TTL, a read through ``TieredCache/getOrLoad(_:ttl:negativeTTL:isNegative:loader:)``
+        /// returns the cached value and starts a refresh in the background, once (nil: off).
+        /// Needs ``TieredCache/run()``.
+        public var eagerRefreshFraction: Double?
+        /// Loaded values live their TTL plus a random share of it up to this fraction, so keys
+        /// loaded together do not all expire together.
+        public var ttlJitter: Double
+        /// After the loader failed and a stale value was served, the stale value answers from
+        /// L1 for this long before the loader is tried again.
+        public var failSafeThrottle: Duration
+        /// With a stale value at hand, a load slower than this returns the stale value at once
+        /// and goes on in the background, to refresh the cache when it ends (nil: wait). Needs
+        /// ``TieredCache/run()``.
+        public var softTimeout: Duration?
+        /// A load slower than this fails (and a stale value, if any, is served) (nil: no limit).
+        public var hardTimeout: Duration?
 
         /// Creates a configuration.
         public init(
@@ -59,7 +75,12 @@ public final class TieredCache: Service, Sendable {
             sweepInterval: Duration = .seconds(30),
             lockTimeout: Duration? = .seconds(10),
             lockPollInterval: Duration = .milliseconds(10),
-            backplane: Bool = true
+            backplane: Bool = true,
+            eagerRefreshFraction: Double? = 0.9,
+            ttlJitter: Double = 0.1,
+            failSafeThrottle: Duration = .seconds(30),
+            softTimeout: Duration? = nil,
+            hardTimeout: Duration? = nil
         ) {
             self.keyPrefix = keyPrefix
             self.defaultTTL = defaultTTL
@@ -72,6 +93,11 @@ public final class TieredCache: Service, Sendable {
             self.lockTimeout = lockTimeout
             self.lockPollInterval = lockPollInterval
             self.backplane = backplane
+            self.eagerRefreshFraction = eagerRefreshFraction
+            self.ttlJitter = ttlJitter
+            self.failSafeThrottle = failSafeThrottle
+            self.softTimeout = softTimeout
+            self.hardTimeout = hardTimeout
         }
     }
 
@@ -98,6 +124,10 @@ public final class TieredCache: Service, Sendable {
     let defaultTTLMilliseconds: Int64
     /// This instance's name on the backplane, so it ignores its own notices.
     public let instanceID: String
+    /// Work that outlives the request that started it (eager refreshes, loads past the soft
+    /// timeout), run by ``run()`` as child tasks.
+    let background: AsyncStream<@Sendable () async -> Void>.Continuation
+    private let backgroundJobs: AsyncStream<@Sendable () async -> Void>
 
     /// Creates a cache; pass `redis: nil` for a memory-only cache.
     public init(
@@ -109,6 +139,7 @@ public final class TieredCache: Service, Sendable {
         self.logger = logger
         self.defaultTTLMilliseconds = configuration.defaultTTL.wholeMilliseconds
         self.instanceID = String(UInt64.random(in: .min ... .max), radix: 36)
+        (self.backgroundJobs, self.background) = AsyncStream.makeStream(bufferingPolicy: .bufferingNewest(1024))
     }
 
     /// The pub/sub channel of the backplane.
@@ -145,8 +176,10 @@ public final class TieredCache: Service, Sendable {
     /// A Redis failure is absorbed (the value is in L1, and the circuit opens).
     nonisolated(nonsending) public func set(_ key: String, value: ByteBuffer, ttl: Duration? = nil) async {
         let now = clock.nowMilliseconds()
-        let freshUntil = now &+ (ttl?.wholeMilliseconds ?? defaultTTLMilliseconds)
-        memory.set(key, value: value, expiresAt: freshUntil, now: now)
+        let ttlMilliseconds = ttl?.wholeMilliseconds ?? defaultTTLMilliseconds
+        let freshUntil = now &+ ttlMilliseconds
+        let refreshAt = configuration.eagerRefreshFraction.map { now &+ Int64(Double(ttlMilliseconds) * $0) } ?? .max
+        memory.set(key, value: value, expiresAt: freshUntil, now: now, refreshAt: refreshAt)
         if redis != nil && !circuit.isOpen {
             await writeL2(key, CacheEnvelope(freshUntil: freshUntil, payload: value), ttl: ttl ?? configuration.defaultTTL)
             await publish(.set, key)
@@ -162,11 +195,17 @@ public final class TieredCache: Service, Sendable {
     public func getOrLoad(
         _ key: String,
         ttl: Duration? = nil,
-        loader: @Sendable () async throws -> ByteBuffer
+        negativeTTL: Duration? = nil,
+        isNegative: (@Sendable (ByteBuffer) -> Bool)? = nil,
+        loader: @escaping @Sendable () async throws -> ByteBuffer
     ) async throws -> ByteBuffer {
-        if let value = memory.get(key) { return value }
+        let load = Load(key: key, ttl: ttl ?? configuration.defaultTTL, negativeTTL: negativeTTL, isNegative: isNegative, loader: loader)
+        if let (value, refresh) = memory.lookup(key) {
+            if refresh { startRefresh(load) }
+            return value
+        }
         while true {
-            switch try await flights.run(key, { try await self.loadThroughL2(key, ttl: ttl, loader: loader) }) {
+            switch try await flights.run(key, { try await self.loadThroughL2(load) }) {
             case .value(let value, let leader):
                 if !leader {
                     // Nothing was cached when this caller asked: a miss, served by another caller's load.
@@ -180,7 +219,25 @@ public final class TieredCache: Service, Sendable {
         }
     }
 
-    private func loadThroughL2(_ key: String, ttl: Duration?, loader: () async throws -> ByteBuffer) async throws -> ByteBuffer {
+    /// One key's load: how to run it and how long its value lives.
+    struct Load: Sendable {
+        var key: String
+        var ttl: Duration
+        var negativeTTL: Duration?
+        var isNegative: (@Sendable (ByteBuffer) -> Bool)?
+        var loader: @Sendable () async throws -> ByteBuffer
+
+        /// The TTL for a value: the negative TTL for negative answers, plus jitter.
+        func ttl(for value: ByteBuffer, jitter: Double) -> Duration {
+            var base = ttl
+            if let negativeTTL, let isNegative, isNegative(value) { base = negativeTTL }
+            guard jitter > 0 else { return base }
+            return base * (1 + Double.random(in: 0...jitter))
+        }
+    }
+
+    private func loadThroughL2(_ load: Load) async throws -> ByteBuffer {
+        let key = load.key
         // Another caller may have filled L1 while this one waited to lead.
         if let value = memory.get(key) { return value }
         var stale: CacheEnvelope?
@@ -199,24 +256,106 @@ public final class TieredCache: Service, Sendable {
         case .valueAppeared(let value): return value
         case .proceed: break
         }
+        if let stale, let soft = configuration.softTimeout {
+            return try await loadWithinSoftTimeout(load, soft: soft, stale: stale, lock: lock)
+        }
+        do {
+            let value = try await loadAndStore(load)
+            if let lock { await release(lock) }
+            return value
+        } catch {
+            if let lock { await release(lock) }
+            return try serveStale(stale, for: key, after: error)
+        }
+    }
+
+    /// Runs the loader (within the hard timeout) and writes its value to both tiers.
+    func loadAndStore(_ load: Load) async throws -> ByteBuffer {
         counters.loads.add(1, ordering: .relaxed)
         let value: ByteBuffer
         do {
-            value = try await loader()
+            value = try await withHardTimeout(load.loader)
         } catch {
-            if let lock { await release(lock) }
             counters.loadErrors.add(1, ordering: .relaxed)
-            if let stale {
-                counters.staleServed.add(1, ordering: .relaxed)
-                logger.warning("loader failed, serving stale value", metadata: ["key": "\(key)", "error": "\(error)"])
-                return stale.payload
-            }
             throw error
         }
-        // Write the value before releasing the lock, so waiters find it when they look.
-        await set(key, value: value, ttl: ttl)
-        if let lock { await release(lock) }
+        await set(load.key, value: value, ttl: load.ttl(for: value, jitter: configuration.ttlJitter))
         return value
+    }
+
+    /// The loader's failure, answered with the stale value when there is one (fail-safe): it
+    /// then answers from L1 for the throttle period before the loader is tried again.
+    private func serveStale(_ stale: CacheEnvelope?, for key: String, after error: any Error) throws -> ByteBuffer {
+        guard let stale else { throw error }
+        counters.staleServed.add(1, ordering: .relaxed)
+        logger.warning("loader failed, serving stale value", metadata: ["key": "\(key)", "error": "\(error)"])
+        memory.set(key, value: stale.payload, expiresAt: clock.nowMilliseconds() &+ configuration.failSafeThrottle.wholeMilliseconds)
+        return stale.payload
+    }
+
+    private func withHardTimeout(_ loader: @escaping @Sendable () async throws -> ByteBuffer) async throws -> ByteBuffer {
+        guard let limit = configuration.hardTimeout else { return try await loader() }
+        return try await withThrowingTaskGroup(of: ByteBuffer?.self) { group in
+            group.addTask { try await loader() }
+            group.addTask {
+                try await Task.sleep(for: limit)
+                return nil
+            }
+            defer { group.cancelAll() }
+            guard let first = try await group.next(), let value = first else {
+                throw CacheError(.loaderTimeout, "the load took longer than the hard timeout (\(limit))")
+            }
+            return value
+        }
+    }
+
+    /// With a stale value at hand: start the load in the background and wait for it at most
+    /// `soft`; past that, answer with the stale value and let the load finish and refresh the cache.
+    private func loadWithinSoftTimeout(_ load: Load, soft: Duration, stale: CacheEnvelope, lock: DistributedLock?) async throws -> ByteBuffer {
+        let outcome = OneShot<ByteBuffer>()
+        let submitted = background.yield {
+            do {
+                outcome.succeed(try await self.loadAndStore(load))
+            } catch {
+                outcome.fail(error)
+            }
+            if let lock { await self.release(lock) }
+        }
+        guard case .enqueued = submitted else {
+            // No background runner: load in the foreground.
+            outcome.fail(CacheError(.loaderFailed, "no background runner"))
+            return try await loadAndStoreOrStale(load, stale: stale, lock: lock)
+        }
+        switch await outcome.wait(timeout: soft) {
+        case .value(let value):
+            return value
+        case .failed(let error):
+            return try serveStale(stale, for: load.key, after: error)
+        case .timedOut:
+            counters.softTimeouts.add(1, ordering: .relaxed)
+            counters.staleServed.add(1, ordering: .relaxed)
+            return stale.payload
+        }
+    }
+
+    private func loadAndStoreOrStale(_ load: Load, stale: CacheEnvelope, lock: DistributedLock?) async throws -> ByteBuffer {
+        defer { if let lock { background.yield { await self.release(lock) } } }
+        do {
+            return try await loadAndStore(load)
+        } catch {
+            return try serveStale(stale, for: load.key, after: error)
+        }
+    }
+
+    /// Eager refresh: load the key again in the background (once per process at a time).
+    private func startRefresh(_ load: Load) {
+        background.yield {
+            _ = try? await self.flights.run(load.key) {
+                let value = try await self.loadAndStore(load)
+                self.counters.eagerRefreshes.add(1, ordering: .relaxed)
+                return value
+            }
+        }
     }
 
     /// Removes `key` from both tiers; returns whether each had it (`redis` is nil when Redis
@@ -366,6 +505,13 @@ public final class TieredCache: Service, Sendable {
                 if self.redis != nil && self.configuration.backplane {
                     group.addTask { await self.listen() }
                 }
+                group.addTask {
+                    await withDiscardingTaskGroup { jobs in
+                        for await job in self.backgroundJobs {
+                            jobs.addTask { await job() }
+                        }
+                    }
+                }
             }
         }
     }
@@ -432,6 +578,8 @@ final class Counters: Sendable {
     let redisErrors = Atomic<Int>(0)
     let invalidValues = Atomic<Int>(0)
     let lockWaits = Atomic<Int>(0)
+    let eagerRefreshes = Atomic<Int>(0)
+    let softTimeouts = Atomic<Int>(0)
     let backplaneSent = Atomic<Int>(0)
     let backplaneReceived = Atomic<Int>(0)
 }

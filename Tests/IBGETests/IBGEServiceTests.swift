@@ -22,6 +22,22 @@ struct IBGEServiceTests {
         #expect(service.cache.memory.get("v1:localidades/estados/42") == a)
     }
 
+    @Test("an unknown id's [] is cached for the negative TTL only")
+    func negativeCaching() async throws {
+        let service = try service()
+        let start = service.cache.memory.clock.nowMilliseconds()
+        let body = try await service.body(for: service.request(path: "municipios/9999999", query: []))
+        #expect(String(buffer: body) == "[]")
+        let expiresAt = try #require(service.cache.memory.entry("v1:localidades/municipios/9999999")?.expiresAt)
+        #expect(expiresAt <= start + 331_000)
+        let known = try #require(
+            await {
+                _ = try? await service.body(for: service.request(path: "municipios/4208203", query: []))
+                return service.cache.memory.entry("v1:localidades/municipios/4208203")?.expiresAt
+            }())
+        #expect(known >= start + 3_600_000)
+    }
+
     @Test("preload of one UF warms the UF, its list and each of its municípios")
     func preloadUF() async throws {
         let service = try service()

@@ -239,7 +239,12 @@ struct TieredCacheRedisTests {
                 loader.failing.store(true, ordering: .relaxed)
                 #expect(try await cache.getOrLoad("k", ttl: .seconds(10)) { try await loader.load("new") } == buffer("old"))
                 #expect(cache.metrics().staleServed == 1)
+                // Fail-safe throttle: the stale value answers for a while without the loader being tried again.
                 loader.failing.store(false, ordering: .relaxed)
+                let callsBefore = loader.count
+                #expect(try await cache.getOrLoad("k", ttl: .seconds(10)) { try await loader.load("new") } == buffer("old"))
+                #expect(loader.count == callsBefore)
+                clock.advance(by: .seconds(31))
                 #expect(try await cache.getOrLoad("k", ttl: .seconds(10)) { try await loader.load("new") } == buffer("new"))
             }
         }
