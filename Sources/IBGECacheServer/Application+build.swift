@@ -1,5 +1,6 @@
 public import Hummingbird
 import IBGE
+import Prometheus
 public import Logging
 import Redis
 import TieredCache
@@ -23,7 +24,10 @@ public func buildApplication(
     // A request never waits long for a connection: it goes to the source instead.
     redisConfiguration?.poolWaitTimeout = .milliseconds(50)
     redisConfiguration?.commandTimeout = .milliseconds(500)
-    let redis = redisConfiguration.map { RedisClient(configuration: $0, logger: makeLogger("ibge-cache.redis")) }
+    // The Redis client reports through swift-metrics into this registry; GET /metrics shows it.
+    let registry = PrometheusCollectorRegistry()
+    let metricsFactory = PrometheusMetricsFactory(registry: registry)
+    let redis = redisConfiguration.map { RedisClient(configuration: $0, logger: makeLogger("ibge-cache.redis"), metricsFactory: metricsFactory) }
     let cache = TieredCache(
         configuration: .init(
             keyPrefix: configuration.keyPrefix,
@@ -48,7 +52,7 @@ public func buildApplication(
     router.add(middleware: LogRequestsMiddleware(.debug))
     DataRoutes(service: service).register(on: router)
     AdminRoutes(service: service, configuration: configuration, startedAt: .now).register(on: router)
-    PrometheusRoute(cache: cache).register(on: router)
+    PrometheusRoute(cache: cache, registry: registry).register(on: router)
 
     var app = Application(
         router: router,

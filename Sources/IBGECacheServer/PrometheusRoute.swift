@@ -1,16 +1,20 @@
 import Hummingbird
 import NIOCore
+import Prometheus
 import TieredCache
 
-/// `GET /metrics`: the cache's counters in the Prometheus text exposition format (0.0.4).
+/// `GET /metrics`: the cache's counters, and the Redis client's swift-metrics (through
+/// swift-prometheus), in the Prometheus text exposition format (0.0.4).
 struct PrometheusRoute {
     let cache: TieredCache
+    let registry: PrometheusCollectorRegistry
 
     func register(on router: Router<AppRequestContext>) {
         router.get("/metrics") { _, _ -> Response in
-            Response(
-                status: .ok, headers: [.contentType: "text/plain; version=0.0.4; charset=utf-8"],
-                body: .init(byteBuffer: ByteBuffer(string: Self.exposition(cache.metrics()))))
+            var text = ByteBuffer(string: Self.exposition(cache.metrics()))
+            text.writeBytes(registry.emitToBuffer())
+            return Response(
+                status: .ok, headers: [.contentType: "text/plain; version=0.0.4; charset=utf-8"], body: .init(byteBuffer: text))
         }
     }
 
