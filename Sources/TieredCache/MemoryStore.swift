@@ -41,6 +41,8 @@ public final class MemoryStore: @unchecked Sendable {
         public var evictions: Int
         /// Entries dropped because they expired.
         public var expirations: Int
+        /// Newcomers not stored because the store was full of keys asked for more often.
+        public var rejections: Int
         /// Entries held now.
         public var entries: Int
         /// Bytes held now.
@@ -179,13 +181,14 @@ public final class MemoryStore: @unchecked Sendable {
 
     /// Counters and sizes, summed over the shards.
     public var statistics: Statistics {
-        var total = Statistics(hits: 0, misses: 0, evictions: 0, expirations: 0, entries: 0, bytes: 0)
+        var total = Statistics(hits: 0, misses: 0, evictions: 0, expirations: 0, rejections: 0, entries: 0, bytes: 0)
         forEachShard { shard in
             shard.pointee.withLock { table in
                 total.hits += table.hits
                 total.misses += table.misses
                 total.evictions += table.evictions
                 total.expirations += table.expirations
+                total.rejections += table.rejections
                 total.entries += table.count
                 total.bytes += table.bytes
             }
@@ -223,6 +226,9 @@ struct ShardTable: ~Copyable {
     fileprivate(set) var misses = 0
     fileprivate(set) var evictions = 0
     fileprivate(set) var expirations = 0
+    fileprivate(set) var rejections = 0
+    /// How often keys were asked for and not found (or stored): the admission's memory.
+    private var sketch: FrequencySketch
 
     init(maximumEntries: Int, maximumBytes: Int) {
         self.maximumEntries = maximumEntries
@@ -231,6 +237,7 @@ struct ShardTable: ~Copyable {
         while capacity < maximumEntries * 2 { capacity <<= 1 }
         self.slots = Array(repeating: 0, count: capacity)
         self.slotMask = capacity - 1
+        self.sketch = FrequencySketch(capacity: maximumEntries)
     }
 
     @inline(__always)
@@ -260,6 +267,7 @@ struct ShardTable: ~Copyable {
     private mutating func live(_ key: String, hash: UInt64, now: Int64) -> Int? {
         guard let found = find(key, hash: hash) else {
             misses += 1
+            sketch.increment(hash)
             return nil
         }
         if entries[found.index].expiresAt <= now {
@@ -301,6 +309,13 @@ struct ShardTable: ~Copyable {
             entries[existing.index].referenced = true
             if bytes > maximumBytes { makeRoom(for: 0, now: now) }
             return true
+        }
+        // TinyLFU admission: when the store is full, a newcomer takes the place of CLOCK's victim
+        // only if it has been asked for more often; one-off keys (a scan) cannot flush hot ones.
+        let frequency = sketch.increment(hash)
+        if isFull(adding: size), let victim = clockVictim(now: now), frequency <= sketch.estimate(entries[victim].hash) {
+            rejections += 1
+            return false
         }
         makeRoom(for: size, now: now)
         let entry = Entry(
@@ -349,6 +364,27 @@ struct ShardTable: ~Copyable {
     }
 
     /// Evicts by CLOCK until one more entry of `size` bytes fits.
+    private func isFull(adding size: Int) -> Bool {
+        count + 1 > maximumEntries || bytes + size > maximumBytes
+    }
+
+    /// The entry CLOCK would evict next: advances the hand past referenced entries (clearing
+    /// their bit, as an eviction pass does) and returns the first one that is not.
+    private mutating func clockVictim(now: Int64) -> Int? {
+        var steps = 0
+        let limit = entries.count * 2 + 2
+        while steps < limit, !entries.isEmpty {
+            if hand >= entries.count { hand = 0 }
+            if entries[hand].occupied {
+                if entries[hand].expiresAt <= now || !entries[hand].referenced { return hand }
+                entries[hand].referenced = false
+            }
+            hand += 1
+            steps += 1
+        }
+        return nil
+    }
+
     private mutating func makeRoom(for size: Int, now: Int64) {
         var steps = 0
         let limit = entries.count * 3 + 3
@@ -402,5 +438,52 @@ struct ShardTable: ~Copyable {
         entries[index].key = ""
         entries[index].value = ByteBuffer()
         freeList.append(index)
+    }
+}
+
+/// A count-min sketch of 4-bit counters (four rows), halved every `10 × capacity` increments
+/// so old popularity fades (TinyLFU's "reset").
+struct FrequencySketch {
+    private var counters: [UInt8]
+    private let mask: Int
+    private var additions = 0
+    private let sampleSize: Int
+
+    init(capacity: Int) {
+        var width = 64
+        while width < max(1, capacity) * 2 { width <<= 1 }
+        counters = Array(repeating: 0, count: width * 4)
+        mask = width - 1
+        sampleSize = max(1, capacity) * 10
+    }
+
+    @inline(__always)
+    private func index(_ hash: UInt64, row: Int) -> Int {
+        let mixed = (hash &+ UInt64(row) &* 0x9E37_79B9_7F4A_7C15) &* 0xBF58_476D_1CE4_E5B9
+        return row * (mask + 1) + Int(truncatingIfNeeded: mixed >> 40) & mask
+    }
+
+    /// Counts one more sighting of `hash`; returns the new estimate.
+    @discardableResult
+    mutating func increment(_ hash: UInt64) -> UInt8 {
+        var minimum: UInt8 = 15
+        for row in 0..<4 {
+            let i = index(hash, row: row)
+            if counters[i] < 15 { counters[i] += 1 }
+            minimum = min(minimum, counters[i])
+        }
+        additions += 1
+        if additions >= sampleSize {
+            for i in counters.indices { counters[i] >>= 1 }
+            additions /= 2
+        }
+        return minimum
+    }
+
+    /// How many times `hash` was seen (an over-estimate at worst).
+    func estimate(_ hash: UInt64) -> UInt8 {
+        var minimum: UInt8 = 15
+        for row in 0..<4 { minimum = min(minimum, counters[index(hash, row: row)]) }
+        return minimum
     }
 }

@@ -11,7 +11,7 @@ import TieredCache
 struct Bench: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Benchmarks: the cache (default) and the Redis client.",
-        subcommands: [BenchCache.self, BenchRedis.self],
+        subcommands: [BenchCache.self, BenchRedis.self, BenchEviction.self],
         defaultSubcommand: BenchCache.self
     )
 }

@@ -47,7 +47,20 @@ struct MemoryStoreTests {
         let stats = store.statistics
         #expect(stats.entries <= 100)
         #expect(stats.entries >= 90)
-        #expect(stats.evictions == 1000 - stats.entries)
+        #expect(stats.evictions + stats.rejections == 1000 - stats.entries, "every key not held was evicted or not admitted")
+    }
+
+    @Test("when full, a newcomer asked for more often than CLOCK's victim replaces it; a one-off does not")
+    func admission() {
+        let store = MemoryStore(configuration: .init(maximumEntries: 10, maximumBytes: 1 << 30, shardCount: 1))
+        for i in 0..<10 { store.set("k\(i)", value: buffer("\(i)"), ttl: .seconds(60)) }
+        #expect(!store.set("once", value: buffer("x"), ttl: .seconds(60)), "a key seen once does not displace a resident")
+        #expect(store.statistics.rejections == 1)
+        // A key that keeps being asked for (and missed) earns its place.
+        for _ in 0..<3 { _ = store.get("popular") }
+        #expect(store.set("popular", value: buffer("p"), ttl: .seconds(60)))
+        #expect(store.get("popular") == buffer("p"))
+        #expect(store.statistics.entries == 10)
     }
 
     @Test("the byte bound holds, and a value larger than a shard is refused")
