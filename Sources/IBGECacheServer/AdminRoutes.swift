@@ -161,6 +161,14 @@ struct AdminRoutes {
             var soft_timeouts: Int
             var backplane_sent: Int
             var backplane_received: Int
+            var load_ms: LoadMilliseconds?
+
+            struct LoadMilliseconds: Encodable {
+                var p50: Double
+                var p90: Double
+                var p99: Double
+                var max: Double
+            }
 
             init(_ m: CacheMetrics, embeddedFallbacks: Int) {
                 embedded_fallbacks = embeddedFallbacks
@@ -169,6 +177,7 @@ struct AdminRoutes {
                 soft_timeouts = m.softTimeouts
                 backplane_sent = m.backplaneSent
                 backplane_received = m.backplaneReceived
+                load_ms = m.loadMilliseconds.map { .init(p50: $0.p50, p90: $0.p90, p99: $0.p99, max: $0.max) }
                 hits = m.hits
                 misses = m.misses
                 hit_rate_percent = m.hitRatePercent

@@ -46,6 +46,21 @@ public struct CacheMetrics: Sendable, Hashable {
     public var eagerRefreshes: Int
     /// Loads that outlasted the soft timeout (a stale value answered meanwhile).
     public var softTimeouts: Int
+    /// Load durations over the last 1,024 loads, in milliseconds: p50, p90, p99 and the maximum
+    /// (nil before the first load).
+    public var loadMilliseconds: LoadPercentiles?
+
+    /// Percentiles of load durations, in milliseconds.
+    public struct LoadPercentiles: Sendable, Hashable {
+        /// Median.
+        public var p50: Double
+        /// 90th percentile.
+        public var p90: Double
+        /// 99th percentile.
+        public var p99: Double
+        /// Slowest.
+        public var max: Double
+    }
 
     /// All hits.
     public var hits: Int { l1Hits + l2Hits }
@@ -85,7 +100,8 @@ extension TieredCache {
             backplaneSent: counters.backplaneSent.load(ordering: .relaxed),
             backplaneReceived: counters.backplaneReceived.load(ordering: .relaxed),
             eagerRefreshes: counters.eagerRefreshes.load(ordering: .relaxed),
-            softTimeouts: counters.softTimeouts.load(ordering: .relaxed)
+            softTimeouts: counters.softTimeouts.load(ordering: .relaxed),
+            loadMilliseconds: loadDurations.percentiles([50, 90, 99, 100]).map { .init(p50: $0[0], p90: $0[1], p99: $0[2], max: $0[3]) }
         )
     }
 }

@@ -120,6 +120,8 @@ public final class TieredCache: Service, Sendable {
     let circuit = CircuitBreaker()
     let flights = SingleFlight()
     let counters = Counters()
+    /// Durations of recent loads, for percentiles.
+    let loadDurations = DurationSamples(capacity: 1024)
     let logger: Logger
     let defaultTTLMilliseconds: Int64
     /// This instance's name on the backplane, so it ignores its own notices.
@@ -273,9 +275,12 @@ public final class TieredCache: Service, Sendable {
     func loadAndStore(_ load: Load) async throws -> ByteBuffer {
         counters.loads.add(1, ordering: .relaxed)
         let value: ByteBuffer
+        let start = ContinuousClock.now
         do {
             value = try await withHardTimeout(load.loader)
+            loadDurations.record(ContinuousClock.now - start)
         } catch {
+            loadDurations.record(ContinuousClock.now - start)
             counters.loadErrors.add(1, ordering: .relaxed)
             throw error
         }

@@ -88,6 +88,19 @@ struct TieredCacheMemoryTests {
         #expect(m.coalesced + m.hits == 99)
     }
 
+    @Test("load durations are reported as percentiles")
+    func loadPercentiles() async throws {
+        let cache = TieredCache(redis: nil)
+        #expect(cache.metrics().loadMilliseconds == nil)
+        let slow = CountingLoader(delay: .milliseconds(30))
+        for i in 0..<5 { _ = try await cache.getOrLoad("slow\(i)") { try await slow.load("s") } }
+        for i in 0..<20 { _ = try await cache.getOrLoad("fast\(i)") { buffer("f") } }
+        let p = try #require(cache.metrics().loadMilliseconds)
+        #expect(p.p50 < 30, "most loads are instant")
+        #expect(p.max >= 30, "the slowest took the loader's delay")
+        #expect(p.p50 <= p.p90 && p.p90 <= p.p99 && p.p99 <= p.max)
+    }
+
     @Test("a failing loader's error reaches every waiting caller, and nothing is cached")
     func loaderFailure() async throws {
         let cache = TieredCache(redis: nil)
@@ -247,6 +260,29 @@ struct TieredCacheRedisTests {
                 clock.advance(by: .seconds(31))
                 #expect(try await cache.getOrLoad("k", ttl: .seconds(10)) { try await loader.load("new") } == buffer("new"))
             }
+        }
+    }
+
+    @Test("once Redis has dropped the stale value (its grace is over), the loader's error reaches the caller")
+    func graceOver() async throws {
+        try await RedisServerProcess.with { server in
+            let clock = ManualClock()
+            let cache = TieredCache(configuration: fastRecovery(), redis: RedisClient(configuration: server.configuration()), clock: .manual(clock))
+            let raw = RedisClient(configuration: server.configuration())
+            try await withRunning(cache) {
+                #expect(await eventually { cache.isRedisConnected })
+                let loader = CountingLoader()
+                _ = try await cache.getOrLoad("k", ttl: .seconds(10)) { try await loader.load("old") }
+                clock.advance(by: .seconds(11))
+                loader.failing.store(true, ordering: .relaxed)
+                #expect(try await cache.getOrLoad("k", ttl: .seconds(10)) { try await loader.load("new") } == buffer("old"))
+                // The grace period ends: Redis expires the key (forced here), and the throttle passes.
+                _ = try await raw.pexpire("ibge:k", after: .milliseconds(1))
+                #expect(await eventually { (try? await raw.exists(["ibge:k"])) == 0 })
+                clock.advance(by: .seconds(31))
+                await #expect(throws: LoaderFailure.self) { try await cache.getOrLoad("k", ttl: .seconds(10)) { try await loader.load("new") } }
+            }
+            await raw.shutdown()
         }
     }
 

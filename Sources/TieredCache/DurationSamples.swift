@@ -1,0 +1,46 @@
+import Synchronization
+
+/// The last `capacity` durations recorded (a ring), for percentiles of recent behaviour.
+final class DurationSamples: Sendable {
+    private struct Ring {
+        var values: [Duration] = []
+        var next = 0
+    }
+
+    private let ring = Mutex<Ring>(Ring())
+    private let capacity: Int
+
+    init(capacity: Int) {
+        self.capacity = max(1, capacity)
+    }
+
+    func record(_ duration: Duration) {
+        ring.withLock { ring in
+            if ring.values.count < capacity {
+                ring.values.append(duration)
+            } else {
+                ring.values[ring.next] = duration
+            }
+            ring.next = (ring.next + 1) % capacity
+        }
+    }
+
+    /// The `p`-th percentiles (0...100) of the recorded durations, in milliseconds; nil when empty.
+    func percentiles(_ ps: [Double]) -> [Double]? {
+        let sorted = ring.withLock { $0.values }.sorted()
+        guard !sorted.isEmpty else { return nil }
+        return ps.map { p in
+            let rank = min(sorted.count - 1, max(0, Int((p / 100 * Double(sorted.count)).rounded(.up)) - 1))
+            let (seconds, attoseconds) = sorted[rank].components
+            return (Double(seconds) * 1000 + Double(attoseconds) / 1e15).rounded(toPlaces: 3)
+        }
+    }
+}
+
+extension Double {
+    func rounded(toPlaces places: Int) -> Double {
+        var scale = 1.0
+        for _ in 0..<places { scale *= 10 }
+        return (self * scale).rounded() / scale
+    }
+}
