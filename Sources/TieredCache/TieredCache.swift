@@ -15,9 +15,13 @@ import Synchronization
 ///   from L1 and the loader), and ``run()`` probes Redis with backoff and jitter until it answers,
 ///   then closes it. Nothing fails because Redis is down.
 ///
+/// - Instances sharing Redis load a cold key once (a lock in Redis) and drop each other's
+///   changed L1 entries (a backplane over pub/sub).
+///
 /// Keys given to the cache are relative: Redis sees ``Configuration/keyPrefix`` + key.
 /// ``run()`` must be running (it is a swift-service-lifecycle `Service`) for the cache to use
-/// Redis at all: it makes the first connection and every reconnection.
+/// Redis at all: it makes the first connection and every reconnection, listens to the backplane
+/// and runs the background work (eager refreshes, loads past the soft timeout).
 public final class TieredCache: Service, Sendable {
     /// Settings of the cache.
     public struct Configuration: Sendable {
@@ -188,12 +192,17 @@ public final class TieredCache: Service, Sendable {
         }
     }
 
-    /// The value of `key`: from L1, else L2, else by running `loader` (once per key in this
-    /// process, however many callers ask at once) and storing its result in both tiers.
+    /// The value of `key`: from L1, else L2, else by running `loader` and storing its result in
+    /// both tiers.
     ///
-    /// When the loader fails and Redis still holds a stale value (within the grace period),
-    /// the stale value is returned and counted as `staleServed`; otherwise the loader's error
-    /// is thrown.
+    /// - The loader runs once per key at a time in this process (single-flight) and, with Redis,
+    ///   in all the instances sharing it (a load lock in Redis; the others wait for the value).
+    /// - Past ``Configuration/eagerRefreshFraction`` of its TTL, a hit starts one background
+    ///   refresh. Values live `ttl` (or `negativeTTL` when `isNegative` says so) plus jitter.
+    /// - When the loader fails or passes the hard timeout and Redis still holds a stale value
+    ///   (within the grace period), the stale value is returned, counted as `staleServed`, and
+    ///   reused for ``Configuration/failSafeThrottle``; otherwise the loader's error is thrown.
+    ///   Past the soft timeout, the stale value is returned at once and the load goes on.
     public func getOrLoad(
         _ key: String,
         ttl: Duration? = nil,
