@@ -130,7 +130,7 @@ let package = Package(
         ),
         .testTarget(
             name: "TieredCacheTests",
-            dependencies: ["TieredCache", "Redis", "TestSupport", .product(name: "NIOCore", package: "swift-nio")],
+            dependencies: ["TieredCache", "Redis", "RESP", "TestSupport", .product(name: "NIOCore", package: "swift-nio")],
             swiftSettings: swiftSettings
         ),
         .testTarget(

@@ -159,6 +159,7 @@ struct AdminRoutes {
             var lock_waits: Int
             var eager_refreshes: Int
             var soft_timeouts: Int
+            var l2_soft_timeouts: Int
             var backplane_sent: Int
             var backplane_received: Int
             var load_ms: LoadMilliseconds?
@@ -175,6 +176,7 @@ struct AdminRoutes {
                 lock_waits = m.lockWaits
                 eager_refreshes = m.eagerRefreshes
                 soft_timeouts = m.softTimeouts
+                l2_soft_timeouts = m.l2SoftTimeouts
                 backplane_sent = m.backplaneSent
                 backplane_received = m.backplaneReceived
                 load_ms = m.loadMilliseconds.map { .init(p50: $0.p50, p90: $0.p90, p99: $0.p99, max: $0.max) }

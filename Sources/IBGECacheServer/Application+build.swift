@@ -36,7 +36,10 @@ public func buildApplication(
             memory: .init(maximumEntries: configuration.memoryMaximumEntries, maximumBytes: configuration.memoryMaximumBytes),
             // With a stale answer at hand, a slow IBGE never makes a request wait more than 2 s.
             softTimeout: configuration.enableRealAPIs ? .seconds(2) : nil,
-            hardTimeout: .seconds(90)
+            hardTimeout: .seconds(90),
+            // A slow Redis is skipped for the source: the snapshot answers in microseconds, IBGE in
+            // hundreds of milliseconds.
+            l2SoftTimeout: configuration.enableRealAPIs ? .milliseconds(250) : .milliseconds(100)
         ),
         redis: redis,
         logger: makeLogger("ibge-cache.cache")

@@ -244,6 +244,30 @@ public final class RedisClient: Service, Sendable {
         }
     }
 
+    /// Sends a command and returns its reply, or nil if none came within `limit` (the command
+    /// still completes on its connection; nothing is closed or counted as a failure). For
+    /// callers with something else to do when Redis is slow, such as a cache with a source.
+    public func send(_ command: RESPCommand, answerWithin limit: Duration) async throws(RedisError) -> RESPValue? {
+        let connection = try await connection()
+        let future = connection.sendFuture(command)
+        let eventLoop = future.eventLoop
+        let first = eventLoop.makePromise(of: RESPValue?.self)
+        future.whenComplete { result in first.completeWith(result.map { Optional($0) }) }
+        let timer = eventLoop.scheduleTask(in: TimeAmount(limit)) { first.succeed(nil) }
+        let reply: RESPValue?
+        do {
+            reply = try await first.futureResult.get()
+        } catch let error as RedisError {
+            metrics.failed(error)
+            throw error
+        } catch {
+            throw RedisError(.connectionClosed, "\(error)")
+        }
+        timer.cancel()
+        if let message = reply?.errorMessage { throw RedisError(.serverError, message) }
+        return reply
+    }
+
     /// Closes every connection; later calls fail with ``RedisError/Code/clientShutdown``.
     public func shutdown() async {
         await subscriber.shutdown()

@@ -46,6 +46,8 @@ public struct CacheMetrics: Sendable, Hashable {
     public var eagerRefreshes: Int
     /// Loads that outlasted the soft timeout (a stale value answered meanwhile).
     public var softTimeouts: Int
+    /// Redis reads cut short by the L2 soft timeout (the source answered instead).
+    public var l2SoftTimeouts: Int
     /// Load durations over the last 1,024 loads, in milliseconds: p50, p90, p99 and the maximum
     /// (nil before the first load).
     public var loadMilliseconds: LoadPercentiles?
@@ -101,6 +103,7 @@ extension TieredCache {
             backplaneReceived: counters.backplaneReceived.load(ordering: .relaxed),
             eagerRefreshes: counters.eagerRefreshes.load(ordering: .relaxed),
             softTimeouts: counters.softTimeouts.load(ordering: .relaxed),
+            l2SoftTimeouts: counters.l2SoftTimeouts.load(ordering: .relaxed),
             loadMilliseconds: loadDurations.percentiles([50, 90, 99, 100]).map { .init(p50: $0[0], p90: $0[1], p99: $0[2], max: $0[3]) }
         )
     }

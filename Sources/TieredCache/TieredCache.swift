@@ -3,6 +3,7 @@ public import NIOCore
 public import Redis
 public import ServiceLifecycle
 import Synchronization
+import RESP
 
 /// A two-tier read-through cache: an in-process ``MemoryStore`` (L1) in front of Redis (L2).
 ///
@@ -66,6 +67,10 @@ public final class TieredCache: Service, Sendable {
         public var softTimeout: Duration?
         /// A load slower than this fails (and a stale value, if any, is served) (nil: no limit).
         public var hardTimeout: Duration?
+        /// A Redis read slower than this is treated as a miss (the source answers, and the
+        /// value is written back to Redis in the background), so a slow Redis never makes a
+        /// request slower than the source (nil: wait up to the command timeout).
+        public var l2SoftTimeout: Duration?
 
         /// Creates a configuration.
         public init(
@@ -84,7 +89,8 @@ public final class TieredCache: Service, Sendable {
             ttlJitter: Double = 0.1,
             failSafeThrottle: Duration = .seconds(30),
             softTimeout: Duration? = nil,
-            hardTimeout: Duration? = nil
+            hardTimeout: Duration? = nil,
+            l2SoftTimeout: Duration? = nil
         ) {
             self.keyPrefix = keyPrefix
             self.defaultTTL = defaultTTL
@@ -102,6 +108,7 @@ public final class TieredCache: Service, Sendable {
             self.failSafeThrottle = failSafeThrottle
             self.softTimeout = softTimeout
             self.hardTimeout = hardTimeout
+            self.l2SoftTimeout = l2SoftTimeout
         }
     }
 
@@ -252,7 +259,8 @@ public final class TieredCache: Service, Sendable {
         // Another caller may have filled L1 while this one waited to lead.
         if let value = memory.get(key) { return value }
         var stale: CacheEnvelope?
-        if let envelope = await readL2(key) {
+        let read = await readL2Timed(key)
+        if let envelope = read.envelope {
             if envelope.freshUntil > clock.nowMilliseconds() {
                 counters.l2Hits.add(1, ordering: .relaxed)
                 return fillL1(key, envelope)
@@ -260,6 +268,10 @@ public final class TieredCache: Service, Sendable {
             stale = envelope
         }
         counters.misses.add(1, ordering: .relaxed)
+        if read.slow {
+            // Redis is slow: go to the source now, and write the value back behind the request.
+            return try await loadWithoutWaitingOnRedis(load)
+        }
         // Across instances: one of them loads, the others wait for its value in Redis.
         var lock: DistributedLock?
         switch await acquireLoadLock(key) {
@@ -278,6 +290,26 @@ public final class TieredCache: Service, Sendable {
             if let lock { await release(lock) }
             return try serveStale(stale, for: key, after: error)
         }
+    }
+
+    /// Loads without touching Redis on the way (no lock), storing in L1 at once and in Redis in
+    /// the background.
+    private func loadWithoutWaitingOnRedis(_ load: Load) async throws -> ByteBuffer {
+        counters.loads.add(1, ordering: .relaxed)
+        let start = ContinuousClock.now
+        let value: ByteBuffer
+        do {
+            value = try await withHardTimeout(load.loader)
+        } catch {
+            counters.loadErrors.add(1, ordering: .relaxed)
+            throw error
+        }
+        loadDurations.record(ContinuousClock.now - start)
+        let ttl = load.ttl(for: value, jitter: configuration.ttlJitter)
+        let now = clock.nowMilliseconds()
+        memory.set(load.key, value: value, expiresAt: now &+ ttl.wholeMilliseconds, now: now)
+        background.yield { await self.set(load.key, value: value, ttl: ttl) }
+        return value
     }
 
     /// Runs the loader (within the hard timeout) and writes its value to both tiers.
@@ -463,21 +495,35 @@ public final class TieredCache: Service, Sendable {
     // MARK: - L2
 
     private func readL2(_ key: String) async -> CacheEnvelope? {
-        guard let redis, !circuit.isOpen else { return nil }
+        await readL2Timed(key).envelope
+    }
+
+    /// Reads a key from Redis: the envelope (nil when absent, unreachable, or not an envelope),
+    /// and whether the read was cut short by the L2 soft timeout.
+    func readL2Timed(_ key: String) async -> (envelope: CacheEnvelope?, slow: Bool) {
+        guard let redis, !circuit.isOpen else { return (nil, false) }
         let raw: ByteBuffer?
         do {
-            raw = try await redis.get(redisKey(key))
+            if let limit = configuration.l2SoftTimeout {
+                guard let reply = try await redis.send(RESPCommand("GET", redisKey(key)), answerWithin: limit) else {
+                    counters.l2SoftTimeouts.add(1, ordering: .relaxed)
+                    return (nil, true)
+                }
+                raw = reply.bytes
+            } else {
+                raw = try await redis.get(redisKey(key))
+            }
         } catch {
             redisFailed(error)
-            return nil
+            return (nil, false)
         }
-        guard let raw else { return nil }
+        guard let raw else { return (nil, false) }
         do {
-            return try CacheEnvelope(decoding: raw)
+            return (try CacheEnvelope(decoding: raw), false)
         } catch {
             counters.invalidValues.add(1, ordering: .relaxed)
             logger.warning("ignoring an invalid value in Redis", metadata: ["key": "\(redisKey(key))", "error": "\(error)"])
-            return nil
+            return (nil, false)
         }
     }
 
@@ -593,6 +639,7 @@ final class Counters: Sendable {
     let invalidValues = Atomic<Int>(0)
     let lockWaits = Atomic<Int>(0)
     let eagerRefreshes = Atomic<Int>(0)
+    let l2SoftTimeouts = Atomic<Int>(0)
     let softTimeouts = Atomic<Int>(0)
     let backplaneSent = Atomic<Int>(0)
     let backplaneReceived = Atomic<Int>(0)

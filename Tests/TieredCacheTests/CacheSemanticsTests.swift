@@ -1,4 +1,5 @@
 import NIOCore
+import RESP
 import Redis
 import TestSupport
 import TieredCache
@@ -48,6 +49,28 @@ struct CacheSemanticsTests {
         #expect(empty == buffer("[]"))
         let expiresAt = try #require(cache.memory.entry("unknown")?.expiresAt)
         #expect(expiresAt <= start + 33_000, "cached for the negative TTL, not the hour")
+    }
+
+    @Test("a slow Redis never makes a request wait: past the L2 soft timeout the source answers")
+    func slowRedis() async throws {
+        try await RedisServerProcess.with { server in
+            var configuration = fastRecovery()
+            configuration.l2SoftTimeout = .milliseconds(50)
+            let cache = TieredCache(configuration: configuration, redis: RedisClient(configuration: server.configuration()))
+            let admin = RedisClient(configuration: server.configuration())
+            try await withRunning(cache) {
+                #expect(await eventually { cache.isRedisConnected })
+                _ = try await admin.send(RESPCommand("CLIENT", "PAUSE", "800", "ALL"))
+                let loader = CountingLoader()
+                #expect(try await cache.getOrLoad("k") { try await loader.load("from source") } == buffer("from source"))
+                #expect(loader.count == 1)
+                #expect(cache.metrics().l2SoftTimeouts == 1)
+                #expect(cache.isRedisConnected, "slow is not down: the circuit stays closed")
+                // Once Redis answers again, the value written behind the request is there.
+                #expect(await eventually { (try? await admin.get("ibge:k")) != nil })
+            }
+            await admin.shutdown()
+        }
     }
 
     @Test("a loader past the hard timeout fails with a timeout error")
