@@ -91,12 +91,18 @@ extension TieredCache {
 
     // MARK: - Backplane
 
+    /// The `PUBLISH` telling the other instances that `key` changed (or everything, for `clear`).
+    func backplaneNotice(_ operation: BackplaneOperation, _ key: String) -> RESPCommand {
+        var command = RESPCommand("PUBLISH", backplaneChannel)
+        command.append(ByteBuffer(string: "1|\(instanceID)|\(operation.rawValue)|\(key)"))
+        return command
+    }
+
     /// Tells the other instances that `key` changed (or everything, for `clear`).
     func publish(_ operation: BackplaneOperation, _ key: String) async {
         guard configuration.backplane, let redis, !circuit.isOpen else { return }
-        let message = ByteBuffer(string: "1|\(instanceID)|\(operation.rawValue)|\(key)")
         do {
-            try await redis.publish(message, to: backplaneChannel)
+            _ = try await redis.send(backplaneNotice(operation, key))
             counters.backplaneSent.add(1, ordering: .relaxed)
         } catch {
             redisFailed(error)

@@ -195,7 +195,6 @@ public final class TieredCache: Service, Sendable {
         memory.set(key, value: value, expiresAt: freshUntil, now: now, refreshAt: refreshAt)
         if redis != nil && !circuit.isOpen {
             await writeL2(key, CacheEnvelope(freshUntil: freshUntil, payload: value), ttl: ttl ?? configuration.defaultTTL)
-            await publish(.set, key)
         }
     }
 
@@ -527,10 +526,22 @@ public final class TieredCache: Service, Sendable {
         }
     }
 
+    /// Writes the value (`SET … PX ttl+grace`) and, with the backplane on, announces it
+    /// (`PUBLISH`) in the same round trip.
     private func writeL2(_ key: String, _ envelope: CacheEnvelope, ttl: Duration) async {
         guard let redis, !circuit.isOpen else { return }
+        let payload = envelope.encoded()
+        var write = RESPCommand("SET", capacity: payload.readableBytes + key.utf8.count + 64)
+        write.append(redisKey(key))
+        write.append(payload)
+        write.append("PX")
+        write.append(Int(max(1, (ttl + configuration.gracePeriod).wholeMilliseconds)))
+        var commands = [write]
+        if configuration.backplane { commands.append(backplaneNotice(.set, key)) }
         do {
-            try await redis.set(redisKey(key), value: envelope.encoded(), expiration: ttl + configuration.gracePeriod)
+            let replies = try await redis.pipeline(commands)
+            if let message = replies.lazy.compactMap(\.errorMessage).first { throw RedisError(.serverError, message) }
+            if replies.count > 1 { counters.backplaneSent.add(1, ordering: .relaxed) }
         } catch {
             redisFailed(error)
         }
