@@ -57,6 +57,9 @@ public final class IBGEService: Sendable {
 
     /// The JSON body IBGE gives for the request, from the cache, the upstream or the snapshot.
     public func body(for request: LocalidadesRequest) async throws(IBGEError) -> ByteBuffer {
+        if let ids = request.ids, ids.count > 1, request.child == nil, !request.orderByName, !request.flat {
+            return try await joined(request.level, ids: ids)
+        }
         guard let upstream else {
             let embedded = self.embedded
             return try await cached(request.cacheKey, ttl: ttl) { () throws(IBGEError) in try embedded.body(for: request) }
@@ -70,6 +73,66 @@ public final class IBGEService: Sendable {
                 "IBGE unavailable, answering from the embedded snapshot", metadata: ["path": "\(request.canonicalPath)", "error": "\(error)"])
             return try embedded.body(for: request)
         }
+    }
+
+    /// A `|`-joined request (`/municipios/4208203|3550308`), answered from the per-id cache
+    /// entries (one `MGET` for those L1 lacks, one upstream request for the rest), so joined and
+    /// single requests share their cached answers. The array holds the known ids' objects in id
+    /// order, IBGE's bytes for each.
+    private func joined(_ level: LocalidadesLevel, ids: [LocalidadeID]) async throws(IBGEError) -> ByteBuffer {
+        let codes = Array(Set(ids.compactMap { id -> Int? in if case .code(let n) = id { return n } else { return nil } })).sorted()
+        let keyOf: @Sendable (Int) -> String = { code in LocalidadesRequest(level: level, ids: [.code(code)]).cacheKey }
+        let codeOf = Dictionary(uniqueKeysWithValues: codes.map { (keyOf($0), $0) })
+        let values: [String: ByteBuffer]
+        do {
+            values = try await cache.getMany(codes.map(keyOf), ttl: ttl, negativeTTL: negativeTTL, isNegative: Self.isEmptyAnswer) { missing in
+                let missingCodes = missing.compactMap { codeOf[$0] }
+                return try await self.loadSingles(level, codes: missingCodes).reduce(into: [:]) { $0[keyOf($1.key)] = $1.value }
+            }
+        } catch {
+            guard upstream != nil else { throw error as? IBGEError ?? IBGEError(.upstreamFailed, "\(error)") }
+            fallbacks.add(1, ordering: .relaxed)
+            logger.warning("IBGE unavailable, answering from the embedded snapshot", metadata: ["level": "\(level.rawValue)", "error": "\(error)"])
+            return try embedded.body(for: LocalidadesRequest(level: level, ids: ids))
+        }
+        var writer = IBGEJSONWriter(capacity: codes.count * 500 + 2)
+        writer.raw("[")
+        var first = true
+        for code in codes {
+            guard let value = values[keyOf(code)], !Self.isEmptyAnswer(value) else { continue }
+            if !first { writer.raw(",") }
+            first = false
+            var element = value
+            writer.buffer.writeBuffer(&element)
+        }
+        writer.raw("]")
+        return writer.buffer
+    }
+
+    /// The single-id answers for `codes`: from the snapshot, or from one joined upstream request
+    /// cut into its elements (ids IBGE does not know answer `[]`, as a single request would).
+    private func loadSingles(_ level: LocalidadesLevel, codes: [Int]) async throws(IBGEError) -> [Int: ByteBuffer] {
+        guard let upstream else {
+            var answers: [Int: ByteBuffer] = [:]
+            for code in codes { answers[code] = try embedded.body(for: LocalidadesRequest(level: level, ids: [.code(code)])) }
+            return answers
+        }
+        guard let firstCode = codes.first else { return [:] }
+        var answers: [Int: ByteBuffer] = Dictionary(uniqueKeysWithValues: codes.map { ($0, ByteBuffer(string: "[]")) })
+        // One id is asked as `id|id`, so the answer is an array like the others.
+        let joinedIDs: [LocalidadeID] = codes.count > 1 ? codes.map { .code($0) } : [.code(firstCode), .code(firstCode)]
+        let joinedRequest = UpstreamRequest(LocalidadesRequest(level: level, ids: joinedIDs))
+        let body = try await upstream.fetch(joinedRequest)
+        guard let elements = JSONArraySplitter.elements(of: body) else {
+            throw IBGEError(.upstreamFailed, "IBGE's answer to \(joinedRequest.path) is not a JSON array")
+        }
+        for element in elements {
+            guard let id = JSONArraySplitter.leadingID(element), answers[id] != nil else { continue }
+            var copy = ByteBufferAllocator().buffer(capacity: element.readableBytes)
+            copy.writeImmutableBuffer(element)
+            answers[id] = copy
+        }
+        return answers
     }
 
     /// Any allow-listed GET (`/api/v1/localidades/...`, `/api/v3/agregados/...`): from the cache

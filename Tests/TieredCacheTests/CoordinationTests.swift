@@ -3,6 +3,7 @@ import RESP
 import Redis
 import TestSupport
 import TieredCache
+import Synchronization
 import Testing
 
 private func buffer(_ s: String) -> ByteBuffer { ByteBuffer(string: s) }
@@ -105,6 +106,39 @@ struct CoordinationTests {
                 try await server.restart()
                 #expect(await eventually { cache.isRedisConnected })
                 #expect(await eventually { cache.memory.statistics.entries == 0 })
+            }
+        }
+    }
+}
+
+@Suite("Bulk reads")
+struct BulkTests {
+    @Test("getMany: L1, then one MGET, then one loader call for the rest, written back in one round trip")
+    func getMany() async throws {
+        try await RedisServerProcess.with { server in
+            let a = TieredCache(configuration: fastRecovery(), redis: RedisClient(configuration: server.configuration()))
+            let b = TieredCache(configuration: fastRecovery(), redis: RedisClient(configuration: server.configuration()))
+            try await withRunning(a) {
+                try await withRunning(b) {
+                    #expect(await eventually { a.isRedisConnected && b.isRedisConnected })
+                    await a.set("k1", value: ByteBuffer(string: "1"))
+                    await a.set("k2", value: ByteBuffer(string: "2"))
+                    await b.set("k3", value: ByteBuffer(string: "3"))
+                    let asked = Mutex<[[String]]>([])
+                    let values = try await b.getMany(["k1", "k2", "k3", "k4", "k5"]) { missing in
+                        asked.withLock { $0.append(missing) }
+                        return ["k4": ByteBuffer(string: "4")]
+                    }
+                    #expect(
+                        values == [
+                            "k1": ByteBuffer(string: "1"), "k2": ByteBuffer(string: "2"), "k3": ByteBuffer(string: "3"),
+                            "k4": ByteBuffer(string: "4"),
+                        ])
+                    #expect(asked.withLock { $0 } == [["k4", "k5"]], "one loader call, for what neither tier had")
+                    let m = b.metrics()
+                    #expect(m.l2Hits == 2 && m.loads == 1)
+                    #expect(await a.get("k4") == ByteBuffer(string: "4"), "the loaded value reached Redis")
+                }
             }
         }
     }
