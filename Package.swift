@@ -61,6 +61,7 @@ let package = Package(
                 "Redis", "RESP",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "Logging", package: "swift-log"),
+                .product(name: "Metrics", package: "swift-metrics"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             ],
             swiftSettings: swiftSettings
@@ -130,7 +131,10 @@ let package = Package(
         ),
         .testTarget(
             name: "TieredCacheTests",
-            dependencies: ["TieredCache", "Redis", "RESP", "TestSupport", .product(name: "NIOCore", package: "swift-nio")],
+            dependencies: [
+                "TieredCache", "Redis", "RESP", "TestSupport", .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "MetricsTestKit", package: "swift-metrics"),
+            ],
             swiftSettings: swiftSettings
         ),
         .testTarget(

@@ -42,7 +42,8 @@ public func buildApplication(
             l2SoftTimeout: configuration.enableRealAPIs ? .milliseconds(250) : .milliseconds(100)
         ),
         redis: redis,
-        logger: makeLogger("ibge-cache.cache")
+        logger: makeLogger("ibge-cache.cache"),
+        metricsFactory: metricsFactory
     )
     let upstream =
         configuration.enableRealAPIs

@@ -4,6 +4,7 @@ public import Redis
 public import ServiceLifecycle
 import Synchronization
 import RESP
+public import CoreMetrics
 
 /// A two-tier read-through cache: an in-process ``MemoryStore`` (L1) in front of Redis (L2).
 ///
@@ -133,6 +134,8 @@ public final class TieredCache: Service, Sendable {
     let counters = Counters()
     /// Durations of recent loads, for percentiles.
     let loadDurations = DurationSamples(capacity: 1024)
+    /// The counters' way into swift-metrics.
+    let exporter: MetricsExporter
     let logger: Logger
     let defaultTTLMilliseconds: Int64
     /// This instance's name on the backplane, so it ignores its own notices.
@@ -142,10 +145,13 @@ public final class TieredCache: Service, Sendable {
     let background: AsyncStream<@Sendable () async -> Void>.Continuation
     private let backgroundJobs: AsyncStream<@Sendable () async -> Void>
 
-    /// Creates a cache; pass `redis: nil` for a memory-only cache.
+    /// Creates a cache; pass `redis: nil` for a memory-only cache. Counters go to
+    /// `metricsFactory` (default: the process-wide swift-metrics backend).
     public init(
-        configuration: Configuration = Configuration(), redis: RedisClient?, clock: CacheClock = .system, logger: Logger = Logger(label: "cache")
+        configuration: Configuration = Configuration(), redis: RedisClient?, clock: CacheClock = .system, logger: Logger = Logger(label: "cache"),
+        metricsFactory: any MetricsFactory = MetricsSystem.factory
     ) {
+        self.exporter = MetricsExporter(factory: metricsFactory)
         self.configuration = configuration
         self.memory = MemoryStore(configuration: configuration.memory, clock: clock)
         self.redis = redis
@@ -291,6 +297,13 @@ public final class TieredCache: Service, Sendable {
         }
     }
 
+    private func recordLoadDuration(since start: ContinuousClock.Instant) {
+        let elapsed = ContinuousClock.now - start
+        loadDurations.record(elapsed)
+        let (seconds, attoseconds) = elapsed.components
+        exporter.loadDuration.recordNanoseconds(seconds * 1_000_000_000 + attoseconds / 1_000_000_000)
+    }
+
     /// Loads without touching Redis on the way (no lock), storing in L1 at once and in Redis in
     /// the background.
     private func loadWithoutWaitingOnRedis(_ load: Load) async throws -> ByteBuffer {
@@ -303,7 +316,7 @@ public final class TieredCache: Service, Sendable {
             counters.loadErrors.add(1, ordering: .relaxed)
             throw error
         }
-        loadDurations.record(ContinuousClock.now - start)
+        recordLoadDuration(since: start)
         let ttl = load.ttl(for: value, jitter: configuration.ttlJitter)
         let now = clock.nowMilliseconds()
         memory.set(load.key, value: value, expiresAt: now &+ ttl.wholeMilliseconds, now: now)
@@ -318,9 +331,9 @@ public final class TieredCache: Service, Sendable {
         let start = ContinuousClock.now
         do {
             value = try await withHardTimeout(load.loader)
-            loadDurations.record(ContinuousClock.now - start)
+            recordLoadDuration(since: start)
         } catch {
-            loadDurations.record(ContinuousClock.now - start)
+            recordLoadDuration(since: start)
             counters.loadErrors.add(1, ordering: .relaxed)
             throw error
         }
@@ -619,6 +632,7 @@ public final class TieredCache: Service, Sendable {
                     _ = await pingRedis()
                 }
             }
+            exportMetrics()
             sinceSweep += pause
             if sinceSweep >= configuration.sweepInterval {
                 memory.removeExpired()

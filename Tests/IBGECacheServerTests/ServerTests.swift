@@ -217,7 +217,7 @@ struct AdminRouteTests {
             #expect(text.contains("# TYPE ibge_cache_hits_total counter"))
             #expect(text.contains("ibge_cache_hits_total{tier=\"l1\"} 2\n"))
             #expect(text.contains("ibge_cache_misses_total 1\n"))
-            #expect(text.contains("ibge_cache_redis_connected 0\n"))
+            #expect(text.contains("# TYPE ibge_cache_redis_connected gauge"))
         }
     }
 }

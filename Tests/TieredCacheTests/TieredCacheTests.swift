@@ -1,4 +1,5 @@
 import Logging
+import MetricsTestKit
 import NIOCore
 import Redis
 import Synchronization
@@ -86,6 +87,23 @@ struct TieredCacheMemoryTests {
         #expect(m.loads == 1)
         #expect(m.totalRequests == 100, "every caller is counted, as a hit or a miss")
         #expect(m.coalesced + m.hits == 99)
+    }
+
+    @Test("the counters reach swift-metrics: each export adds what they gained since the last")
+    func swiftMetrics() async throws {
+        let metrics = TestMetrics()
+        let cache = TieredCache(redis: nil, metricsFactory: metrics)
+        for _ in 0..<3 { _ = try await cache.getOrLoad("k") { buffer("v") } }
+        cache.exportMetrics()
+        #expect(try metrics.expectCounter("ibge_cache_hits_total", [("tier", "l1")]).totalValue == 2)
+        #expect(try metrics.expectCounter("ibge_cache_misses_total").totalValue == 1)
+        #expect(try metrics.expectCounter("ibge_cache_loads_total").totalValue == 1)
+        #expect(try metrics.expectTimer("ibge_cache_load_duration_seconds").values.count == 1)
+        _ = await cache.get("k")
+        cache.exportMetrics()
+        cache.exportMetrics()
+        #expect(try metrics.expectCounter("ibge_cache_hits_total", [("tier", "l1")]).totalValue == 3, "no double counting")
+        #expect(try metrics.expectGauge("ibge_cache_l1_entries").lastValue == 1)
     }
 
     @Test("load durations are reported as percentiles")
