@@ -46,29 +46,25 @@ final class MetricsExporter: Sendable {
         loadDuration = CoreMetrics.Timer(label: "ibge_cache_load_duration_seconds", factory: factory)
     }
 
-    /// Adds every counter's gain since the last call, and sets the gauges.
-    func export(_ m: CacheMetrics) {
-        let previous = last.withLock { last in
-            defer { last = m }
-            return last
-        }
-        let now: [String: Int] = [
+    /// The counters by their exporter name.
+    private static func counts(_ m: CacheMetrics) -> [String: Int] {
+        [
             "l1Hits": m.l1Hits, "l2Hits": m.l2Hits, "misses": m.misses, "loads": m.loads, "loadErrors": m.loadErrors,
             "staleServed": m.staleServed, "coalesced": m.coalesced, "redisErrors": m.redisErrors, "invalidValues": m.invalidValues,
             "fallbackActivations": m.fallbackActivations, "l1Evictions": m.l1Evictions, "l1Expirations": m.l1Expirations,
             "lockWaits": m.lockWaits, "eagerRefreshes": m.eagerRefreshes, "softTimeouts": m.softTimeouts, "l2SoftTimeouts": m.l2SoftTimeouts,
             "backplaneSent": m.backplaneSent, "backplaneReceived": m.backplaneReceived,
         ]
-        let before: [String: Int] =
-            previous.map { p in
-                [
-                    "l1Hits": p.l1Hits, "l2Hits": p.l2Hits, "misses": p.misses, "loads": p.loads, "loadErrors": p.loadErrors,
-                    "staleServed": p.staleServed, "coalesced": p.coalesced, "redisErrors": p.redisErrors, "invalidValues": p.invalidValues,
-                    "fallbackActivations": p.fallbackActivations, "l1Evictions": p.l1Evictions, "l1Expirations": p.l1Expirations,
-                    "lockWaits": p.lockWaits, "eagerRefreshes": p.eagerRefreshes, "softTimeouts": p.softTimeouts,
-                    "l2SoftTimeouts": p.l2SoftTimeouts, "backplaneSent": p.backplaneSent, "backplaneReceived": p.backplaneReceived,
-                ]
-            } ?? [:]
+    }
+
+    /// Adds every counter's gain since the last call, and sets the gauges.
+    func export(_ m: CacheMetrics) {
+        let previous = last.withLock { last in
+            defer { last = m }
+            return last
+        }
+        let now = Self.counts(m)
+        let before = previous.map(Self.counts) ?? [:]
         for (name, value) in now {
             let delta = value - (before[name] ?? 0)
             if delta > 0 { counters[name]?.increment(by: delta) } else if previous == nil { counters[name]?.increment(by: 0) }
