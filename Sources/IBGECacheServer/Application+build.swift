@@ -57,6 +57,7 @@ public func buildApplication(
     DataRoutes(service: service).register(on: router)
     AdminRoutes(service: service, configuration: configuration, startedAt: .now).register(on: router)
     PrometheusRoute(cache: cache, registry: registry).register(on: router)
+    DashboardRoute().register(on: router)
 
     var app = Application(
         router: router,

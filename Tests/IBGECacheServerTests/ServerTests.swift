@@ -208,6 +208,19 @@ struct AdminRouteTests {
         }
     }
 
+    @Test("the dashboard is one self-contained page that reads the admin JSON")
+    func dashboard() async throws {
+        let app = try await makeApp(["REDIS_URL": "none"])
+        try await app.test(.router) { client in
+            let page = try await client.execute(uri: "/dashboard", method: .get)
+            #expect(page.status == .ok)
+            #expect(page.headers[.contentType] == "text/html; charset=utf-8")
+            let html = String(buffer: page.body)
+            for path in ["/api/ibge/cache/", "\"status\"", "\"health\"", "\"metrics\""] { #expect(html.contains(path)) }
+            #expect(!html.contains("http://") && !html.contains("https://"), "no external resources")
+        }
+    }
+
     @Test("GET /metrics is Prometheus text whose counters agree with the JSON metrics")
     func prometheus() async throws {
         let app = try await makeApp(["REDIS_URL": "none"])

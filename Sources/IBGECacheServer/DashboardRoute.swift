@@ -1,0 +1,66 @@
+import Hummingbird
+import NIOCore
+
+/// `GET /dashboard`: one self-contained page for operators that polls the admin JSON
+/// (status, health, metrics) every two seconds. No external scripts or styles.
+struct DashboardRoute {
+    func register(on router: Router<AppRequestContext>) {
+        router.get("/dashboard") { _, _ -> Response in
+            Response(
+                status: .ok, headers: [.contentType: "text/html; charset=utf-8", .cacheControl: "no-store"],
+                body: .init(byteBuffer: ByteBuffer(string: Self.page)))
+        }
+    }
+
+    static let page = """
+        <!doctype html>
+        <html lang="en"><head><meta charset="utf-8"><title>ibge-cache</title>
+        <meta name="viewport" content="width=device-width, initial-scale=1">
+        <style>
+        body{font:14px/1.4 system-ui,sans-serif;margin:2rem;color:#222;background:#fafafa}
+        h1{font-size:1.3rem;margin:0 0 1rem} h2{font-size:1rem;margin:0 0 .5rem}
+        .grid{display:grid;grid-template-columns:repeat(auto-fit,minmax(260px,1fr));gap:1rem}
+        .card{background:#fff;border:1px solid #ddd;border-radius:6px;padding:1rem}
+        .state{font-weight:600;padding:.1rem .5rem;border-radius:4px}
+        .healthy,.up,.redis{background:#d9f2dc}.degraded,.memory-fallback,.down{background:#fde7c4}.unhealthy{background:#f8d0d0}
+        table{border-collapse:collapse;width:100%} td{padding:.15rem 0;border-bottom:1px solid #f0f0f0} td:last-child{text-align:right;font-variant-numeric:tabular-nums}
+        #error{color:#b00}
+        </style></head><body>
+        <h1>ibge-cache <span id="health" class="state">…</span> <span id="backend" class="state">…</span></h1>
+        <p id="error"></p>
+        <div class="grid">
+        <div class="card"><h2>Requests</h2><table id="requests"></table></div>
+        <div class="card"><h2>Loads</h2><table id="loads"></table></div>
+        <div class="card"><h2>L1 (in-process)</h2><table id="l1"></table></div>
+        <div class="card"><h2>Redis and IBGE</h2><table id="checks"></table></div>
+        </div>
+        <script>
+        const rows = (id, pairs) => { document.getElementById(id).innerHTML =
+          pairs.map(([k, v]) => `<tr><td>${k}</td><td>${v ?? "—"}</td></tr>`).join(""); };
+        const label = (id, text) => { const e = document.getElementById(id); e.textContent = text; e.className = "state " + text; };
+        async function refresh() {
+          try {
+            const [status, health, metrics] = await Promise.all(["status", "health", "metrics"].map(
+              p => fetch("/api/ibge/cache/" + p).then(r => r.json())));
+            const m = metrics.metrics, s = status.status;
+            label("health", health.status); label("backend", s.backend);
+            rows("requests", [["total", m.total_requests], ["hits (L1 / Redis)", `${m.l1_hits} / ${m.l2_hits}`],
+              ["misses", m.misses], ["hit rate", m.hit_rate_percent + " %"], ["coalesced waiters", m.coalesced_waiters],
+              ["stale served", m.stale_served], ["embedded fallbacks", m.embedded_fallbacks]]);
+            rows("loads", [["loads", m.loads], ["errors", m.load_errors], ["in flight", m.loads_in_flight],
+              ["lock waits", m.lock_waits], ["eager refreshes", m.eager_refreshes], ["soft timeouts", m.soft_timeouts],
+              ["p50 / p99 ms", m.load_ms ? `${m.load_ms.p50} / ${m.load_ms.p99}` : null]]);
+            rows("l1", [["entries", `${s.l1.entries} / ${s.l1.max_entries}`], ["MiB", (s.l1.bytes / 1048576).toFixed(1) + " / " + (s.l1.max_bytes / 1048576).toFixed(0)],
+              ["evictions", m.l1_evictions], ["expirations", m.l1_expirations]]);
+            const c = health.checks;
+            rows("checks", [["Redis", c.redis.status + (c.redis.latency_ms != null ? ` (${c.redis.latency_ms} ms)` : "")],
+              ["keys under " + s.key_prefix, s.keys ? s.keys.count : null], ["fallback activations", m.fallback_activations],
+              ["backplane sent / received", `${m.backplane_sent} / ${m.backplane_received}`], ["source", c.source.status],
+              ["", c.source.detail]]);
+            document.getElementById("error").textContent = "";
+          } catch (e) { document.getElementById("error").textContent = "cannot reach the admin API: " + e; }
+        }
+        refresh(); setInterval(refresh, 2000);
+        </script></body></html>
+        """
+}
