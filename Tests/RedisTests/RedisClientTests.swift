@@ -230,9 +230,16 @@ struct RedisClientTests {
             let client = RedisClient(configuration: configuration)
             defer { Task { await client.shutdown() } }
             try await client.set("k", value: buffer("v"))
-            // Block the server so commands are in flight when it dies.
+            // Block the server so commands are in flight when it dies: wait until it is blocked.
             let blocked = Task { try await client.send(RESPCommand("BLPOP", "never", "30")) }
-            try await Task.sleep(for: .milliseconds(100))
+            let admin = RedisClient(configuration: server.configuration())
+            var inFlight = false
+            for _ in 0..<500 where !inFlight {
+                inFlight = (try await admin.send(RESPCommand("CLIENT", "LIST")).string ?? "").contains("cmd=blpop")
+                if !inFlight { try await Task.sleep(for: .milliseconds(10)) }
+            }
+            #expect(inFlight)
+            await admin.shutdown()
             server.kill()
             let error = await #expect(throws: RedisError.self) { _ = try await blocked.value }
             #expect(error?.code == .connectionClosed)
@@ -343,14 +350,17 @@ struct RedisClientTests {
             configuration.commandTimeout = .milliseconds(200)
             configuration.maximumConnections = 1
             let client = RedisClient(configuration: configuration)
-            let admin = RedisClient(configuration: server.configuration())
+            var adminConfiguration = server.configuration()
+            // UNPAUSE waits out the pause too: give the admin client the time.
+            adminConfiguration.commandTimeout = .seconds(10)
+            let admin = RedisClient(configuration: adminConfiguration)
             defer {
                 Task {
                     await client.shutdown(); await admin.shutdown()
                 }
             }
             try await client.set("k", value: buffer("v"))
-            _ = try await admin.send(RESPCommand("CLIENT", "PAUSE", "1000", "ALL"))
+            _ = try await admin.send(RESPCommand("CLIENT", "PAUSE", "2500", "ALL"))
             let error = await #expect(throws: RedisError.self) { try await client.get("k") }
             #expect(error?.code == .commandTimeout)
             _ = try await admin.send(RESPCommand("CLIENT", "UNPAUSE"))

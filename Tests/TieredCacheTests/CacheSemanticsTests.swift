@@ -60,7 +60,7 @@ struct CacheSemanticsTests {
             let admin = RedisClient(configuration: server.configuration())
             try await withRunning(cache) {
                 #expect(await eventually { cache.isRedisConnected })
-                _ = try await admin.send(RESPCommand("CLIENT", "PAUSE", "800", "ALL"))
+                _ = try await admin.send(RESPCommand("CLIENT", "PAUSE", "1500", "ALL"))
                 let loader = CountingLoader()
                 #expect(try await cache.getOrLoad("k") { try await loader.load("from source") } == buffer("from source"))
                 #expect(loader.count == 1)

@@ -43,7 +43,7 @@ struct CoordinationTests {
                 #expect(await eventually { cache.isRedisConnected })
                 // A holder that took the lock and then vanished.
                 let locked = try await raw.set(
-                    "ibge:lock:orphan", value: buffer("dead-token"), expiration: .milliseconds(300), condition: .ifNotExists)
+                    "ibge:lock:orphan", value: buffer("dead-token"), expiration: .milliseconds(1500), condition: .ifNotExists)
                 #expect(locked)
                 let loader = CountingLoader()
                 let value = try await cache.getOrLoad("orphan") { try await loader.load("recovered") }
