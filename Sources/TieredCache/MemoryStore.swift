@@ -441,7 +441,7 @@ struct ShardTable: ~Copyable {
     }
 }
 
-/// A count-min sketch of 4-bit counters (four rows), halved every `10 × capacity` increments
+/// A count-min sketch of 4-bit counters (four rows of 4 × capacity), halved every `10 × capacity` increments
 /// so old popularity fades (TinyLFU's "reset").
 struct FrequencySketch {
     private var counters: [UInt8]
@@ -451,16 +451,21 @@ struct FrequencySketch {
 
     init(capacity: Int) {
         var width = 64
-        while width < max(1, capacity) * 2 { width <<= 1 }
+        while width < max(1, capacity) * 4 { width <<= 1 }
         counters = Array(repeating: 0, count: width * 4)
         mask = width - 1
         sampleSize = max(1, capacity) * 10
     }
 
+    /// The counter of `hash` in `row`: each row re-mixes the hash with its own constant
+    /// (MurmurHash3's finalizer), so a collision in one row says nothing about the others.
     @inline(__always)
     private func index(_ hash: UInt64, row: Int) -> Int {
-        let mixed = (hash &+ UInt64(row) &* 0x9E37_79B9_7F4A_7C15) &* 0xBF58_476D_1CE4_E5B9
-        return row * (mask + 1) + Int(truncatingIfNeeded: mixed >> 40) & mask
+        var x = hash ^ (UInt64(row + 1) &* 0x9E37_79B9_7F4A_7C15)
+        x ^= x >> 33
+        x = x &* 0xFF51_AFD7_ED55_8CCD
+        x ^= x >> 33
+        return row * (mask + 1) + (Int(truncatingIfNeeded: x) & mask)
     }
 
     /// Counts one more sighting of `hash`; returns the new estimate.
