@@ -40,10 +40,7 @@ extension TieredCache {
                     }
                     if envelope.freshUntil > now {
                         counters.l2Hits.add(1, ordering: .relaxed)
-                        var value = ByteBufferAllocator().buffer(capacity: envelope.payload.readableBytes)
-                        value.writeImmutableBuffer(envelope.payload)
-                        memory.set(key, value: value, expiresAt: envelope.freshUntil)
-                        found[key] = value
+                        found[key] = fillL1(key, envelope)
                     } else {
                         stale[key] = envelope.payload
                         stillMissing.append(key)
@@ -86,12 +83,7 @@ extension TieredCache {
         for write in writes {
             let freshUntil = now &+ write.ttl.wholeMilliseconds
             memory.set(write.key, value: write.value, expiresAt: freshUntil, now: now)
-            var set = RESPCommand("SET", capacity: write.value.readableBytes + 64)
-            set.append(redisKey(write.key))
-            set.append(CacheEnvelope(freshUntil: freshUntil, payload: write.value).encoded())
-            set.append("PX")
-            set.append(Int(max(1, (write.ttl + configuration.gracePeriod).wholeMilliseconds)))
-            commands.append(set)
+            commands.append(setCommand(write.key, CacheEnvelope(freshUntil: freshUntil, payload: write.value), ttl: write.ttl))
             if configuration.backplane { commands.append(backplaneNotice(.set, write.key)) }
         }
         guard let redis, !circuit.isOpen, !commands.isEmpty else { return }

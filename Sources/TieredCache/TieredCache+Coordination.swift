@@ -78,15 +78,9 @@ extension TieredCache {
     }
 
     private func readL2Fresh(_ key: String) async -> ByteBuffer? {
-        guard let redis, !circuit.isOpen else { return nil }
-        guard let raw = try? await redis.get(redisKey(key)), let envelope = try? CacheEnvelope(decoding: raw),
-            envelope.freshUntil > clock.nowMilliseconds()
-        else { return nil }
+        guard let envelope = await readL2(key), envelope.freshUntil > clock.nowMilliseconds() else { return nil }
         counters.l2Hits.add(1, ordering: .relaxed)
-        var value = ByteBufferAllocator().buffer(capacity: envelope.payload.readableBytes)
-        value.writeImmutableBuffer(envelope.payload)
-        memory.set(key, value: value, expiresAt: envelope.freshUntil)
-        return value
+        return fillL1(key, envelope)
     }
 
     // MARK: - Backplane

@@ -304,19 +304,23 @@ public final class TieredCache: Service, Sendable {
         exporter.loadDuration.recordNanoseconds(seconds * 1_000_000_000 + attoseconds / 1_000_000_000)
     }
 
-    /// Loads without touching Redis on the way (no lock), storing in L1 at once and in Redis in
-    /// the background.
-    private func loadWithoutWaitingOnRedis(_ load: Load) async throws -> ByteBuffer {
+    /// Runs the loader (within the hard timeout), counting it and timing it.
+    private func runLoader(_ load: Load) async throws -> ByteBuffer {
         counters.loads.add(1, ordering: .relaxed)
         let start = ContinuousClock.now
-        let value: ByteBuffer
+        defer { recordLoadDuration(since: start) }
         do {
-            value = try await withHardTimeout(load.loader)
+            return try await withHardTimeout(load.loader)
         } catch {
             counters.loadErrors.add(1, ordering: .relaxed)
             throw error
         }
-        recordLoadDuration(since: start)
+    }
+
+    /// Loads without touching Redis on the way (no lock), storing in L1 at once and in Redis in
+    /// the background.
+    private func loadWithoutWaitingOnRedis(_ load: Load) async throws -> ByteBuffer {
+        let value = try await runLoader(load)
         let ttl = load.ttl(for: value, jitter: configuration.ttlJitter)
         let now = clock.nowMilliseconds()
         memory.set(load.key, value: value, expiresAt: now &+ ttl.wholeMilliseconds, now: now)
@@ -326,17 +330,7 @@ public final class TieredCache: Service, Sendable {
 
     /// Runs the loader (within the hard timeout) and writes its value to both tiers.
     func loadAndStore(_ load: Load) async throws -> ByteBuffer {
-        counters.loads.add(1, ordering: .relaxed)
-        let value: ByteBuffer
-        let start = ContinuousClock.now
-        do {
-            value = try await withHardTimeout(load.loader)
-            recordLoadDuration(since: start)
-        } catch {
-            recordLoadDuration(since: start)
-            counters.loadErrors.add(1, ordering: .relaxed)
-            throw error
-        }
+        let value = try await runLoader(load)
         await set(load.key, value: value, ttl: load.ttl(for: value, jitter: configuration.ttlJitter))
         return value
     }
@@ -506,7 +500,7 @@ public final class TieredCache: Service, Sendable {
 
     // MARK: - L2
 
-    private func readL2(_ key: String) async -> CacheEnvelope? {
+    func readL2(_ key: String) async -> CacheEnvelope? {
         await readL2Timed(key).envelope
     }
 
@@ -543,13 +537,7 @@ public final class TieredCache: Service, Sendable {
     /// (`PUBLISH`) in the same round trip.
     private func writeL2(_ key: String, _ envelope: CacheEnvelope, ttl: Duration) async {
         guard let redis, !circuit.isOpen else { return }
-        let payload = envelope.encoded()
-        var write = RESPCommand("SET", capacity: payload.readableBytes + key.utf8.count + 64)
-        write.append(redisKey(key))
-        write.append(payload)
-        write.append("PX")
-        write.append(Int(max(1, (ttl + configuration.gracePeriod).wholeMilliseconds)))
-        var commands = [write]
+        var commands = [setCommand(key, envelope, ttl: ttl)]
         if configuration.backplane { commands.append(backplaneNotice(.set, key)) }
         do {
             let replies = try await redis.pipeline(commands)
@@ -560,7 +548,18 @@ public final class TieredCache: Service, Sendable {
         }
     }
 
-    private func fillL1(_ key: String, _ envelope: CacheEnvelope) -> ByteBuffer {
+    /// `SET <prefix><key> <envelope> PX <ttl + grace>`.
+    func setCommand(_ key: String, _ envelope: CacheEnvelope, ttl: Duration) -> RESPCommand {
+        let payload = envelope.encoded()
+        var command = RESPCommand("SET", capacity: payload.readableBytes + key.utf8.count + 64)
+        command.append(redisKey(key))
+        command.append(payload)
+        command.append("PX")
+        command.append(Int(max(1, (ttl + configuration.gracePeriod).wholeMilliseconds)))
+        return command
+    }
+
+    func fillL1(_ key: String, _ envelope: CacheEnvelope) -> ByteBuffer {
         // Copy out of the (possibly much larger) read buffer the reply arrived in.
         var value = ByteBufferAllocator().buffer(capacity: envelope.payload.readableBytes)
         value.writeImmutableBuffer(envelope.payload)
