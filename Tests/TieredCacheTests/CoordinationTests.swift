@@ -13,8 +13,8 @@ struct CoordinationTests {
     @Test("two instances asking for one cold key at once: one load, the other waits for its value")
     func oneLoadAcrossInstances() async throws {
         try await RedisServerProcess.with { server in
-            let a = TieredCache(configuration: fastRecovery(), redis: RedisClient(configuration: server.configuration()))
-            let b = TieredCache(configuration: fastRecovery(), redis: RedisClient(configuration: server.configuration()))
+            let a = redisCache(server)
+            let b = redisCache(server)
             let loader = CountingLoader(delay: .milliseconds(200))
             try await withRunning(a) {
                 try await withRunning(b) {
@@ -38,7 +38,7 @@ struct CoordinationTests {
     func deadHolder() async throws {
         try await RedisServerProcess.with { server in
             let raw = RedisClient(configuration: server.configuration())
-            let cache = TieredCache(configuration: fastRecovery(), redis: RedisClient(configuration: server.configuration()))
+            let cache = redisCache(server)
             try await withRunning(cache) {
                 #expect(await eventually { cache.isRedisConnected })
                 // A holder that took the lock and then vanished.
@@ -60,8 +60,8 @@ struct CoordinationTests {
     @Test("backplane: a change on one instance drops the entry from the other's L1")
     func backplane() async throws {
         try await RedisServerProcess.with { server in
-            let a = TieredCache(configuration: fastRecovery(), redis: RedisClient(configuration: server.configuration()))
-            let b = TieredCache(configuration: fastRecovery(), redis: RedisClient(configuration: server.configuration()))
+            let a = redisCache(server)
+            let b = redisCache(server)
             try await withRunning(a) {
                 try await withRunning(b) {
                     #expect(await eventually { a.isRedisConnected && b.isRedisConnected })
@@ -96,7 +96,7 @@ struct CoordinationTests {
     @Test("after a Redis outage an instance flushes its L1, since it may have missed notices")
     func flushAfterOutage() async throws {
         try await RedisServerProcess.with { server in
-            let cache = TieredCache(configuration: fastRecovery(), redis: RedisClient(configuration: server.configuration()))
+            let cache = redisCache(server)
             try await withRunning(cache) {
                 #expect(await eventually { cache.isRedisConnected })
                 for i in 0..<10 { await cache.set("k\(i)", value: buffer("\(i)")) }
@@ -116,8 +116,8 @@ struct BulkTests {
     @Test("getMany: L1, then one MGET, then one loader call for the rest, written back in one round trip")
     func getMany() async throws {
         try await RedisServerProcess.with { server in
-            let a = TieredCache(configuration: fastRecovery(), redis: RedisClient(configuration: server.configuration()))
-            let b = TieredCache(configuration: fastRecovery(), redis: RedisClient(configuration: server.configuration()))
+            let a = redisCache(server)
+            let b = redisCache(server)
             try await withRunning(a) {
                 try await withRunning(b) {
                     #expect(await eventually { a.isRedisConnected && b.isRedisConnected })

@@ -54,6 +54,11 @@ func fastRecovery(prefix: String = "ibge:") -> TieredCache.Configuration {
         healthCheckInterval: .milliseconds(50))
 }
 
+/// A cache on the test's Redis that notices outages and recoveries quickly.
+func redisCache(_ server: RedisServerProcess, clock: CacheClock = .system) -> TieredCache {
+    TieredCache(configuration: fastRecovery(), redis: RedisClient(configuration: server.configuration()), clock: clock)
+}
+
 @Suite("Tiered cache, memory only")
 struct TieredCacheMemoryTests {
     @Test("getOrLoad loads once, then answers from L1; metrics count it")
@@ -164,8 +169,8 @@ struct TieredCacheRedisTests {
     @Test("values reach Redis in the envelope under the prefix, and a second instance reads them without loading")
     func sharedThroughRedis() async throws {
         try await RedisServerProcess.with { server in
-            let a = TieredCache(configuration: fastRecovery(), redis: RedisClient(configuration: server.configuration()))
-            let b = TieredCache(configuration: fastRecovery(), redis: RedisClient(configuration: server.configuration()))
+            let a = redisCache(server)
+            let b = redisCache(server)
             let raw = RedisClient(configuration: server.configuration())
             try await withRunning(a) {
                 try await withRunning(b) {
@@ -191,7 +196,7 @@ struct TieredCacheRedisTests {
     @Test("Redis killed: requests keep being answered in fallback; Redis restarted: reconnects and writes again")
     func killAndRecover() async throws {
         try await RedisServerProcess.with { server in
-            let cache = TieredCache(configuration: fastRecovery(), redis: RedisClient(configuration: server.configuration()))
+            let cache = redisCache(server)
             let raw = RedisClient(configuration: server.configuration())
             try await withRunning(cache) {
                 #expect(await eventually { cache.isRedisConnected })
@@ -238,7 +243,7 @@ struct TieredCacheRedisTests {
     @Test("clear deletes only keys under the prefix; a foreign key survives")
     func clearKeepsForeignKeys() async throws {
         try await RedisServerProcess.with { server in
-            let cache = TieredCache(configuration: fastRecovery(), redis: RedisClient(configuration: server.configuration()))
+            let cache = redisCache(server)
             let raw = RedisClient(configuration: server.configuration())
             try await withRunning(cache) {
                 #expect(await eventually { cache.isRedisConnected })
@@ -261,7 +266,7 @@ struct TieredCacheRedisTests {
     func staleServed() async throws {
         try await RedisServerProcess.with { server in
             let clock = ManualClock()
-            let cache = TieredCache(configuration: fastRecovery(), redis: RedisClient(configuration: server.configuration()), clock: .manual(clock))
+            let cache = redisCache(server, clock: .manual(clock))
             try await withRunning(cache) {
                 #expect(await eventually { cache.isRedisConnected })
                 let loader = CountingLoader()
@@ -285,7 +290,7 @@ struct TieredCacheRedisTests {
     func graceOver() async throws {
         try await RedisServerProcess.with { server in
             let clock = ManualClock()
-            let cache = TieredCache(configuration: fastRecovery(), redis: RedisClient(configuration: server.configuration()), clock: .manual(clock))
+            let cache = redisCache(server, clock: .manual(clock))
             let raw = RedisClient(configuration: server.configuration())
             try await withRunning(cache) {
                 #expect(await eventually { cache.isRedisConnected })
@@ -307,7 +312,7 @@ struct TieredCacheRedisTests {
     @Test("a value in Redis that is not our envelope is ignored and replaced")
     func foreignValue() async throws {
         try await RedisServerProcess.with { server in
-            let cache = TieredCache(configuration: fastRecovery(), redis: RedisClient(configuration: server.configuration()))
+            let cache = redisCache(server)
             let raw = RedisClient(configuration: server.configuration())
             try await withRunning(cache) {
                 #expect(await eventually { cache.isRedisConnected })
@@ -324,7 +329,7 @@ struct TieredCacheRedisTests {
     @Test("remove deletes the key from both tiers")
     func remove() async throws {
         try await RedisServerProcess.with { server in
-            let cache = TieredCache(configuration: fastRecovery(), redis: RedisClient(configuration: server.configuration()))
+            let cache = redisCache(server)
             try await withRunning(cache) {
                 #expect(await eventually { cache.isRedisConnected })
                 await cache.set("k", value: buffer("v"))
