@@ -15,6 +15,7 @@ let package = Package(
         .library(name: "RESP", targets: ["RESP"]),
         .library(name: "Redis", targets: ["Redis"]),
         .library(name: "TieredCache", targets: ["TieredCache"]),
+        .library(name: "TieredCacheRedis", targets: ["TieredCacheRedis"]),
         .library(name: "IBGE", targets: ["IBGE"]),
         .library(name: "IBGECacheServer", targets: ["IBGECacheServer"]),
     ],
@@ -30,35 +31,43 @@ let package = Package(
         .package(url: "https://github.com/swift-server/async-http-client.git", from: "1.37.0"),
         .package(url: "https://github.com/adam-fowler/compress-nio.git", from: "1.5.0"),
         .package(url: "https://github.com/swift-server/swift-prometheus.git", from: "2.4.1"),
+        .package(url: "https://github.com/apple/swift-crypto.git", from: "3.12.3"),
+        .package(url: "https://github.com/apple/swift-http-types.git", from: "1.8.0"),
     ],
     targets: [
+        // Small helpers every layer shares (backoff with jitter, Duration units, percent-decoding).
+        .target(
+            name: "Utilities",
+            swiftSettings: swiftSettings
+        ),
         // RESP2/RESP3 codec: pure, no I/O beyond ByteBuffer.
         .target(
             name: "RESP",
             dependencies: [.product(name: "NIOCore", package: "swift-nio")],
             swiftSettings: swiftSettings
         ),
-        // Redis client: connections, pipelining, pool, commands.
+        // Redis client: connections (a state machine under the channel handler), pool, commands, pub/sub.
         .target(
             name: "Redis",
             dependencies: [
-                "RESP",
+                "RESP", "Utilities",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOSSL", package: "swift-nio-ssl"),
                 .product(name: "DequeModule", package: "swift-collections"),
+                .product(name: "Crypto", package: "swift-crypto"),
                 .product(name: "Metrics", package: "swift-metrics"),
                 .product(name: "Logging", package: "swift-log"),
-                .product(name: "AsyncHTTPClient", package: "async-http-client"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             ],
             swiftSettings: swiftSettings
         ),
-        // Two-tier cache: L1 in-process, L2 Redis, fallback, single-flight, circuit breaker.
+        // Two-tier cache policy: L1 in-process, an L2 store protocol, single-flight, fail-safe,
+        // timeouts, refresh, breaker, metrics; an injected clock. Knows no Redis.
         .target(
             name: "TieredCache",
             dependencies: [
-                "Redis", "RESP",
+                "Utilities",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "Metrics", package: "swift-metrics"),
@@ -66,12 +75,22 @@ let package = Package(
             ],
             swiftSettings: swiftSettings
         ),
-        // IBGE domain: models, keys, embedded snapshot, cached service facade.
+        // The cache's L2 store on Redis (RedisStore): envelopes, locks, backplane.
+        .target(
+            name: "TieredCacheRedis",
+            dependencies: [
+                "TieredCache", "Redis", "RESP", "Utilities",
+                .product(name: "NIOCore", package: "swift-nio"),
+            ],
+            swiftSettings: swiftSettings
+        ),
+        // IBGE domain: models, keys, embedded snapshot, upstream, cached service facade.
         .target(
             name: "IBGE",
             dependencies: [
-                "TieredCache",
+                "TieredCache", "Utilities",
                 .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOHTTP1", package: "swift-nio"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "AsyncHTTPClient", package: "async-http-client"),
             ],
@@ -82,8 +101,10 @@ let package = Package(
         .target(
             name: "IBGECacheServer",
             dependencies: [
-                "IBGE", "TieredCache", "Redis",
+                "IBGE", "TieredCache", "TieredCacheRedis", "Redis", "Utilities",
                 .product(name: "Hummingbird", package: "hummingbird"),
+                .product(name: "HTTPTypes", package: "swift-http-types"),
+                .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "CompressNIO", package: "compress-nio"),
                 .product(name: "Prometheus", package: "swift-prometheus"),
                 .product(name: "Logging", package: "swift-log"),
@@ -94,7 +115,7 @@ let package = Package(
         .executableTarget(
             name: "ibge-cache",
             dependencies: [
-                "IBGECacheServer", "IBGE", "TieredCache", "Redis", "RESP",
+                "IBGECacheServer", "IBGE", "TieredCache", "TieredCacheRedis", "Redis", "RESP", "Utilities",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
@@ -103,28 +124,50 @@ let package = Package(
             ],
             swiftSettings: swiftSettings
         ),
-        // Test support: a real redis-server fixture.
+        // Test support for every layer: real redis-server processes, certificates, a loopback
+        // server, a seeded generator, waiting helpers. Links no IBGE and no Hummingbird.
         .target(
             name: "TestSupport",
             dependencies: [
                 "Redis",
                 .product(name: "Logging", package: "swift-log"),
-                "IBGE",
-                .product(name: "Hummingbird", package: "hummingbird"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
             ],
             path: "Tests/TestSupport",
+            swiftSettings: swiftSettings
+        ),
+        // A stand-in IBGE (Hummingbird) for the IBGE and server tests.
+        .target(
+            name: "IBGETestSupport",
+            dependencies: [
+                "IBGE", "TestSupport",
+                .product(name: "Hummingbird", package: "hummingbird"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "NIOCore", package: "swift-nio"),
+            ],
+            path: "Tests/IBGETestSupport",
+            swiftSettings: swiftSettings
+        ),
+        .testTarget(
+            name: "UtilitiesTests",
+            dependencies: ["Utilities"],
             swiftSettings: swiftSettings
         ),
         .testTarget(
             name: "RESPTests",
             dependencies: ["RESP", .product(name: "NIOCore", package: "swift-nio")],
-            exclude: ["FuzzInputs"],
+            exclude: ["FuzzInputs", "FuzzExpected"],
             swiftSettings: swiftSettings
         ),
         .testTarget(
             name: "RedisTests",
             dependencies: [
-                "Redis", "RESP", "TestSupport", .product(name: "NIOCore", package: "swift-nio"), .product(name: "NIOPosix", package: "swift-nio"),
+                "Redis", "RESP", "TestSupport", "Utilities",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOEmbedded", package: "swift-nio"),
+                .product(name: "Logging", package: "swift-log"),
                 .product(name: "MetricsTestKit", package: "swift-metrics"),
             ],
             swiftSettings: swiftSettings
@@ -132,7 +175,8 @@ let package = Package(
         .testTarget(
             name: "TieredCacheTests",
             dependencies: [
-                "TieredCache", "Redis", "RESP", "TestSupport", .product(name: "NIOCore", package: "swift-nio"),
+                "TieredCache", "TieredCacheRedis", "Redis", "RESP", "TestSupport",
+                .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "MetricsTestKit", package: "swift-metrics"),
             ],
             swiftSettings: swiftSettings
@@ -140,7 +184,8 @@ let package = Package(
         .testTarget(
             name: "IBGETests",
             dependencies: [
-                "IBGE", "TieredCache", "TestSupport", .product(name: "NIOCore", package: "swift-nio"),
+                "IBGE", "TieredCache", "TestSupport", "IBGETestSupport",
+                .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "Logging", package: "swift-log"),
             ],
             swiftSettings: swiftSettings
@@ -148,10 +193,12 @@ let package = Package(
         .testTarget(
             name: "IBGECacheServerTests",
             dependencies: [
-                "IBGECacheServer", "IBGE", "TieredCache", "Redis", "TestSupport",
+                "IBGECacheServer", "IBGE", "TieredCache", "Redis", "TestSupport", "IBGETestSupport",
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "HummingbirdTesting", package: "hummingbird"),
+                .product(name: "HTTPTypes", package: "swift-http-types"),
                 .product(name: "Logging", package: "swift-log"),
+                .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "CompressNIO", package: "compress-nio"),
                 .product(name: "AsyncHTTPClient", package: "async-http-client"),
                 .product(name: "NIOHTTP1", package: "swift-nio"),

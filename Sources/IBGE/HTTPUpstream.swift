@@ -1,3 +1,4 @@
+import Utilities
 import AsyncHTTPClient
 import Foundation
 public import Logging
@@ -64,7 +65,7 @@ public final class HTTPUpstream: Sendable {
         self.configuration = configuration
         self.logger = logger
         var clientConfiguration = HTTPClient.Configuration()
-        clientConfiguration.timeout = .init(connect: configuration.connectTimeout.timeAmount, read: configuration.requestTimeout.timeAmount)
+        clientConfiguration.timeout = .init(connect: TimeAmount(configuration.connectTimeout), read: TimeAmount(configuration.requestTimeout))
         clientConfiguration.redirectConfiguration = .disallow
         self.client = HTTPClient(eventLoopGroupProvider: .singleton, configuration: clientConfiguration)
     }
@@ -73,6 +74,7 @@ public final class HTTPUpstream: Sendable {
     public func fetch(_ request: UpstreamRequest) async throws(IBGEError) -> ByteBuffer {
         let url = request.url(base: configuration.baseURL)
         var lastError = IBGEError(.upstreamFailed, "no attempt made")
+        var backoff = Backoff(initial: configuration.retryBackoff, maximum: configuration.retryBackoff * 64)
         for attempt in 1...max(1, configuration.maximumAttempts) {
             do {
                 let body = try await once(url)
@@ -81,7 +83,7 @@ public final class HTTPUpstream: Sendable {
             } catch let failure {
                 lastError = failure.error
                 guard failure.retryable, attempt < configuration.maximumAttempts, !Task.isCancelled else { break }
-                let wait = configuration.retryBackoff * (1 << (attempt - 1)) * Double.random(in: 0.75...1.25)
+                let wait = backoff.next()
                 logger.debug("IBGE request failed, retrying", metadata: ["url": "\(url)", "attempt": "\(attempt)", "error": "\(failure.error)"])
                 try? await Task.sleep(for: wait)
             }
@@ -103,7 +105,7 @@ public final class HTTPUpstream: Sendable {
         let response: HTTPClientResponse
         let body: ByteBuffer
         do {
-            response = try await client.execute(request, timeout: configuration.requestTimeout.timeAmount)
+            response = try await client.execute(request, timeout: TimeAmount(configuration.requestTimeout))
             body = try await response.body.collect(upTo: configuration.maximumBodyBytes)
         } catch let error as HTTPClientError where [.connectTimeout, .readTimeout, .deadlineExceeded].contains(error) {
             throw Failure(error: IBGEError(.upstreamTimeout, "IBGE did not answer in time (\(error))"), retryable: true)
@@ -144,12 +146,5 @@ public final class HTTPUpstream: Sendable {
     deinit {
         // A client dropped without shutdown() (an error path) is shut down here rather than trap.
         client.shutdown { _ in }
-    }
-}
-
-extension Duration {
-    var timeAmount: TimeAmount {
-        let (seconds, attoseconds) = components
-        return .nanoseconds(seconds * 1_000_000_000 + attoseconds / 1_000_000_000)
     }
 }

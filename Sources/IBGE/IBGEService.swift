@@ -164,7 +164,7 @@ public final class IBGEService: Sendable {
             && body.getInteger(at: body.readerIndex + 1, as: UInt8.self) == UInt8(ascii: "]")
     }
 
-    private func cached(_ key: String, ttl: Duration, _ load: @escaping @Sendable () async throws(IBGEError) -> ByteBuffer) async throws(IBGEError)
+    func cached(_ key: String, ttl: Duration, _ load: @escaping @Sendable () async throws(IBGEError) -> ByteBuffer) async throws(IBGEError)
         -> ByteBuffer
     {
         do {
@@ -174,101 +174,5 @@ public final class IBGEService: Sendable {
         } catch {
             throw IBGEError(.upstreamFailed, "loading \(key) failed: \(error)")
         }
-    }
-
-    /// What to warm.
-    public enum PreloadScope: Sendable, Hashable {
-        /// Every región, UF, município and the lists.
-        case all
-        /// One UF: it, its município list and each of its municípios.
-        case uf(Int)
-    }
-
-    /// What a preload did.
-    public struct PreloadResult: Sendable {
-        /// Keys the preload made sure are cached.
-        public var keys: Int
-        /// Keys that had to be loaded (the rest were cached already).
-        public var loaded: Int
-        /// Keys that failed to load.
-        public var failed: Int
-        /// How long it took.
-        public var duration: Duration
-    }
-
-    /// The requests a preload of `scope` warms.
-    public func preloadRequests(_ scope: PreloadScope) -> [LocalidadesRequest] {
-        switch scope {
-        case .all:
-            var requests: [LocalidadesRequest] = [
-                LocalidadesRequest(level: .regioes), LocalidadesRequest(level: .estados), LocalidadesRequest(level: .municipios),
-            ]
-            requests += snapshot.regioes.map { LocalidadesRequest(level: .regioes, ids: [.code($0.id)]) }
-            for uf in snapshot.estados {
-                requests.append(LocalidadesRequest(level: .estados, ids: [.code(uf.id)]))
-                requests.append(LocalidadesRequest(level: .estados, ids: [.code(uf.id)], child: .municipios))
-            }
-            requests += snapshot.municipios.map { LocalidadesRequest(level: .municipios, ids: [.code($0.id)]) }
-            return requests
-        case .uf(let code):
-            var requests = [
-                LocalidadesRequest(level: .estados, ids: [.code(code)]),
-                LocalidadesRequest(level: .estados, ids: [.code(code)], child: .municipios),
-            ]
-            requests += snapshot.municipios.filter { $0.uf.id == code }.map { LocalidadesRequest(level: .municipios, ids: [.code($0.id)]) }
-            return requests
-        }
-    }
-
-    /// The data preload answers from: a snapshot built from IBGE's current list bodies when
-    /// there is an upstream and they can be had and decoded, else the embedded snapshot.
-    private func preloadSource() async -> EmbeddedSource {
-        guard upstream != nil else { return embedded }
-        do {
-            let regioes = try await body(for: LocalidadesRequest(level: .regioes))
-            let estados = try await body(for: LocalidadesRequest(level: .estados))
-            let municipios = try await body(for: LocalidadesRequest(level: .municipios))
-            let fresh = try IBGESnapshot(
-                regioes: Data(regioes.readableBytesView), estados: Data(estados.readableBytesView), municipios: Data(municipios.readableBytesView))
-            return EmbeddedSource(snapshot: fresh)
-        } catch {
-            logger.warning("preload: IBGE's lists are not available, warming from the embedded snapshot", metadata: ["error": "\(error)"])
-            return embedded
-        }
-    }
-
-    /// Makes sure every key of `scope` is cached (loading only the missing ones), `concurrency`
-    /// at a time.
-    ///
-    /// With an upstream, the three list bodies come from IBGE (three calls, cached like any
-    /// answer) and every per-id answer is cut from them, the way IBGE's own per-id bodies read:
-    /// a full preload costs IBGE three requests, not 5,633.
-    public func preload(_ scope: PreloadScope, concurrency: Int = 32) async -> PreloadResult {
-        let start = ContinuousClock.now
-        let requests = preloadRequests(scope)
-        let loadsBefore = cache.metrics().loads
-        var failed = 0
-        let source = await preloadSource()
-        await withTaskGroup(of: Bool.self) { group in
-            var next = 0
-            func addNext() {
-                guard next < requests.count else { return }
-                let request = requests[next]
-                next += 1
-                group.addTask {
-                    let value = try? await self.cached(request.cacheKey, ttl: self.ttl) { () throws(IBGEError) in try source.body(for: request) }
-                    return value != nil
-                }
-            }
-            for _ in 0..<max(1, concurrency) { addNext() }
-            for await ok in group {
-                if !ok { failed += 1 }
-                addNext()
-            }
-        }
-        let loaded = cache.metrics().loads - loadsBefore
-        let result = PreloadResult(keys: requests.count, loaded: loaded, failed: failed, duration: ContinuousClock.now - start)
-        logger.info("preload done", metadata: ["keys": "\(result.keys)", "loaded": "\(loaded)", "failed": "\(failed)"])
-        return result
     }
 }

@@ -1,3 +1,4 @@
+import Utilities
 /// A level of the localidades hierarchy, named as in the API's paths.
 public enum LocalidadesLevel: String, Sendable, Hashable, CaseIterable {
     case regioes
@@ -100,7 +101,7 @@ public struct LocalidadesRequest: Sendable, Hashable {
     /// - Throws: ``IBGEError`` `badRequest` for malformed ids or parameters, `notServed` for
     ///   paths outside the localidades levels this service knows.
     public init(path: String, query: [(String, String)], siglas: [String: Int]) throws(IBGEError) {
-        let components = path.split(separator: "/", omittingEmptySubsequences: true).map { Self.percentDecoded(String($0)) }
+        let components = path.split(separator: "/", omittingEmptySubsequences: true).map { PercentDecoding.lenient($0) }
         guard let first = components.first else {
             throw IBGEError(.notServed, "no localidades collection named; try /api/v1/localidades/estados")
         }
@@ -169,32 +170,4 @@ public struct LocalidadesRequest: Sendable, Hashable {
 
     /// The cache key: `v1:localidades/<canonical path>`.
     public var cacheKey: String { "v1:localidades/" + canonicalPath }
-
-    /// Decodes `%XX` escapes (clients send `%7C` for `|`); leaves malformed escapes as they are.
-    static func percentDecoded(_ text: String) -> String {
-        guard text.contains("%") else { return text }
-        let bytes = Array(text.utf8)
-        var out: [UInt8] = []
-        out.reserveCapacity(bytes.count)
-        var i = 0
-        while i < bytes.count {
-            if bytes[i] == UInt8(ascii: "%"), i + 2 < bytes.count, let hi = hex(bytes[i + 1]), let lo = hex(bytes[i + 2]) {
-                out.append(hi << 4 | lo)
-                i += 3
-            } else {
-                out.append(bytes[i])
-                i += 1
-            }
-        }
-        return String(decoding: out, as: UTF8.self)
-    }
-
-    private static func hex(_ b: UInt8) -> UInt8? {
-        switch b {
-        case UInt8(ascii: "0")...UInt8(ascii: "9"): b - UInt8(ascii: "0")
-        case UInt8(ascii: "a")...UInt8(ascii: "f"): b - UInt8(ascii: "a") + 10
-        case UInt8(ascii: "A")...UInt8(ascii: "F"): b - UInt8(ascii: "A") + 10
-        default: nil
-        }
-    }
 }

@@ -1,3 +1,4 @@
+import Utilities
 /// A GET to forward to the IBGE API: an allow-listed path (under `v1/localidades/` or
 /// `v3/agregados/`) and its query in canonical form (parameters sorted by name, values
 /// percent-decoded then encoded one way), so every spelling of the same question — such as
@@ -37,7 +38,7 @@ public struct UpstreamRequest: Sendable, Hashable {
     /// - Throws: ``IBGEError`` `notServed` for paths outside the allow-list, `badRequest` for
     ///   paths or queries that are malformed or too long.
     public init(path rawPath: String, query: [(String, String)]) throws(IBGEError) {
-        let decoded = LocalidadesRequest.percentDecoded(rawPath)
+        let decoded = PercentDecoding.lenient(rawPath)
         guard decoded.utf8.count <= Self.maximumPathBytes else { throw IBGEError(.badRequest, "path longer than \(Self.maximumPathBytes) bytes") }
         let segments = decoded.split(separator: "/", omittingEmptySubsequences: true)
         guard segments.count >= 3 else { throw IBGEError(.notServed, "/api/\(decoded) is not an IBGE data path this mirror serves") }

@@ -3,6 +3,7 @@ import Hummingbird
 import IBGE
 import NIOCore
 import TieredCache
+import Utilities
 
 /// The admin API of the original service (same paths and field names), and more.
 struct AdminRoutes {
@@ -56,7 +57,8 @@ struct AdminRoutes {
 
     func status() async -> Response {
         let metrics = cache.metrics()
-        let keys = await cache.redisKeys(sampleSize: 10)
+        let keys = cache.hasSharedStore ? await cache.l2Keys(sampleSize: 10) : nil
+        let l1 = cache.l1Status(sampleSize: 10)
         let body = StatusBody(
             status: .init(
                 backend: cache.backend.rawValue,
@@ -66,9 +68,8 @@ struct AdminRoutes {
                 key_prefix: configuration.keyPrefix,
                 keys: keys.map { .init(count: $0.count, sample: $0.sample, complete: $0.complete) },
                 l1: .init(
-                    entries: metrics.l1Entries, bytes: metrics.l1Bytes, max_entries: cache.memory.configuration.maximumEntries,
-                    max_bytes: cache.memory.configuration.maximumBytes,
-                    sample: cache.memory.keys(limit: 10).map { configuration.keyPrefix + $0 }),
+                    entries: l1.statistics.entries, bytes: l1.statistics.bytes, max_entries: l1.limits.maximumEntries,
+                    max_bytes: l1.limits.maximumBytes, sample: l1.sample.map { configuration.keyPrefix + $0 }),
                 source: service.upstream == nil ? "embedded-snapshot" : "ibge-api",
                 ttl_seconds: service.ttl.components.seconds,
                 uptime_seconds: (ContinuousClock.now - startedAt).components.seconds
@@ -91,43 +92,21 @@ struct AdminRoutes {
             var status: String
             var latency_ms: Double?
             var detail: String?
+
+            init(_ check: IBGEService.Health.Check) {
+                status = check.status.rawValue
+                latency_ms = check.latency.map { ($0.inMilliseconds * 1000).rounded() / 1000 }
+                detail = check.detail
+            }
         }
     }
 
     func health() async -> Response {
-        let redisCheck: HealthBody.Check
-        var degraded = false
-        if cache.redis == nil {
-            redisCheck = .init(status: "disabled", detail: "REDIS_URL=none: memory only")
-        } else if cache.isRedisConnected, let latency = await cache.pingRedis() {
-            redisCheck = .init(status: "up", latency_ms: Double(latency.components.attoseconds / 1_000_000_000_000) / 1000)
-        } else {
-            degraded = true
-            redisCheck = .init(status: "down", detail: (cache.metrics().redisLastError ?? "unreachable") + "; serving from memory (fallback)")
-        }
-        let l1 = cache.memory.statistics
-        let l1Check = HealthBody.Check(status: "up", detail: "\(l1.entries) entries, \(l1.bytes) bytes")
-        var sourceCheck = HealthBody.Check(status: "up", detail: "embedded IBGE snapshot, \(service.snapshot.municipios.count) municípios")
-        if let upstream = service.upstream {
-            let fallbacks = "embedded snapshot as fallback (\(service.embeddedFallbacks) answers so far)"
-            if let last = upstream.lastResult, let error = last.error {
-                degraded = true
-                let ago = (ContinuousClock.now - last.at).components.seconds
-                sourceCheck = .init(
-                    status: "down", detail: "IBGE API at \(upstream.configuration.baseURL) failed \(ago) s ago: \(error.message); \(fallbacks)")
-            } else {
-                sourceCheck = .init(status: "up", detail: "IBGE API at \(upstream.configuration.baseURL); \(fallbacks)")
-            }
-        }
-        var unhealthy = false
-        if service.snapshot.municipios.isEmpty {
-            unhealthy = true
-            sourceCheck = .init(status: "down", detail: "the embedded snapshot is empty")
-        }
-        let state = unhealthy ? "unhealthy" : (degraded ? "degraded" : "healthy")
+        let health = await service.health()
+        let checks = HealthBody.Checks(redis: .init(health.redis), l1: .init(health.l1), source: .init(health.source))
         return .json(
-            HealthBody(success: !unhealthy, status: state, checks: .init(redis: redisCheck, l1: l1Check, source: sourceCheck)),
-            status: unhealthy ? .serviceUnavailable : .ok)
+            HealthBody(success: health.status != .unhealthy, status: health.status.rawValue, checks: checks),
+            status: health.status == .unhealthy ? .serviceUnavailable : .ok)
     }
 
     // MARK: metrics
@@ -218,10 +197,11 @@ struct AdminRoutes {
     func clear() async -> Response {
         let result = await cache.clear()
         let message =
-            result.redisKeys == nil && cache.redis != nil
+            result.l2Keys == nil && cache.hasSharedStore
             ? "cleared memory; Redis is unreachable, its keys under \(configuration.keyPrefix) were not deleted"
             : "cleared every key under \(configuration.keyPrefix)"
-        return .json(ClearBody(message: message, cleared: .init(memory_entries: result.memoryEntries, redis_keys: result.redisKeys)))
+        return .json(
+            ClearBody(message: message, cleared: .init(memory_entries: result.memoryEntries, redis_keys: cache.hasSharedStore ? result.l2Keys : nil)))
     }
 
     // MARK: preload
@@ -256,7 +236,7 @@ struct AdminRoutes {
                 return .error("the body must be JSON such as {\"uf\": \"SC\"} (at most 64 KiB): \(error)", status: .badRequest)
             }
         }
-        var scope = IBGEService.PreloadScope.all
+        var scope = Preloader.Scope.all
         if let ufText, !ufText.isEmpty, ufText.lowercased() != "all" {
             guard let uf = service.snapshot.uf(ufText) else {
                 return .error("unknown UF '\(ufText.prefix(40))': use a sigla (SC) or a code (42)", status: .badRequest)
@@ -270,7 +250,7 @@ struct AdminRoutes {
             PreloadBody(
                 success: result.failed == 0, scope: scopeName,
                 preloaded: .init(
-                    keys: result.keys, loaded: result.loaded, already_cached: result.keys - result.loaded - result.failed,
+                    keys: result.keys, loaded: result.loaded, already_cached: result.alreadyCached,
                     failed: result.failed, duration_ms: ms)))
     }
 
@@ -290,11 +270,12 @@ struct AdminRoutes {
         let marker = "/api/ibge/cache/keys/"
         let path = request.uri.path
         guard let range = path.range(of: marker) else { return .error("missing key", status: .badRequest) }
-        var key = path[range.upperBound...].removingPercentEncoding ?? String(path[range.upperBound...])
+        var key = PercentDecoding.lenient(path[range.upperBound...])
         guard !key.isEmpty, key.utf8.count <= 1024 else { return .error("the key must be 1 to 1024 bytes", status: .badRequest) }
         if key.hasPrefix(configuration.keyPrefix) { key = String(key.dropFirst(configuration.keyPrefix.count)) }
         let removed = await cache.remove(key)
         await cache.remove(key + "|gzip")
-        return .json(DeleteKeyBody(key: configuration.keyPrefix + key, removed: .init(memory: removed.memory, redis: removed.redis)))
+        return .json(
+            DeleteKeyBody(key: configuration.keyPrefix + key, removed: .init(memory: removed.memory, redis: cache.hasSharedStore ? removed.l2 : nil)))
     }
 }

@@ -4,11 +4,13 @@ import Prometheus
 public import Logging
 import Redis
 import TieredCache
+import TieredCacheRedis
 import ServiceLifecycle
 
-/// Builds the whole server from its configuration: the Redis client (unless `REDIS_URL=none`),
-/// the two-tier cache, the IBGE service over the embedded snapshot, and the routes. The cache's
-/// Redis watch runs as a service of the application, started and stopped with it.
+/// Builds the whole server from its configuration: the Redis client and its L2 store (or, with
+/// `REDIS_URL=none`, an in-process L2 that keeps values through their grace period), the
+/// two-tier cache, the IBGE service over the embedded snapshot, and the routes. The cache's
+/// watch runs as a service of the application, started and stopped with it.
 public func buildApplication(
     configuration: ServerConfiguration,
     logger: Logger
@@ -28,12 +30,19 @@ public func buildApplication(
     let registry = PrometheusCollectorRegistry()
     let metricsFactory = PrometheusMetricsFactory(registry: registry)
     let redis = redisConfiguration.map { RedisClient(configuration: $0, logger: makeLogger("ibge-cache.redis"), metricsFactory: metricsFactory) }
+    let memoryLimits = MemoryStore.Configuration(
+        maximumEntries: configuration.memoryMaximumEntries, maximumBytes: configuration.memoryMaximumBytes)
+    let l2: any L2Store =
+        if let redis {
+            RedisStore(client: redis, configuration: .init(keyPrefix: configuration.keyPrefix))
+        } else {
+            InMemoryL2Store(limits: memoryLimits)
+        }
     let cache = TieredCache(
         configuration: .init(
-            keyPrefix: configuration.keyPrefix,
             defaultTTL: configuration.ttl,
             gracePeriod: configuration.gracePeriod,
-            memory: .init(maximumEntries: configuration.memoryMaximumEntries, maximumBytes: configuration.memoryMaximumBytes),
+            memory: memoryLimits,
             // With a stale answer at hand, a slow IBGE never makes a request wait more than 2 s.
             softTimeout: configuration.enableRealAPIs ? .seconds(2) : nil,
             hardTimeout: .seconds(90),
@@ -41,7 +50,7 @@ public func buildApplication(
             // hundreds of milliseconds.
             l2SoftTimeout: configuration.enableRealAPIs ? .milliseconds(250) : .milliseconds(100)
         ),
-        redis: redis,
+        l2: l2,
         logger: makeLogger("ibge-cache.cache"),
         metricsFactory: metricsFactory
     )

@@ -3,10 +3,17 @@ import NIOCore
 extension RESPDecoder {
     /// What ``selfCheck(_:)`` found.
     public struct SelfCheckResult: Sendable, Equatable {
-        /// Frames decoded before the input ran out or an error stopped decoding.
-        public var frames: Int
+        /// The frames decoded before the input ran out or an error stopped decoding.
+        public var values: [RESPValue]
+        /// The protocol error that stopped decoding, if one did.
+        public var error: RESPError?
+        /// How many bytes were left undecoded (an incomplete last frame), when no error stopped decoding.
+        public var leftover: Int
+
+        /// How many frames were decoded.
+        public var frames: Int { values.count }
         /// Whether decoding stopped on a protocol error.
-        public var endedWithError: Bool
+        public var endedWithError: Bool { error != nil }
     }
 
     /// Decodes `bytes` whole and fed in pieces (split points taken from the input itself) and
@@ -27,10 +34,10 @@ extension RESPDecoder {
             let again = try? RESPDecoder(limits: .default).decode(from: &encoded)
             precondition(again == value, "value does not round-trip: \(value)")
         }
-        return SelfCheckResult(frames: whole.values.count, endedWithError: whole.error != nil)
+        return SelfCheckResult(values: whole.values, error: whole.error, leftover: whole.leftover)
     }
 
-    private func decodeAll(_ input: ByteBuffer, chunkSize: Int?) -> (values: [RESPValue], error: RESPError?) {
+    private func decodeAll(_ input: ByteBuffer, chunkSize: Int?) -> (values: [RESPValue], error: RESPError?, leftover: Int) {
         var values: [RESPValue] = []
         var buffer = ByteBuffer()
         var remaining = input
@@ -39,10 +46,10 @@ extension RESPDecoder {
                 let take = min(chunkSize ?? remaining.readableBytes, remaining.readableBytes)
                 if take > 0, var slice = remaining.readSlice(length: take) { buffer.writeBuffer(&slice) }
                 while let value = try decode(from: &buffer) { values.append(value) }
-                if remaining.readableBytes == 0 { return (values, nil) }
+                if remaining.readableBytes == 0 { return (values, nil, buffer.readableBytes) }
             }
         } catch {
-            return (values, error)
+            return (values, error, 0)
         }
     }
 }

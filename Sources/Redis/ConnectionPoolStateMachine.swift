@@ -1,3 +1,5 @@
+import Utilities
+
 /// The decisions of the connection pool, as a value type with no I/O: which connection a caller
 /// gets, when to open one, when to back off, what to close. ``RedisClient`` carries them out.
 ///
@@ -16,8 +18,8 @@ struct ConnectionPoolStateMachine<Connection: AnyObject> {
         var maximumPendingPerConnection: Int
         /// A ready connection with fewer commands in flight than this is used rather than opening another.
         var growThreshold: Int
-        var reconnectBackoffMilliseconds: Int64
-        var maximumReconnectBackoffMilliseconds: Int64
+        /// The wait between failed connection attempts in one slot.
+        var reconnect: Backoff
         var idleTimeoutMilliseconds: Int64
         var keepAliveMilliseconds: Int64
     }
@@ -115,8 +117,7 @@ struct ConnectionPoolStateMachine<Connection: AnyObject> {
     /// A connection attempt failed: back off, exponentially with jitter (`jitter` in 0.75...1.25).
     mutating func failedToConnect(slot index: Int, error: RedisError, now: Int64, jitter: Double) {
         guard case .connecting(let attempt) = slots[index] else { return }
-        let base = limits.reconnectBackoffMilliseconds << min(attempt, 20)
-        let wait = Int64(Double(min(base, limits.maximumReconnectBackoffMilliseconds)) * jitter)
+        let wait = limits.reconnect.delay(afterFailures: attempt + 1, factor: jitter).wholeMilliseconds
         slots[index] = .backingOff(until: now + wait, attempt: attempt + 1, error: error)
     }
 

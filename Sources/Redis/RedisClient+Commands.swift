@@ -1,5 +1,7 @@
+import Crypto
 public import NIOCore
 public import RESP
+import Utilities
 
 /// How ``RedisClient/set(_:value:expiration:condition:)`` treats an existing key.
 public enum RedisSetCondition: Sendable {
@@ -42,7 +44,7 @@ extension RedisClient {
         command.append(value)
         if let expiration {
             command.append("PX")
-            command.append(max(1, expiration.milliseconds))
+            command.append(Int(max(1, expiration.roundedUpMilliseconds)))
         }
         switch condition {
         case .always: break
@@ -132,7 +134,7 @@ extension RedisClient {
     @discardableResult
     public func pexpire(_ key: String, after duration: Duration) async throws(RedisError) -> Bool {
         var command = RESPCommand("PEXPIRE", key)
-        command.append(max(1, duration.milliseconds))
+        command.append(Int(max(1, duration.roundedUpMilliseconds)))
         let reply = try await send(command)
         guard case .integer(let n) = reply else { throw .unexpected(reply, for: "PEXPIRE") }
         return n == 1
@@ -210,17 +212,9 @@ public struct RedisScript: Sendable, Hashable {
     /// Creates a script and computes its SHA-1.
     public init(_ source: String) {
         self.source = source
-        self.sha1 = SHA1.hex(source)
-    }
-}
-
-extension Duration {
-    /// Whole milliseconds, rounded up so a positive duration never becomes zero.
-    var milliseconds: Int {
-        let (seconds, attoseconds) = components
-        let ms = seconds * 1000 + attoseconds / 1_000_000_000_000_000
-        let remainder = attoseconds % 1_000_000_000_000_000
-        return Int(ms + (remainder > 0 ? 1 : 0))
+        self.sha1 = Insecure.SHA1.hash(data: Array(source.utf8)).map { byte in
+            (byte < 16 ? "0" : "") + String(byte, radix: 16)
+        }.joined()
     }
 }
 

@@ -6,6 +6,7 @@ public import ServiceLifecycle
 public import CoreMetrics
 import Metrics
 import Synchronization
+import Utilities
 
 /// A Redis client: a pool of pipelined connections with typed commands.
 ///
@@ -63,10 +64,9 @@ public final class RedisClient: Service, Sendable {
                             minimumConnections: min(configuration.minimumConnections, configuration.maximumConnections),
                             maximumPendingPerConnection: max(1, configuration.maximumPendingPerConnection),
                             growThreshold: 32,
-                            reconnectBackoffMilliseconds: max(1, configuration.reconnectBackoff.milliseconds.int64),
-                            maximumReconnectBackoffMilliseconds: max(1, configuration.maximumReconnectBackoff.milliseconds.int64),
-                            idleTimeoutMilliseconds: configuration.idleTimeout.milliseconds.int64,
-                            keepAliveMilliseconds: configuration.keepAliveInterval.milliseconds.int64
+                            reconnect: Backoff(initial: configuration.reconnectBackoff, maximum: configuration.maximumReconnectBackoff),
+                            idleTimeoutMilliseconds: configuration.idleTimeout.wholeMilliseconds,
+                            keepAliveMilliseconds: configuration.keepAliveInterval.wholeMilliseconds
                         ))))
         self.subscriber = RedisSubscriber(configuration: configuration, eventLoopGroup: eventLoopGroup, logger: logger)
     }
@@ -187,7 +187,7 @@ public final class RedisClient: Service, Sendable {
         future.cascade(to: bounded)
         let limit = configuration.poolWaitTimeout
         let timer = eventLoop.scheduleTask(in: TimeAmount(limit)) {
-            bounded.fail(RedisError(.poolTimeout, "no connection to \(self.configuration.endpoint) within \(limit.milliseconds) ms"))
+            bounded.fail(RedisError(.poolTimeout, "no connection to \(self.configuration.endpoint) within \(limit.roundedUpMilliseconds) ms"))
         }
         do {
             let connection = try await bounded.futureResult.get()
@@ -283,10 +283,6 @@ extension RedisClient {
     public func pipeline(_ commands: [RESPCommand]) async throws(RedisError) -> [RESPValue] {
         try await connection().pipeline(commands)
     }
-}
-
-extension Int {
-    var int64: Int64 { Int64(self) }
 }
 
 /// The client's metrics (swift-metrics), made once.

@@ -1,3 +1,5 @@
+import Utilities
+
 /// Where and how to reach a Redis server.
 public struct RedisConfiguration: Sendable, Hashable {
     /// A TCP address or a unix-domain socket.
@@ -122,11 +124,11 @@ public struct RedisConfiguration: Sendable, Hashable {
             rest = rest[rest.index(after: at)...]
             if let colon = userInfo.firstIndex(of: ":") {
                 let user = String(userInfo[..<colon])
-                username = user.isEmpty ? nil : try Self.percentDecoded(user, invalid)
-                password = try Self.percentDecoded(String(userInfo[userInfo.index(after: colon)...]), invalid)
+                username = user.isEmpty ? nil : try Self.credential(user, invalid)
+                password = try Self.credential(userInfo[userInfo.index(after: colon)...], invalid)
             } else if !userInfo.isEmpty {
                 // `redis://secret@host` is the password form used by many clients.
-                password = try Self.percentDecoded(String(userInfo), invalid)
+                password = try Self.credential(userInfo, invalid)
             }
         }
 
@@ -177,15 +179,11 @@ public struct RedisConfiguration: Sendable, Hashable {
             throw invalid("unknown scheme '\(scheme)'; expected redis, rediss or unix")
         }
         self.init(endpoint: endpoint, tls: tls, username: username, password: password, database: database)
-        if let ca = query["tls_ca_file"] { self.tlsCAFile = Self.percentDecodedLossy(ca) }
+        if let ca = query["tls_ca_file"] { self.tlsCAFile = PercentDecoding.lenient(ca) }
         if let name = query["tls_server_name"] { self.tlsServerName = name }
         if (tlsCAFile != nil || tlsServerName != nil) && !tls {
             throw invalid("tls_ca_file and tls_server_name need rediss://")
         }
-    }
-
-    private static func percentDecodedLossy(_ text: String) -> String {
-        (try? percentDecoded(text, { RedisError(.invalidConfiguration, $0) })) ?? text
     }
 
     /// The URL with its password replaced by `***`, for logs and errors.
@@ -198,30 +196,9 @@ public struct RedisConfiguration: Sendable, Hashable {
         return String(url[..<schemeEnd.upperBound]) + "***" + String(url[at...])
     }
 
-    private static func percentDecoded(_ text: String, _ invalid: (String) -> RedisError) throws(RedisError) -> String {
-        guard text.contains("%") else { return text }
-        var bytes: [UInt8] = []
-        var iterator = Array(text.utf8).makeIterator()
-        while let b = iterator.next() {
-            if b == UInt8(ascii: "%") {
-                guard let h = iterator.next(), let l = iterator.next(), let hi = hexValue(h), let lo = hexValue(l) else {
-                    throw invalid("bad percent-encoding in credentials")
-                }
-                bytes.append(hi << 4 | lo)
-            } else {
-                bytes.append(b)
-            }
-        }
-        return String(decoding: bytes, as: UTF8.self)
-    }
-
-    private static func hexValue(_ b: UInt8) -> UInt8? {
-        switch b {
-        case UInt8(ascii: "0")...UInt8(ascii: "9"): b - UInt8(ascii: "0")
-        case UInt8(ascii: "a")...UInt8(ascii: "f"): b - UInt8(ascii: "a") + 10
-        case UInt8(ascii: "A")...UInt8(ascii: "F"): b - UInt8(ascii: "A") + 10
-        default: nil
-        }
+    private static func credential(_ text: some StringProtocol, _ invalid: (String) -> RedisError) throws(RedisError) -> String {
+        guard let decoded = PercentDecoding.strict(text) else { throw invalid("bad percent-encoding in credentials") }
+        return decoded
     }
 }
 

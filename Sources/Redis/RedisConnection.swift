@@ -306,13 +306,6 @@ public final class RedisConnection: Sendable {
     }
 }
 
-extension TimeAmount {
-    init(_ duration: Duration) {
-        let (seconds, attoseconds) = duration.components
-        self = .nanoseconds(seconds * 1_000_000_000 + attoseconds / 1_000_000_000)
-    }
-}
-
 /// A short description of a connection failure: the system's words ("Connection refused")
 /// rather than NIO's nested error values.
 func describe(_ error: any Error) -> String {

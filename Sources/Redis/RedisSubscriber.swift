@@ -3,6 +3,7 @@ public import NIOCore
 import NIOPosix
 import RESP
 import Synchronization
+import Utilities
 
 /// A message received on a subscription.
 public struct RedisMessage: Sendable, Equatable {
@@ -158,10 +159,10 @@ final class RedisSubscriber: Sendable {
     /// Reconnects with exponential backoff (50 ms doubling to 5 s, ±25 % jitter) and subscribes
     /// again to every channel and pattern still wanted.
     private func resubscribe() async {
-        var backoff = Duration.milliseconds(50)
+        var backoff = Backoff(initial: .milliseconds(50), maximum: .seconds(5))
         defer { state.withLock { $0.reconnect = nil } }
         while !Task.isCancelled {
-            try? await Task.sleep(for: backoff * Double.random(in: 0.75...1.25))
+            try? await Task.sleep(for: backoff.next())
             let wanted = state.withLock { ($0.channels, $0.patterns, $0.isShutdown) }
             if wanted.2 || (wanted.0.isEmpty && wanted.1.isEmpty) { return }
             do {
@@ -171,7 +172,7 @@ final class RedisSubscriber: Sendable {
                 logger.info("Redis subscriptions restored", metadata: ["channels": "\(wanted.0.count)", "patterns": "\(wanted.1.count)"])
                 return
             } catch {
-                backoff = min(backoff * 2, .seconds(5))
+                // Try again after the next, longer, pause.
             }
         }
     }

@@ -1,17 +1,20 @@
-import Synchronization
-
+import Utilities
 #if canImport(Glibc)
     import Glibc
 #elseif canImport(Darwin)
     import Darwin
 #endif
 
-/// The time source of the cache: Unix time in milliseconds.
+/// The time source of the cache policy: what time it is, and how to wait.
+///
+/// Every decision of ``TieredCache`` that depends on time (freshness, grace, the fail-safe
+/// throttle, eager refresh, soft and hard timeouts, lock waits, recovery backoff) reads and
+/// sleeps on this clock, so tests drive time by hand with a ``ManualClock`` instead of sleeping.
 ///
 /// The system clock reads `CLOCK_REALTIME_COARSE`, a vDSO read of the kernel's tick-updated
 /// time (no system call, a few nanoseconds, millisecond-ish resolution): cheap enough for every
-/// L1 read, and wall time, so the expiry written into Redis envelopes means the same to every
-/// instance. Tests use a manual clock they move by hand.
+/// L1 read, and wall time, so the expiry written into shared envelopes means the same to every
+/// instance. Durations are measured on the monotonic clock.
 public struct CacheClock: Sendable {
     private enum Source: Sendable {
         case system
@@ -44,30 +47,27 @@ public struct CacheClock: Sendable {
             return clock.now
         }
     }
-}
 
-/// A clock for tests: starts at a fixed time and moves only by ``advance(by:)``.
-public final class ManualClock: Sendable {
-    private let milliseconds: Atomic<Int64>
-
-    /// Creates a clock at `start` milliseconds since 1970 (default 2026-01-01).
-    public init(start: Int64 = 1_767_225_600_000) {
-        self.milliseconds = Atomic(start)
+    /// A monotonic instant in nanoseconds, for measuring how long something took.
+    public func monotonicNanoseconds() -> Int64 {
+        switch source {
+        case .system:
+            var ts = timespec()
+            clock_gettime(CLOCK_MONOTONIC, &ts)
+            return Int64(ts.tv_sec) &* 1_000_000_000 &+ Int64(ts.tv_nsec)
+        case .manual(let clock):
+            return clock.now &* 1_000_000
+        }
     }
 
-    /// The current time in milliseconds since 1970.
-    public var now: Int64 { milliseconds.load(ordering: .relaxed) }
-
-    /// Moves the clock forward.
-    public func advance(by duration: Duration) {
-        milliseconds.add(duration.wholeMilliseconds, ordering: .relaxed)
-    }
-}
-
-extension Duration {
-    /// Whole milliseconds (truncated).
-    var wholeMilliseconds: Int64 {
-        let (seconds, attoseconds) = components
-        return seconds &* 1000 &+ attoseconds / 1_000_000_000_000_000
+    /// Suspends for `duration` (on a manual clock: until it is advanced that far).
+    /// - Throws: `CancellationError` when the task is cancelled first.
+    public func sleep(for duration: Duration) async throws {
+        switch source {
+        case .system:
+            try await Task.sleep(for: duration)
+        case .manual(let clock):
+            try await clock.sleep(until: clock.now &+ max(0, duration.wholeMilliseconds))
+        }
     }
 }

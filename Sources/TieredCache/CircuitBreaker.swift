@@ -1,14 +1,19 @@
 import Synchronization
 
-/// Whether the cache may use Redis right now.
+/// Whether the cache may use its L2 store right now.
 ///
-/// Open means "do not even try": requests go to L1 and the source without waiting on Redis
+/// Open means "do not even try": requests go to L1 and the source without waiting on the store's
 /// timeouts. The first connectivity failure opens it; only the cache's background probe closes
-/// it again, when Redis answers a PING. It starts open ("not connected yet") until the first
-/// probe succeeds.
+/// it again, when the store answers a ping. For a shared store it starts open ("not connected
+/// yet") until the first probe succeeds.
 final class CircuitBreaker: Sendable {
-    private let open = Atomic<Bool>(true)
-    private let details = Mutex<Details>(Details())
+    private let open: Atomic<Bool>
+    private let details: Mutex<Details>
+
+    init(open: Bool) {
+        self.open = Atomic(open)
+        self.details = Mutex(Details(lastError: open ? "not connected yet" : nil))
+    }
 
     struct Details {
         var openings = 0
@@ -16,7 +21,7 @@ final class CircuitBreaker: Sendable {
         var changedAt: Int64 = 0
     }
 
-    /// Whether Redis must be skipped. One relaxed atomic load.
+    /// Whether the store must be skipped. One relaxed atomic load.
     @inline(__always)
     var isOpen: Bool { open.load(ordering: .relaxed) }
 

@@ -1,4 +1,5 @@
 import Synchronization
+import Utilities
 
 /// The last `capacity` durations recorded (a ring), for percentiles of recent behaviour.
 final class DurationSamples: Sendable {
@@ -31,16 +32,7 @@ final class DurationSamples: Sendable {
         guard !sorted.isEmpty else { return nil }
         return ps.map { p in
             let rank = min(sorted.count - 1, max(0, Int((p / 100 * Double(sorted.count)).rounded(.up)) - 1))
-            let (seconds, attoseconds) = sorted[rank].components
-            return (Double(seconds) * 1000 + Double(attoseconds) / 1e15).rounded(toPlaces: 3)
+            return (sorted[rank].inMilliseconds * 1000).rounded() / 1000
         }
-    }
-}
-
-extension Double {
-    func rounded(toPlaces places: Int) -> Double {
-        var scale = 1.0
-        for _ in 0..<places { scale *= 10 }
-        return (self * scale).rounded() / scale
     }
 }

@@ -1,5 +1,6 @@
 public import NIOCore
 import Synchronization
+import Utilities
 
 /// The in-process tier (L1): a bounded map from keys to bytes with a time to live.
 ///

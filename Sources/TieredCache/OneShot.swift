@@ -37,8 +37,9 @@ final class OneShot<Value: Sendable>: Sendable {
         }
     }
 
-    /// The value or failure, or `.timedOut` after `timeout` (the value may still come later).
-    func wait(timeout: Duration) async -> Outcome {
+    /// The value or failure, or `.timedOut` after `timeout` on `clock` (the value may still
+    /// come later).
+    func wait(timeout: Duration, clock: CacheClock) async -> Outcome {
         await withTaskGroup(of: Outcome?.self) { group in
             group.addTask {
                 await withCheckedContinuation { (continuation: CheckedContinuation<Outcome, Never>) in
@@ -52,7 +53,7 @@ final class OneShot<Value: Sendable>: Sendable {
                 }
             }
             group.addTask {
-                try? await Task.sleep(for: timeout)
+                try? await clock.sleep(for: timeout)
                 return nil
             }
             let first = await group.next() ?? nil

@@ -1,16 +1,14 @@
-public import NIOCore
-import RESP
-import Redis
 import Synchronization
+public import NIOCore
 
 extension TieredCache {
-    /// The values of several keys at once: L1 first, then one `MGET` for the keys L1 lacks,
+    /// The values of several keys at once: L1 first, then one L2 read for the keys L1 lacks,
     /// then one call of `loader` with the keys neither tier has (it returns what it found;
     /// absent keys are absent from the result). Loaded values are written to both tiers in one
-    /// pipelined round trip.
+    /// round trip.
     ///
     /// Unlike ``getOrLoad(_:ttl:negativeTTL:isNegative:loader:)`` there is no single-flight or
-    /// lock across keys; when the loader fails, keys with a stale value in Redis get it, and the
+    /// lock across keys; when the loader fails, keys with a stale value in L2 get it, and the
     /// error is thrown only if some key has neither.
     public func getMany(
         _ keys: [String],
@@ -28,27 +26,29 @@ extension TieredCache {
         missing.sort()
 
         var stale: [String: ByteBuffer] = [:]
-        if let redis, !circuit.isOpen {
+        if let l2 = usableL2 {
             do {
-                let raws = try await redis.mget(missing.map(redisKey))
+                let reads = try await l2.read(missing)
                 let now = clock.nowMilliseconds()
                 var stillMissing: [String] = []
-                for (key, raw) in zip(missing, raws) {
-                    guard let raw, let envelope = try? CacheEnvelope(decoding: raw) else {
-                        stillMissing.append(key)
-                        continue
-                    }
-                    if envelope.freshUntil > now {
+                for (key, read) in zip(missing, reads) {
+                    switch read {
+                    case .hit(let envelope) where envelope.freshUntil > now:
                         counters.l2Hits.add(1, ordering: .relaxed)
                         found[key] = fillL1(key, envelope)
-                    } else {
+                    case .hit(let envelope):
                         stale[key] = envelope.payload
+                        stillMissing.append(key)
+                    case .invalid:
+                        counters.invalidValues.add(1, ordering: .relaxed)
+                        stillMissing.append(key)
+                    case .miss, .tooSlow:
                         stillMissing.append(key)
                     }
                 }
                 missing = stillMissing
             } catch {
-                redisFailed(error)
+                l2Failed(error)
             }
         }
         guard !missing.isEmpty else { return found }
@@ -66,32 +66,14 @@ extension TieredCache {
             return found
         }
         let load = Load(key: "", ttl: ttl ?? configuration.defaultTTL, negativeTTL: negativeTTL, isNegative: isNegative, loader: { ByteBuffer() })
-        var writes: [(key: String, value: ByteBuffer, ttl: Duration)] = []
+        let now = clock.nowMilliseconds()
+        var entries: [L2Entry] = []
         for key in missing {
             guard let value = loaded[key] else { continue }
             found[key] = value
-            writes.append((key, value, load.ttl(for: value, jitter: configuration.ttlJitter)))
+            entries.append(storeL1(key, value: value, ttl: load.ttl(for: value, jitter: configuration.ttlJitter), now: now))
         }
-        await store(writes)
+        await writeL2(entries)
         return found
-    }
-
-    /// Writes several values to L1, and to Redis (with their backplane notices) in one round trip.
-    func store(_ writes: [(key: String, value: ByteBuffer, ttl: Duration)]) async {
-        let now = clock.nowMilliseconds()
-        var commands: [RESPCommand] = []
-        for write in writes {
-            let freshUntil = now &+ write.ttl.wholeMilliseconds
-            memory.set(write.key, value: write.value, expiresAt: freshUntil, now: now)
-            commands.append(setCommand(write.key, CacheEnvelope(freshUntil: freshUntil, payload: write.value), ttl: write.ttl))
-            if configuration.backplane { commands.append(backplaneNotice(.set, write.key)) }
-        }
-        guard let redis, !circuit.isOpen, !commands.isEmpty else { return }
-        do {
-            _ = try await redis.pipeline(commands)
-            if configuration.backplane { counters.backplaneSent.add(writes.count, ordering: .relaxed) }
-        } catch {
-            redisFailed(error)
-        }
     }
 }

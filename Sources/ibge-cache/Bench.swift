@@ -6,6 +6,7 @@ import NIOCore
 import Redis
 import Synchronization
 import TieredCache
+import TieredCacheRedis
 
 /// `ibge-cache bench [cache|redis]`.
 struct Bench: AsyncParsableCommand {
@@ -63,7 +64,7 @@ struct BenchCache: AsyncParsableCommand {
         let value = try Self.sampleValue()
         let keyList = (0..<keys).map { "bench:v1:localidades/municipios/\(1_000_000 + $0)" }
 
-        let local = await Self.measure(cache: TieredCache(redis: nil), keys: keyList, value: value, rounds: rounds)
+        let local = await Self.measure(cache: TieredCache(l2: nil), keys: keyList, value: value, rounds: rounds)
         let dictionary = Self.measureDictionary(keys: keyList, value: value, rounds: rounds)
 
         var redisFigures: Figures?
@@ -75,8 +76,8 @@ struct BenchCache: AsyncParsableCommand {
             let client = RedisClient(configuration: configuration, logger: Logger(label: "bench"))
             if (try? await client.ping()) != nil {
                 let cache = TieredCache(
-                    configuration: .init(keyPrefix: "ibge-bench:", memory: .init(maximumEntries: 1, maximumBytes: 1 << 20, shardCount: 1)),
-                    redis: client, logger: Self.quietLogger)
+                    configuration: .init(memory: .init(maximumEntries: 1, maximumBytes: 1 << 20, shardCount: 1)),
+                    l2: RedisStore(client: client, configuration: .init(keyPrefix: "ibge-bench:")), logger: Self.quietLogger)
                 // The cache starts "not connected" until its watch loop sees Redis answer.
                 let watch = Task { try await cache.run() }
                 while !cache.isRedisConnected { try await Task.sleep(for: .milliseconds(10)) }

@@ -3,6 +3,7 @@ import Foundation
 import NIOCore
 import NIOHTTP1
 import Redis
+import IBGETestSupport
 import TestSupport
 import Testing
 

@@ -21,28 +21,28 @@ struct ServerRedisTests {
     @Test("preload warms every municipio and estado key in Redis; status counts them; clear spares foreign keys")
     func preloadAndClear() async throws {
         try await RedisServerProcess.with { server in
-            let raw = RedisClient(configuration: server.configuration())
-            defer { Task { await raw.shutdown() } }
-            let app = try await makeApp(["REDIS_URL": server.url])
-            try await app.test(.live) { client in
-                #expect(try await redisConnected(client))
-                try await raw.set("someone-else:key", value: ByteBuffer(string: "survives"))
-                let preload = try await client.execute(uri: "/api/ibge/cache/preload", method: .post)
-                #expect(preload.status == .ok)
-                let expected = 3 + 5 + 27 * 2 + 5571
-                #expect((try object(preload.body)["preloaded"] as? [String: Any])?["keys"] as? Int == expected)
-                // A write may trail its request when Redis was slow (the L2 soft timeout): wait for it.
-                #expect(try await eventually { try await raw.dbsize() == expected + 1 })
-                #expect(try await raw.exists(["ibge:v1:localidades/municipios/4208203", "ibge:v1:localidades/estados/42"]) == 2)
+            try await withRedisClient(server.configuration()) { raw in
+                let app = try await makeApp(["REDIS_URL": server.url])
+                try await app.test(.live) { client in
+                    #expect(try await redisConnected(client))
+                    try await raw.set("someone-else:key", value: ByteBuffer(string: "survives"))
+                    let preload = try await client.execute(uri: "/api/ibge/cache/preload", method: .post)
+                    #expect(preload.status == .ok)
+                    let expected = 3 + 5 + 27 * 2 + 5571
+                    #expect((try object(preload.body)["preloaded"] as? [String: Any])?["keys"] as? Int == expected)
+                    // A write may trail its request when Redis was slow (the L2 soft timeout): wait for it.
+                    #expect(try await eventually { try await raw.dbsize() == expected + 1 })
+                    #expect(try await raw.exists(["ibge:v1:localidades/municipios/4208203", "ibge:v1:localidades/estados/42"]) == 2)
 
-                let status = try object(try await client.execute(uri: "/api/ibge/cache/status", method: .get).body)
-                let keys = try #require((status["status"] as? [String: Any])?["keys"] as? [String: Any])
-                #expect(keys["count"] as? Int == expected)
+                    let status = try object(try await client.execute(uri: "/api/ibge/cache/status", method: .get).body)
+                    let keys = try #require((status["status"] as? [String: Any])?["keys"] as? [String: Any])
+                    #expect(keys["count"] as? Int == expected)
 
-                let cleared = try object(try await client.execute(uri: "/api/ibge/cache/clear", method: .post).body)
-                #expect((cleared["cleared"] as? [String: Any])?["redis_keys"] as? Int == expected)
-                #expect(try await raw.dbsize() == 1)
-                #expect(try await raw.get("someone-else:key") == ByteBuffer(string: "survives"))
+                    let cleared = try object(try await client.execute(uri: "/api/ibge/cache/clear", method: .post).body)
+                    #expect((cleared["cleared"] as? [String: Any])?["redis_keys"] as? Int == expected)
+                    #expect(try await raw.dbsize() == 1)
+                    #expect(try await raw.get("someone-else:key") == ByteBuffer(string: "survives"))
+                }
             }
         }
     }
@@ -50,18 +50,18 @@ struct ServerRedisTests {
     @Test("DELETE /api/ibge/cache/keys/{key} invalidates one key in Redis and in L1")
     func deleteKey() async throws {
         try await RedisServerProcess.with { server in
-            let raw = RedisClient(configuration: server.configuration())
-            defer { Task { await raw.shutdown() } }
-            let app = try await makeApp(["REDIS_URL": server.url])
-            try await app.test(.live) { client in
-                #expect(try await redisConnected(client))
-                _ = try await client.execute(uri: "/api/v1/localidades/municipios/4208203", method: .get)
-                #expect(try await eventually { try await raw.exists(["ibge:v1:localidades/municipios/4208203"]) == 1 })
-                let response = try await client.execute(uri: "/api/ibge/cache/keys/ibge:v1:localidades/municipios/4208203", method: .delete)
-                let body = try object(response.body)
-                let removed = try #require(body["removed"] as? [String: Any])
-                #expect(removed["memory"] as? Bool == true && removed["redis"] as? Bool == true)
-                #expect(try await raw.exists(["ibge:v1:localidades/municipios/4208203"]) == 0)
+            try await withRedisClient(server.configuration()) { raw in
+                let app = try await makeApp(["REDIS_URL": server.url])
+                try await app.test(.live) { client in
+                    #expect(try await redisConnected(client))
+                    _ = try await client.execute(uri: "/api/v1/localidades/municipios/4208203", method: .get)
+                    #expect(try await eventually { try await raw.exists(["ibge:v1:localidades/municipios/4208203"]) == 1 })
+                    let response = try await client.execute(uri: "/api/ibge/cache/keys/ibge:v1:localidades/municipios/4208203", method: .delete)
+                    let body = try object(response.body)
+                    let removed = try #require(body["removed"] as? [String: Any])
+                    #expect(removed["memory"] as? Bool == true && removed["redis"] as? Bool == true)
+                    #expect(try await raw.exists(["ibge:v1:localidades/municipios/4208203"]) == 0)
+                }
             }
         }
     }
@@ -107,7 +107,8 @@ struct ServerRedisTests {
     func concurrentColdKey() async throws {
         try await RedisServerProcess.with { server in
             let app = try await makeApp(["REDIS_URL": server.url])
-            try await app.test(.ahc(.http)) { client in
+            // Through the router, in process: the load count is what is tested, not sockets.
+            try await app.test(.router) { client in
                 let statuses = try await withThrowingTaskGroup(of: HTTPResponse.Status.self) { group in
                     for _ in 0..<100 {
                         group.addTask { try await client.execute(uri: "/api/v1/localidades/estados/SP/municipios", method: .get).status }

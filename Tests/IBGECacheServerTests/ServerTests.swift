@@ -28,16 +28,6 @@ func snapshotBytes(_ name: String) throws -> ByteBuffer {
     return ByteBuffer(bytes: try Data(contentsOf: url))
 }
 
-/// Polls `condition` until it holds (bounded).
-func eventually(within limit: Duration = .seconds(15), _ condition: () async throws -> Bool) async rethrows -> Bool {
-    let deadline = ContinuousClock.now + limit
-    while ContinuousClock.now < deadline {
-        if try await condition() { return true }
-        try? await Task.sleep(for: .milliseconds(50))
-    }
-    return try await condition()
-}
-
 @Suite("HTTP: the IBGE mirror")
 struct DataRouteTests {
     @Test("Itajaí as IBGE serves it, JSON content type")

@@ -4,6 +4,7 @@ import Hummingbird
 import HummingbirdTesting
 import IBGECacheServer
 import NIOCore
+import IBGETestSupport
 import TestSupport
 import Testing
 

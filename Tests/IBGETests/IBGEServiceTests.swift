@@ -8,7 +8,7 @@ import Testing
 struct IBGEServiceTests {
     func service() throws -> IBGEService {
         let snapshot = try IBGESnapshot.embedded()
-        return IBGEService(cache: TieredCache(redis: nil), snapshot: snapshot, population: try Population2022.embedded(), ttl: .seconds(3600))
+        return IBGEService(cache: TieredCache(l2: nil), snapshot: snapshot, population: try Population2022.embedded(), ttl: .seconds(3600))
     }
 
     @Test("an answer is loaded once and then served from the cache under its canonical key")

@@ -1,5 +1,6 @@
 import Foundation
 import NIOCore
+import IBGETestSupport
 import TestSupport
 import TieredCache
 import Testing
@@ -26,7 +27,7 @@ struct JoinedRequestTests {
         ])
     func embedded(path: String) async throws {
         let snapshot = try IBGESnapshot.embedded()
-        let service = IBGEService(cache: TieredCache(redis: nil), snapshot: snapshot, population: try Population2022.embedded(), ttl: .seconds(3600))
+        let service = IBGEService(cache: TieredCache(l2: nil), snapshot: snapshot, population: try Population2022.embedded(), ttl: .seconds(3600))
         let request = try service.request(path: path, query: [])
         let answer = try await service.body(for: request)
         #expect(answer == (try EmbeddedSource(snapshot: snapshot).body(for: request)))

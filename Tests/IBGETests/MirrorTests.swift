@@ -1,6 +1,7 @@
 import Foundation
 import Logging
 import NIOCore
+import IBGETestSupport
 import TestSupport
 import TieredCache
 import Testing
@@ -8,7 +9,7 @@ import Testing
 @testable import IBGE
 
 /// A service mirroring a stand-in IBGE, with quick retries.
-func mirrorService(_ fake: FakeIBGE, cache: TieredCache = TieredCache(redis: nil)) throws -> IBGEService {
+func mirrorService(_ fake: FakeIBGE, cache: TieredCache = TieredCache(l2: nil)) throws -> IBGEService {
     let upstream = HTTPUpstream(
         configuration: .init(
             baseURL: fake.baseURL, connectTimeout: .seconds(2), requestTimeout: .seconds(5), maximumAttempts: 3, retryBackoff: .milliseconds(5)))
@@ -170,7 +171,7 @@ struct MirrorTests {
         let upstream = HTTPUpstream(
             configuration: .init(baseURL: fake.baseURL, requestTimeout: .milliseconds(200), maximumAttempts: 2, retryBackoff: .milliseconds(5)))
         let service = IBGEService(
-            cache: TieredCache(redis: nil), snapshot: try IBGESnapshot.embedded(), population: try Population2022.embedded(), upstream: upstream,
+            cache: TieredCache(l2: nil), snapshot: try IBGESnapshot.embedded(), population: try Population2022.embedded(), upstream: upstream,
             ttl: .seconds(3600), logger: quietLogger)
         fake.inject(.latency(.seconds(2)))
         let other = try UpstreamRequest(path: "v3/agregados/6579/periodos/-1/variaveis/9324", query: [("localidades", "N1[all]")])

@@ -1,4 +1,5 @@
 import Foundation
+import IBGETestSupport
 import TestSupport
 import Testing
 

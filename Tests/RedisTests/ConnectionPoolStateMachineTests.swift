@@ -1,4 +1,5 @@
 import Testing
+import Utilities
 
 @testable import Redis
 
@@ -16,7 +17,7 @@ struct ConnectionPoolStateMachineTests {
         Machine(
             limits: .init(
                 maximumConnections: maximum, minimumConnections: minimum, maximumPendingPerConnection: 100, growThreshold: 10,
-                reconnectBackoffMilliseconds: 100, maximumReconnectBackoffMilliseconds: 1000, idleTimeoutMilliseconds: 5000,
+                reconnect: Backoff(initial: .milliseconds(100), maximum: .milliseconds(1000)), idleTimeoutMilliseconds: 5000,
                 keepAliveMilliseconds: 1000))
     }
 

@@ -13,128 +13,125 @@ struct RedisClientTests {
     @Test("HELLO 3 is negotiated and the basic commands work")
     func basics() async throws {
         try await RedisServerProcess.with { server in
-            let client = RedisClient(configuration: server.configuration())
-            defer { Task { await client.shutdown() } }
-            #expect(try await client.connection().protocolVersion == 3)
-            #expect(try await client.ping() == "PONG")
-            #expect(try await client.get("missing") == nil)
-            #expect(try await client.set("k", value: buffer("v\r\n\u{0}binary")))
-            #expect(try await client.get("k") == buffer("v\r\n\u{0}binary"))
-            #expect(try await client.set("k", value: buffer("other"), condition: .ifNotExists) == false)
-            #expect(try await client.get("k") == buffer("v\r\n\u{0}binary"))
-            #expect(try await client.set("fresh", value: buffer("1"), expiration: .seconds(60), condition: .ifNotExists))
-            let ttl = try await client.pttl("fresh")
-            #expect(ttl > 0 && ttl <= 60_000)
-            #expect(try await client.pexpire("fresh", after: .seconds(120)))
-            #expect(try await client.pttl("fresh") > 60_000)
-            #expect(try await client.mget(["k", "missing", "fresh"]) == [buffer("v\r\n\u{0}binary"), nil, buffer("1")])
-            #expect(try await client.exists(["k", "fresh", "missing"]) == 2)
-            #expect(try await client.unlink(["k"]) == 1)
-            #expect(try await client.del(["fresh", "missing"]) == 1)
-            #expect(try await client.dbsize() == 0)
-            #expect(try await client.publish(buffer("hello"), to: "nobody") == 0)
+            try await withRedisClient(server.configuration()) { client in
+                #expect(try await client.connection().protocolVersion == 3)
+                #expect(try await client.ping() == "PONG")
+                #expect(try await client.get("missing") == nil)
+                #expect(try await client.set("k", value: buffer("v\r\n\u{0}binary")))
+                #expect(try await client.get("k") == buffer("v\r\n\u{0}binary"))
+                #expect(try await client.set("k", value: buffer("other"), condition: .ifNotExists) == false)
+                #expect(try await client.get("k") == buffer("v\r\n\u{0}binary"))
+                #expect(try await client.set("fresh", value: buffer("1"), expiration: .seconds(60), condition: .ifNotExists))
+                let ttl = try await client.pttl("fresh")
+                #expect(ttl > 0 && ttl <= 60_000)
+                #expect(try await client.pexpire("fresh", after: .seconds(120)))
+                #expect(try await client.pttl("fresh") > 60_000)
+                #expect(try await client.mget(["k", "missing", "fresh"]) == [buffer("v\r\n\u{0}binary"), nil, buffer("1")])
+                #expect(try await client.exists(["k", "fresh", "missing"]) == 2)
+                #expect(try await client.unlink(["k"]) == 1)
+                #expect(try await client.del(["fresh", "missing"]) == 1)
+                #expect(try await client.dbsize() == 0)
+                #expect(try await client.publish(buffer("hello"), to: "nobody") == 0)
+            }
         }
     }
 
     @Test("a server error reply is a typed error with the server's text, and the connection stays usable")
     func serverError() async throws {
         try await RedisServerProcess.with { server in
-            let client = RedisClient(configuration: server.configuration())
-            defer { Task { await client.shutdown() } }
-            _ = try await client.send(RESPCommand("LPUSH", "list", "x"))
-            let error = await #expect(throws: RedisError.self) { try await client.get("list") }
-            #expect(error?.code == .serverError)
-            #expect(error?.serverErrorPrefix == "WRONGTYPE")
-            #expect(try await client.ping() == "PONG")
+            try await withRedisClient(server.configuration()) { client in
+                _ = try await client.send(RESPCommand("LPUSH", "list", "x"))
+                let error = await #expect(throws: RedisError.self) { try await client.get("list") }
+                #expect(error?.code == .serverError)
+                #expect(error?.serverErrorPrefix == "WRONGTYPE")
+                #expect(try await client.ping() == "PONG")
+            }
         }
     }
 
     @Test("SCAN with MATCH walks every matching key and only those")
     func scan() async throws {
         try await RedisServerProcess.with { server in
-            let client = RedisClient(configuration: server.configuration())
-            defer { Task { await client.shutdown() } }
-            for i in 0..<250 { try await client.set("ibge:test:\(i)", value: buffer("\(i)")) }
-            for i in 0..<30 { try await client.set("other:\(i)", value: buffer("\(i)")) }
-            var cursor = "0"
-            var seen = Set<String>()
-            repeat {
-                let step = try await client.scan(cursor: cursor, match: "ibge:*", count: 50)
-                seen.formUnion(step.keys)
-                cursor = step.cursor
-            } while cursor != "0"
-            #expect(seen == Set((0..<250).map { "ibge:test:\($0)" }))
+            try await withRedisClient(server.configuration()) { client in
+                for i in 0..<250 { try await client.set("ibge:test:\(i)", value: buffer("\(i)")) }
+                for i in 0..<30 { try await client.set("other:\(i)", value: buffer("\(i)")) }
+                var cursor = "0"
+                var seen = Set<String>()
+                repeat {
+                    let step = try await client.scan(cursor: cursor, match: "ibge:*", count: 50)
+                    seen.formUnion(step.keys)
+                    cursor = step.cursor
+                } while cursor != "0"
+                #expect(seen == Set((0..<250).map { "ibge:test:\($0)" }))
+            }
         }
     }
 
     @Test("MSET, the SCAN sequence, and MULTI/EXEC transactions (also when aborted by WATCH)")
     func bulkAndTransactions() async throws {
         try await RedisServerProcess.with { server in
-            let client = RedisClient(configuration: server.configuration())
-            defer { Task { await client.shutdown() } }
-            try await client.mset((0..<2500).map { (key: "scan:\($0)", value: buffer("\($0)")) })
-            try await client.set("other", value: buffer("x"))
-            var seen = Set<String>()
-            for try await key in client.scanKeys(matching: "scan:*", count: 100) { seen.insert(key) }
-            #expect(seen.count == 2500 && seen.contains("scan:2499") && !seen.contains("other"))
+            try await withRedisClient(server.configuration()) { client in
+                try await client.mset((0..<2500).map { (key: "scan:\($0)", value: buffer("\($0)")) })
+                try await client.set("other", value: buffer("x"))
+                var seen = Set<String>()
+                for try await key in client.scanKeys(matching: "scan:*", count: 100) { seen.insert(key) }
+                #expect(seen.count == 2500 && seen.contains("scan:2499") && !seen.contains("other"))
 
-            let results = try #require(
-                try await client.transaction([RESPCommand("INCR", "counter"), RESPCommand("INCR", "counter"), RESPCommand("GET", "counter")]))
-            #expect(results == [.integer(1), .integer(2), .bulkString(buffer("2"))])
+                let results = try #require(
+                    try await client.transaction([RESPCommand("INCR", "counter"), RESPCommand("INCR", "counter"), RESPCommand("GET", "counter")]))
+                #expect(results == [.integer(1), .integer(2), .bulkString(buffer("2"))])
 
-            // WATCH on a dedicated connection, a change from elsewhere, then EXEC: aborted.
-            var single = server.configuration()
-            single.maximumConnections = 1
-            let watcher = RedisClient(configuration: single)
-            _ = try await watcher.send(RESPCommand("WATCH", "counter"))
-            _ = try await client.send(RESPCommand("INCR", "counter"))
-            #expect(try await watcher.transaction([RESPCommand("SET", "counter", "0")]) == nil)
-            await watcher.shutdown()
+                // WATCH on a dedicated connection, a change from elsewhere, then EXEC: aborted.
+                var single = server.configuration()
+                single.maximumConnections = 1
+                let watcher = RedisClient(configuration: single)
+                _ = try await watcher.send(RESPCommand("WATCH", "counter"))
+                _ = try await client.send(RESPCommand("INCR", "counter"))
+                #expect(try await watcher.transaction([RESPCommand("SET", "counter", "0")]) == nil)
+                await watcher.shutdown()
 
-            let rejected = await #expect(throws: RedisError.self) { try await client.transaction([RESPCommand("NOSUCHCOMMAND")]) }
-            #expect(rejected?.code == .serverError)
+                let rejected = await #expect(throws: RedisError.self) { try await client.transaction([RESPCommand("NOSUCHCOMMAND")]) }
+                #expect(rejected?.code == .serverError)
+            }
         }
     }
 
     @Test("a script runs by SHA and is sent again after SCRIPT FLUSH (NOSCRIPT)")
     func scripts() async throws {
         try await RedisServerProcess.with { server in
-            let client = RedisClient(configuration: server.configuration())
-            defer { Task { await client.shutdown() } }
-            let script = RedisScript("return redis.call('SET', KEYS[1], ARGV[1]) and 7")
-            #expect(try await client.run(script, keys: ["a"], arguments: [buffer("1")]) == .integer(7))
-            // The SHA we computed is the one Redis computes.
-            let loaded = try await client.send(RESPCommand("SCRIPT", "LOAD", script.source))
-            #expect(loaded.string == script.sha1)
-            _ = try await client.send(RESPCommand("SCRIPT", "FLUSH"))
-            #expect(try await client.run(script, keys: ["b"], arguments: [buffer("2")]) == .integer(7))
-            #expect(try await client.get("b") == buffer("2"))
+            try await withRedisClient(server.configuration()) { client in
+                let script = RedisScript("return redis.call('SET', KEYS[1], ARGV[1]) and 7")
+                #expect(try await client.run(script, keys: ["a"], arguments: [buffer("1")]) == .integer(7))
+                // The SHA we computed is the one Redis computes.
+                let loaded = try await client.send(RESPCommand("SCRIPT", "LOAD", script.source))
+                #expect(loaded.string == script.sha1)
+                _ = try await client.send(RESPCommand("SCRIPT", "FLUSH"))
+                #expect(try await client.run(script, keys: ["b"], arguments: [buffer("2")]) == .integer(7))
+                #expect(try await client.get("b") == buffer("2"))
+            }
         }
     }
 
     @Test("the database from the URL is selected")
     func selectsDatabase() async throws {
         try await RedisServerProcess.with { server in
-            let db3 = RedisClient(configuration: try RedisConfiguration(url: server.url + "/3"))
-            let db0 = RedisClient(configuration: server.configuration())
-            defer {
-                Task {
-                    await db3.shutdown(); await db0.shutdown()
+            try await withRedisClient(try RedisConfiguration(url: server.url + "/3")) { db3 in
+                try await withRedisClient(server.configuration()) { db0 in
+                    try await db3.set("where", value: buffer("three"))
+                    #expect(try await db0.get("where") == nil)
+                    #expect(try await db3.get("where") == buffer("three"))
                 }
             }
-            try await db3.set("where", value: buffer("three"))
-            #expect(try await db0.get("where") == nil)
-            #expect(try await db3.get("where") == buffer("three"))
         }
     }
 
     @Test("a unix-domain socket works like TCP")
     func unixSocket() async throws {
         try await RedisServerProcess.with { server in
-            let client = RedisClient(configuration: try RedisConfiguration(url: "unix://" + server.socketPath))
-            defer { Task { await client.shutdown() } }
-            try await client.set("via", value: buffer("socket"))
-            #expect(try await client.get("via") == buffer("socket"))
+            try await withRedisClient(try RedisConfiguration(url: "unix://" + server.socketPath)) { client in
+                try await client.set("via", value: buffer("socket"))
+                #expect(try await client.get("via") == buffer("socket"))
+            }
         }
     }
 
@@ -171,17 +168,17 @@ struct RedisClientTests {
         try await RedisServerProcess.with(["--rename-command", "HELLO", "", "--requirepass", "pw"]) { server in
             var configuration = try RedisConfiguration(url: "redis://:pw@127.0.0.1:\(server.port)/2")
             configuration.clientName = "fallback-test"
-            let client = RedisClient(configuration: configuration)
-            defer { Task { await client.shutdown() } }
-            let connection = try await client.connection()
-            #expect(connection.protocolVersion == 2)
-            try await client.set("k", value: buffer("resp2"))
-            #expect(try await client.get("k") == buffer("resp2"))
-            #expect(try await client.get("none") == nil)
-            #expect(try await client.mget(["k", "none"]) == [buffer("resp2"), nil])
-            let info = try await client.send(RESPCommand("CLIENT", "INFO")).string ?? ""
-            #expect(info.contains("db=2"))
-            #expect(info.contains("name=fallback-test"))
+            try await withRedisClient(configuration) { client in
+                let connection = try await client.connection()
+                #expect(connection.protocolVersion == 2)
+                try await client.set("k", value: buffer("resp2"))
+                #expect(try await client.get("k") == buffer("resp2"))
+                #expect(try await client.get("none") == nil)
+                #expect(try await client.mget(["k", "none"]) == [buffer("resp2"), nil])
+                let info = try await client.send(RESPCommand("CLIENT", "INFO")).string ?? ""
+                #expect(info.contains("db=2"))
+                #expect(info.contains("name=fallback-test"))
+            }
         }
     }
 
@@ -190,35 +187,35 @@ struct RedisClientTests {
         try await RedisServerProcess.with { server in
             var configuration = server.configuration()
             configuration.maximumConnections = 2
-            let client = RedisClient(configuration: configuration)
-            defer { Task { await client.shutdown() } }
-            try await withThrowingTaskGroup(of: Void.self) { group in
-                for i in 0..<1000 {
-                    group.addTask { try await client.set("p:\(i)", value: buffer("value-\(i)")) }
+            try await withRedisClient(configuration) { client in
+                try await withThrowingTaskGroup(of: Void.self) { group in
+                    for i in 0..<1000 {
+                        group.addTask { try await client.set("p:\(i)", value: buffer("value-\(i)")) }
+                    }
+                    try await group.waitForAll()
                 }
-                try await group.waitForAll()
-            }
-            let mismatches = try await withThrowingTaskGroup(of: Bool.self) { group in
-                for i in 0..<1000 {
-                    group.addTask { try await client.get("p:\(i)") == buffer("value-\(i)") }
+                let mismatches = try await withThrowingTaskGroup(of: Bool.self) { group in
+                    for i in 0..<1000 {
+                        group.addTask { try await client.get("p:\(i)") == buffer("value-\(i)") }
+                    }
+                    return try await group.reduce(0) { $0 + ($1 ? 0 : 1) }
                 }
-                return try await group.reduce(0) { $0 + ($1 ? 0 : 1) }
+                #expect(mismatches == 0)
+                #expect(client.openConnections <= 2)
+                let clients = try await client.send(RESPCommand("CLIENT", "LIST")).string ?? ""
+                #expect(clients.split(separator: "\n").count <= 2)
             }
-            #expect(mismatches == 0)
-            #expect(client.openConnections <= 2)
-            let clients = try await client.send(RESPCommand("CLIENT", "LIST")).string ?? ""
-            #expect(clients.split(separator: "\n").count <= 2)
         }
     }
 
     @Test("a large value (2.4 MB) crosses in many reads")
     func largeValue() async throws {
         try await RedisServerProcess.with { server in
-            let client = RedisClient(configuration: server.configuration())
-            defer { Task { await client.shutdown() } }
-            let big = ByteBuffer(bytes: (0..<2_470_036).map { UInt8(truncatingIfNeeded: $0 &* 31) })
-            try await client.set("big", value: big)
-            #expect(try await client.get("big") == big)
+            try await withRedisClient(server.configuration()) { client in
+                let big = ByteBuffer(bytes: (0..<2_470_036).map { UInt8(truncatingIfNeeded: $0 &* 31) })
+                try await client.set("big", value: big)
+                #expect(try await client.get("big") == big)
+            }
         }
     }
 
@@ -227,27 +224,27 @@ struct RedisClientTests {
         try await RedisServerProcess.with { server in
             var configuration = server.configuration()
             configuration.reconnectBackoff = .milliseconds(1)
-            let client = RedisClient(configuration: configuration)
-            defer { Task { await client.shutdown() } }
-            try await client.set("k", value: buffer("v"))
-            // Block the server so commands are in flight when it dies: wait until it is blocked.
-            let blocked = Task { try await client.send(RESPCommand("BLPOP", "never", "30")) }
-            let admin = RedisClient(configuration: server.configuration())
-            var inFlight = false
-            for _ in 0..<500 where !inFlight {
-                inFlight = (try await admin.send(RESPCommand("CLIENT", "LIST")).string ?? "").contains("cmd=blpop")
-                if !inFlight { try await Task.sleep(for: .milliseconds(10)) }
+            try await withRedisClient(configuration) { client in
+                try await client.set("k", value: buffer("v"))
+                // Block the server so commands are in flight when it dies: wait until it is blocked.
+                let blocked = Task { try await client.send(RESPCommand("BLPOP", "never", "30")) }
+                let admin = RedisClient(configuration: server.configuration())
+                var inFlight = false
+                for _ in 0..<500 where !inFlight {
+                    inFlight = (try await admin.send(RESPCommand("CLIENT", "LIST")).string ?? "").contains("cmd=blpop")
+                    if !inFlight { try await Task.sleep(for: .milliseconds(10)) }
+                }
+                #expect(inFlight)
+                await admin.shutdown()
+                server.kill()
+                let error = await #expect(throws: RedisError.self) { _ = try await blocked.value }
+                #expect(error?.code == .connectionClosed)
+                let refused = await #expect(throws: RedisError.self) { try await client.get("k") }
+                #expect(refused?.isConnectivityFailure == true)
+                try await server.restart()
+                try await client.set("k", value: buffer("after"))
+                #expect(try await client.get("k") == buffer("after"))
             }
-            #expect(inFlight)
-            await admin.shutdown()
-            server.kill()
-            let error = await #expect(throws: RedisError.self) { _ = try await blocked.value }
-            #expect(error?.code == .connectionClosed)
-            let refused = await #expect(throws: RedisError.self) { try await client.get("k") }
-            #expect(refused?.isConnectivityFailure == true)
-            try await server.restart()
-            try await client.set("k", value: buffer("after"))
-            #expect(try await client.get("k") == buffer("after"))
         }
     }
 
@@ -303,6 +300,7 @@ struct RedisClientTests {
             configuration.maximumConnections = 4
             configuration.idleTimeout = .milliseconds(300)
             configuration.keepAliveInterval = .milliseconds(100)
+            configuration.commandTimeout = .seconds(30)
             let client = RedisClient(configuration: configuration)
             try await withThrowingTaskGroup(of: Void.self) { group in
                 group.addTask { try await client.run() }
@@ -313,19 +311,30 @@ struct RedisClientTests {
                     if !opened { try await Task.sleep(for: .milliseconds(20)) }
                 }
                 #expect(opened)
-                // A burst grows the pool...
-                try await withThrowingTaskGroup(of: Void.self) { burst in
-                    for i in 0..<2000 { burst.addTask { _ = try await client.send(RESPCommand("SET", "k\(i)", "v")) } }
-                    try await burst.waitForAll()
+                // Commands held in flight (the server pauses writes) grow the pool: once one
+                // connection has 32 waiting, the next command opens another.
+                var adminConfiguration = server.configuration()
+                adminConfiguration.commandTimeout = .seconds(30)
+                var grown = 1
+                try await withRedisClient(adminConfiguration) { admin in
+                    _ = try await admin.send(RESPCommand("CLIENT", "PAUSE", "20000", "WRITE"))
+                    try await withThrowingTaskGroup(of: Void.self) { burst in
+                        for wave in 0..<100 where grown < 2 {
+                            for i in 0..<10 { burst.addTask { _ = try await client.send(RESPCommand("SET", "k\(wave)-\(i)", "v")) } }
+                            try await Task.sleep(for: .milliseconds(10))
+                            grown = client.openConnections + client.poolStatus.connecting
+                        }
+                        _ = try await admin.send(RESPCommand("CLIENT", "UNPAUSE"))
+                        try await burst.waitForAll()
+                    }
                 }
-                let grown = client.openConnections
                 // ...and idle connections above the minimum are closed again.
                 var shrunk = false
                 for _ in 0..<200 where !shrunk {
                     shrunk = client.openConnections == 1
                     if !shrunk { try await Task.sleep(for: .milliseconds(20)) }
                 }
-                #expect(grown >= 1 && grown <= 4)
+                #expect(grown >= 2, "more than 32 commands in flight on one connection open another")
                 #expect(shrunk)
                 group.cancelAll()
             }
@@ -349,22 +358,19 @@ struct RedisClientTests {
             var configuration = server.configuration()
             configuration.commandTimeout = .milliseconds(200)
             configuration.maximumConnections = 1
-            let client = RedisClient(configuration: configuration)
             var adminConfiguration = server.configuration()
             // UNPAUSE waits out the pause too: give the admin client the time.
             adminConfiguration.commandTimeout = .seconds(10)
-            let admin = RedisClient(configuration: adminConfiguration)
-            defer {
-                Task {
-                    await client.shutdown(); await admin.shutdown()
+            try await withRedisClient(configuration) { client in
+                try await withRedisClient(adminConfiguration) { admin in
+                    try await client.set("k", value: buffer("v"))
+                    _ = try await admin.send(RESPCommand("CLIENT", "PAUSE", "2500", "ALL"))
+                    let error = await #expect(throws: RedisError.self) { try await client.get("k") }
+                    #expect(error?.code == .commandTimeout)
+                    _ = try await admin.send(RESPCommand("CLIENT", "UNPAUSE"))
+                    #expect(try await client.get("k") == buffer("v"))
                 }
             }
-            try await client.set("k", value: buffer("v"))
-            _ = try await admin.send(RESPCommand("CLIENT", "PAUSE", "2500", "ALL"))
-            let error = await #expect(throws: RedisError.self) { try await client.get("k") }
-            #expect(error?.code == .commandTimeout)
-            _ = try await admin.send(RESPCommand("CLIENT", "UNPAUSE"))
-            #expect(try await client.get("k") == buffer("v"))
         }
     }
 

@@ -178,3 +178,17 @@ public struct RedisFixtureError: Error, CustomStringConvertible {
         self.message = message
     }
 }
+
+/// Runs `body` with a client of `configuration`, then shuts the client down (awaited, also
+/// when `body` throws).
+public func withRedisClient<T>(_ configuration: RedisConfiguration, _ body: (RedisClient) async throws -> T) async throws -> T {
+    let client = RedisClient(configuration: configuration)
+    do {
+        let result = try await body(client)
+        await client.shutdown()
+        return result
+    } catch {
+        await client.shutdown()
+        throw error
+    }
+}

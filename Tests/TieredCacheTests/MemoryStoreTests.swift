@@ -3,8 +3,6 @@ import TieredCache
 import TestSupport
 import Testing
 
-private func buffer(_ s: String) -> ByteBuffer { ByteBuffer(string: s) }
-
 @Suite("L1 memory store")
 struct MemoryStoreTests {
     @Test("set, get, overwrite, remove")

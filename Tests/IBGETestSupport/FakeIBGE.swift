@@ -1,6 +1,7 @@
 import Foundation
 import Hummingbird
 import IBGE
+import TestSupport
 import Logging
 import NIOCore
 import Synchronization

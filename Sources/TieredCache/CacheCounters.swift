@@ -1,0 +1,20 @@
+import Synchronization
+
+/// Counters of the cache, updated with relaxed atomics off the L1-hit path.
+final class Counters: Sendable {
+    let l2Hits = Atomic<Int>(0)
+    let misses = Atomic<Int>(0)
+    let loads = Atomic<Int>(0)
+    let loadErrors = Atomic<Int>(0)
+    let staleServed = Atomic<Int>(0)
+    let coalesced = Atomic<Int>(0)
+    let l2Errors = Atomic<Int>(0)
+    let invalidValues = Atomic<Int>(0)
+    let lockWaits = Atomic<Int>(0)
+    let eagerRefreshes = Atomic<Int>(0)
+    let l2SoftTimeouts = Atomic<Int>(0)
+    let softTimeouts = Atomic<Int>(0)
+    let backplaneSent = Atomic<Int>(0)
+    let backplaneReceived = Atomic<Int>(0)
+
+}

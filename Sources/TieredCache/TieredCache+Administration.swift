@@ -1,0 +1,87 @@
+import Synchronization
+import Utilities
+
+extension TieredCache {
+    /// Removes `key` from both tiers, and from the other instances' L1 through the backplane;
+    /// returns whether each tier had it (`l2` is nil when there is no L2 store or it is not
+    /// reachable).
+    @discardableResult
+    public func remove(_ key: String) async -> (memory: Bool, l2: Bool?) {
+        let inMemory = memory.remove(key)
+        guard let l2 = usableL2 else { return (inMemory, nil) }
+        do {
+            let removed = try await l2.remove(key, notify: noticeOrigin)
+            if configuration.backplane { counters.backplaneSent.add(1, ordering: .relaxed) }
+            return (inMemory, removed)
+        } catch {
+            l2Failed(error)
+            return (inMemory, nil)
+        }
+    }
+
+    /// What ``clear()`` removed.
+    public struct ClearResult: Sendable {
+        /// Entries removed from L1.
+        public var memoryEntries: Int
+        /// Keys removed from the L2 store, or nil when there is none or it was not reachable.
+        public var l2Keys: Int?
+    }
+
+    /// Removes every entry of L1 and every key of this cache in L2 (only this cache's: a Redis
+    /// store deletes its prefix, never the database), and tells the other instances.
+    public func clear() async -> ClearResult {
+        let memoryEntries = memory.removeAll()
+        guard let l2 = usableL2 else { return ClearResult(memoryEntries: memoryEntries, l2Keys: nil) }
+        do {
+            let removed = try await l2.removeAll(notify: noticeOrigin)
+            if configuration.backplane { counters.backplaneSent.add(1, ordering: .relaxed) }
+            return ClearResult(memoryEntries: memoryEntries, l2Keys: removed)
+        } catch {
+            l2Failed(error)
+            return ClearResult(memoryEntries: memoryEntries, l2Keys: nil)
+        }
+    }
+
+    /// Counts this cache's keys in L2 (walking at most `limit`) with a sample of `sampleSize`
+    /// names; nil when there is no L2 store or it is not reachable.
+    public func l2Keys(sampleSize: Int = 10, limit: Int = 1_000_000) async -> L2KeyCount? {
+        guard let l2 = usableL2 else { return nil }
+        do {
+            return try await l2.count(limit: limit, sampleSize: sampleSize)
+        } catch {
+            l2Failed(error)
+            return nil
+        }
+    }
+
+    /// Pings the L2 store now; returns the round trip, or nil when it failed or there is none.
+    public func pingL2() async -> Duration? {
+        guard let l2 else { return nil }
+        let start = clock.monotonicNanoseconds()
+        do {
+            try await l2.ping()
+            return .nanoseconds(clock.monotonicNanoseconds() - start)
+        } catch {
+            l2Failed(error)
+            return nil
+        }
+    }
+
+    /// The in-process tier at a glance.
+    public struct L1Status: Sendable {
+        /// Counters and sizes.
+        public var statistics: MemoryStore.Statistics
+        /// Its limits.
+        public var limits: MemoryStore.Configuration
+        /// Some of its keys.
+        public var sample: [String]
+    }
+
+    /// The in-process tier now, with up to `sampleSize` of its keys.
+    public func l1Status(sampleSize: Int = 10) -> L1Status {
+        L1Status(statistics: memory.statistics, limits: memory.configuration, sample: memory.keys(limit: sampleSize))
+    }
+
+    /// Where the L2 store is (`redis://…`, `memory`), or nil without one.
+    public var l2Location: String? { l2?.location }
+}

@@ -1,0 +1,175 @@
+import CoreMetrics
+import Logging
+import Synchronization
+import NIOCore
+import Utilities
+
+extension TieredCache {
+    /// One key's load: how to run it and how long its value lives.
+    struct Load: Sendable {
+        var key: String
+        var ttl: Duration
+        var negativeTTL: Duration?
+        var isNegative: (@Sendable (ByteBuffer) -> Bool)?
+        var loader: @Sendable () async throws -> ByteBuffer
+
+        /// The TTL for a value: the negative TTL for negative answers, plus jitter.
+        func ttl(for value: ByteBuffer, jitter: Double) -> Duration {
+            var base = ttl
+            if let negativeTTL, let isNegative, isNegative(value) { base = negativeTTL }
+            guard jitter > 0 else { return base }
+            return base * (1 + Double.random(in: 0...jitter))
+        }
+    }
+
+    /// The leader's way for a key L1 lacks: L2, else the loader (under the load lock, within
+    /// the timeouts, with the stale value as the fail-safe).
+    func loadThroughL2(_ load: Load) async throws -> ByteBuffer {
+        let key = load.key
+        // Another caller may have filled L1 while this one waited to lead.
+        if let value = memory.get(key) { return value }
+        var stale: CacheEnvelope?
+        switch await readL2(key, answerWithin: configuration.l2SoftTimeout) {
+        case .hit(let envelope):
+            if envelope.freshUntil > clock.nowMilliseconds() {
+                counters.l2Hits.add(1, ordering: .relaxed)
+                return fillL1(key, envelope)
+            }
+            stale = envelope
+        case .tooSlow:
+            // The store is slow: go to the source now, and write the value back behind the request.
+            counters.misses.add(1, ordering: .relaxed)
+            return try await loadWithoutWaitingOnL2(load)
+        case .miss, .invalid:
+            break
+        }
+        counters.misses.add(1, ordering: .relaxed)
+        // Across instances: one of them loads, the others wait for its value.
+        var lock: LoadLock?
+        switch await acquireLoadLock(key) {
+        case .acquired(let held): lock = held
+        case .valueAppeared(let value): return value
+        case .proceed: break
+        }
+        if let stale, let soft = configuration.softTimeout {
+            return try await loadWithinSoftTimeout(load, soft: soft, stale: stale, lock: lock)
+        }
+        do {
+            let value = try await loadAndStore(load)
+            if let lock { await release(lock) }
+            return value
+        } catch {
+            if let lock { await release(lock) }
+            return try serveStale(stale, for: key, after: error)
+        }
+    }
+
+    /// Runs the loader (within the hard timeout), counting it and timing it.
+    func runLoader(_ load: Load) async throws -> ByteBuffer {
+        counters.loads.add(1, ordering: .relaxed)
+        let start = clock.monotonicNanoseconds()
+        defer {
+            let elapsed = Duration.nanoseconds(clock.monotonicNanoseconds() - start)
+            loadDurations.record(elapsed)
+            exporter.loadDuration.recordNanoseconds(elapsed.wholeNanoseconds)
+        }
+        do {
+            return try await withHardTimeout(load.loader)
+        } catch {
+            counters.loadErrors.add(1, ordering: .relaxed)
+            throw error
+        }
+    }
+
+    /// Runs the loader (within the hard timeout) and writes its value to both tiers.
+    func loadAndStore(_ load: Load) async throws -> ByteBuffer {
+        let value = try await runLoader(load)
+        await set(load.key, value: value, ttl: load.ttl(for: value, jitter: configuration.ttlJitter))
+        return value
+    }
+
+    /// Loads without touching L2 on the way (no lock), storing in L1 at once and in L2 in the
+    /// background.
+    private func loadWithoutWaitingOnL2(_ load: Load) async throws -> ByteBuffer {
+        let value = try await runLoader(load)
+        let entry = storeL1(load.key, value: value, ttl: load.ttl(for: value, jitter: configuration.ttlJitter), now: clock.nowMilliseconds())
+        background.yield { await self.writeL2([entry]) }
+        return value
+    }
+
+    /// The loader's failure, answered with the stale value when there is one (fail-safe): it
+    /// then answers from L1 for the throttle period before the loader is tried again.
+    func serveStale(_ stale: CacheEnvelope?, for key: String, after error: any Error) throws -> ByteBuffer {
+        guard let stale else { throw error }
+        counters.staleServed.add(1, ordering: .relaxed)
+        logger.warning("loader failed, serving stale value", metadata: ["key": "\(key)", "error": "\(error)"])
+        memory.set(key, value: stale.payload, expiresAt: clock.nowMilliseconds() &+ configuration.failSafeThrottle.wholeMilliseconds)
+        return stale.payload
+    }
+
+    private func withHardTimeout(_ loader: @escaping @Sendable () async throws -> ByteBuffer) async throws -> ByteBuffer {
+        guard let limit = configuration.hardTimeout else { return try await loader() }
+        let clock = self.clock
+        return try await withThrowingTaskGroup(of: ByteBuffer?.self) { group in
+            group.addTask { try await loader() }
+            group.addTask {
+                try await clock.sleep(for: limit)
+                return nil
+            }
+            defer { group.cancelAll() }
+            guard let first = try await group.next(), let value = first else {
+                throw CacheError(.loaderTimeout, "the load took longer than the hard timeout (\(limit))")
+            }
+            return value
+        }
+    }
+
+    /// With a stale value at hand: start the load in the background and wait for it at most
+    /// `soft`; past that, answer with the stale value and let the load finish and refresh the cache.
+    private func loadWithinSoftTimeout(_ load: Load, soft: Duration, stale: CacheEnvelope, lock: LoadLock?) async throws -> ByteBuffer {
+        let outcome = OneShot<ByteBuffer>()
+        let submitted = background.yield {
+            do {
+                outcome.succeed(try await self.loadAndStore(load))
+            } catch {
+                outcome.fail(error)
+            }
+            if let lock { await self.release(lock) }
+        }
+        guard case .enqueued = submitted else {
+            // No background runner: load in the foreground.
+            outcome.fail(CacheError(.loaderFailed, "no background runner"))
+            return try await loadAndStoreOrStale(load, stale: stale, lock: lock)
+        }
+        switch await outcome.wait(timeout: soft, clock: clock) {
+        case .value(let value):
+            return value
+        case .failed(let error):
+            return try serveStale(stale, for: load.key, after: error)
+        case .timedOut:
+            counters.softTimeouts.add(1, ordering: .relaxed)
+            counters.staleServed.add(1, ordering: .relaxed)
+            return stale.payload
+        }
+    }
+
+    private func loadAndStoreOrStale(_ load: Load, stale: CacheEnvelope, lock: LoadLock?) async throws -> ByteBuffer {
+        defer { if let lock { background.yield { await self.release(lock) } } }
+        do {
+            return try await loadAndStore(load)
+        } catch {
+            return try serveStale(stale, for: load.key, after: error)
+        }
+    }
+
+    /// Eager refresh: load the key again in the background (once per process at a time).
+    func startRefresh(_ load: Load) {
+        background.yield {
+            _ = try? await self.flights.run(load.key) {
+                let value = try await self.loadAndStore(load)
+                self.counters.eagerRefreshes.add(1, ordering: .relaxed)
+                return value
+            }
+        }
+    }
+}

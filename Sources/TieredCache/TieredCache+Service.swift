@@ -1,0 +1,71 @@
+import Logging
+import ServiceLifecycle
+import Utilities
+
+extension TieredCache {
+    /// Connects to the L2 store, watches it (probing with exponential backoff and jitter while
+    /// it is down, pinging it while it is up), listens to the backplane, runs the background
+    /// work and sweeps expired L1 entries, until cancelled or told to shut down gracefully.
+    public func run() async throws {
+        await cancelWhenGracefulShutdown {
+            await withTaskGroup(of: Void.self) { group in
+                group.addTask { await self.watch() }
+                if let l2 = self.l2, l2.isShared, self.configuration.backplane {
+                    group.addTask { await self.listen() }
+                }
+                group.addTask {
+                    await withDiscardingTaskGroup { jobs in
+                        for await job in self.backgroundJobs {
+                            jobs.addTask { await job() }
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    private func watch() async {
+        var backoff = Backoff(initial: configuration.minimumRecoveryBackoff, maximum: configuration.maximumRecoveryBackoff)
+        var sinceSweep = Duration.zero
+        var reportedFirstFailure = false
+        while !Task.isCancelled {
+            var pause = configuration.healthCheckInterval
+            if let l2 {
+                if circuit.isOpen {
+                    if await pingL2() != nil {
+                        if circuit.reset(now: clock.nowMilliseconds()) {
+                            logger.info("L2 store connected", metadata: ["store": "\(l2.location)"])
+                            if configuration.backplane, l2.isShared, circuit.snapshot.openings > 0 {
+                                // Notices sent while we could not hear them are lost: what L1 holds may be stale.
+                                let dropped = memory.removeAll()
+                                logger.info("L1 flushed after the L2 outage", metadata: ["entries": "\(dropped)"])
+                            }
+                        }
+                        backoff.reset()
+                    } else {
+                        if !reportedFirstFailure && circuit.snapshot.openings == 0 {
+                            logger.warning(
+                                "L2 store not reachable: serving from memory, retrying in the background",
+                                metadata: ["store": "\(l2.location)", "error": "\(circuit.snapshot.lastError ?? "")"])
+                        }
+                        reportedFirstFailure = true
+                        pause = backoff.next()
+                    }
+                } else {
+                    _ = await pingL2()
+                }
+            }
+            exportMetrics()
+            sinceSweep += pause
+            if sinceSweep >= configuration.sweepInterval {
+                memory.removeExpired()
+                sinceSweep = .zero
+            }
+            do {
+                try await clock.sleep(for: pause)
+            } catch {
+                return
+            }
+        }
+    }
+}

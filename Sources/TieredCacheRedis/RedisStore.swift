@@ -1,0 +1,278 @@
+package import NIOCore
+public import Redis
+package import RESP
+public import TieredCache
+import Utilities
+
+/// The ``L2Store`` on Redis: what a ``TieredCache`` shares with every instance on one server.
+///
+/// - Values: `SET <prefix><key> <envelope> PX <lifetime>`, read with `GET` (or `MGET` for
+///   several); the ``CacheEnvelope`` is the only format read back, and anything else under a
+///   key is reported as ``L2Read/invalid(_:)``.
+/// - A write and its backplane notice (`PUBLISH <prefix>backplane`) go in one pipelined round
+///   trip; notices are `1|<origin>|<set|remove|clear>|<key>`.
+/// - Load locks: `SET <prefix>lock:<key> <token> NX PX <lease>`, released by a
+///   compare-and-delete script, so an expired lock taken over by another is never deleted.
+/// - `removeAll` and `count` walk the prefix with `SCAN` (never `KEYS` or `FLUSHDB`), so other
+///   applications' keys in the same database are left alone.
+public final class RedisStore: L2Store {
+    /// Settings of the store.
+    public struct Configuration: Sendable, Hashable {
+        /// Prefix of every key the store writes (`ibge:`); `removeAll` deletes only these.
+        public var keyPrefix: String
+        /// Keys asked for per `SCAN` step.
+        public var scanCount: Int
+
+        /// Creates a configuration.
+        public init(keyPrefix: String = "ibge:", scanCount: Int = 1000) {
+            self.keyPrefix = keyPrefix
+            self.scanCount = max(1, scanCount)
+        }
+    }
+
+    /// The configuration.
+    public let configuration: Configuration
+    let client: RedisClient
+
+    /// Creates a store on `client` (which the caller runs and shuts down).
+    public init(client: RedisClient, configuration: Configuration = Configuration()) {
+        self.client = client
+        self.configuration = configuration
+    }
+
+    public var isShared: Bool { true }
+
+    public var location: String { client.configuration.endpoint.description }
+
+    /// The Redis key of a cache key.
+    public func redisKey(_ key: String) -> String { configuration.keyPrefix + key }
+
+    /// The Redis key of a cache key's load lock.
+    public func lockKey(_ key: String) -> String { configuration.keyPrefix + "lock:" + key }
+
+    /// The pub/sub channel of the backplane.
+    public var backplaneChannel: String { configuration.keyPrefix + "backplane" }
+
+    // MARK: - Values
+
+    public func read(_ key: String, answerWithin limit: Duration?) async throws(L2StoreError) -> L2Read {
+        let command = RESPCommand("GET", redisKey(key))
+        let reply: RESPValue
+        do {
+            if let limit {
+                guard let answered = try await client.send(command, answerWithin: limit) else { return .tooSlow }
+                reply = answered
+            } else {
+                reply = try await client.send(command)
+            }
+        } catch {
+            throw Self.storeError(error)
+        }
+        return try Self.decode(reply, for: "GET")
+    }
+
+    public func read(_ keys: [String]) async throws(L2StoreError) -> [L2Read] {
+        guard !keys.isEmpty else { return [] }
+        var command = RESPCommand("MGET")
+        for key in keys { command.append(redisKey(key)) }
+        let reply: RESPValue
+        do {
+            reply = try await client.send(command)
+        } catch {
+            throw Self.storeError(error)
+        }
+        guard case .array(let values) = reply, values.count == keys.count else {
+            throw L2StoreError(.rejected, "MGET of \(keys.count) keys returned \(reply)")
+        }
+        var reads: [L2Read] = []
+        reads.reserveCapacity(values.count)
+        for value in values { reads.append(try Self.decode(value, for: "MGET")) }
+        return reads
+    }
+
+    public func write(_ entries: [L2Entry], notify origin: String?) async throws(L2StoreError) {
+        guard !entries.isEmpty else { return }
+        var commands: [RESPCommand] = []
+        commands.reserveCapacity(entries.count * (origin == nil ? 1 : 2))
+        for entry in entries {
+            let payload = entry.envelope.encoded()
+            var set = RESPCommand("SET", capacity: payload.readableBytes + entry.key.utf8.count + 64)
+            set.append(redisKey(entry.key))
+            set.append(payload)
+            set.append("PX")
+            set.append(Int(max(1, entry.lifetime.roundedUpMilliseconds)))
+            commands.append(set)
+            if let origin { commands.append(notice(BackplaneNotice(origin: origin, operation: .set, key: entry.key))) }
+        }
+        try await pipeline(commands)
+    }
+
+    public func remove(_ key: String, notify origin: String?) async throws(L2StoreError) -> Bool {
+        var commands = [RESPCommand("UNLINK", redisKey(key))]
+        if let origin { commands.append(notice(BackplaneNotice(origin: origin, operation: .remove, key: key))) }
+        let replies = try await pipeline(commands)
+        guard case .integer(let removed) = replies[0] else { throw L2StoreError(.rejected, "UNLINK returned \(replies[0])") }
+        return removed > 0
+    }
+
+    public func removeAll(notify origin: String?) async throws(L2StoreError) -> Int {
+        var removed = 0
+        var batch: [String] = []
+        func unlink() async throws(RedisError) {
+            guard !batch.isEmpty else { return }
+            removed += try await client.unlink(batch)
+            batch.removeAll(keepingCapacity: true)
+        }
+        do {
+            for try await key in client.scanKeys(matching: Self.globEscaped(configuration.keyPrefix) + "*", count: configuration.scanCount) {
+                batch.append(key)
+                if batch.count >= configuration.scanCount { try await unlink() }
+            }
+            try await unlink()
+        } catch {
+            throw Self.storeError(error)
+        }
+        if let origin { try await pipeline([notice(BackplaneNotice(origin: origin, operation: .clear, key: ""))]) }
+        return removed
+    }
+
+    public func count(limit: Int, sampleSize: Int) async throws(L2StoreError) -> L2KeyCount {
+        var count = 0
+        var sample: [String] = []
+        var keys = client.scanKeys(matching: Self.globEscaped(configuration.keyPrefix) + "*", count: configuration.scanCount).makeAsyncIterator()
+        do {
+            while count < limit, let key = try await keys.next() {
+                count += 1
+                if sample.count < sampleSize { sample.append(key) }
+            }
+            let complete = count < limit ? true : try await keys.next() == nil
+            return L2KeyCount(count: count, sample: sample, complete: complete)
+        } catch {
+            throw Self.storeError(error)
+        }
+    }
+
+    public func ping() async throws(L2StoreError) {
+        do {
+            _ = try await client.ping()
+        } catch {
+            throw Self.storeError(error)
+        }
+    }
+
+    // MARK: - Load lock
+
+    /// Deletes the lock only if it still holds our token (another instance may hold it now).
+    static let releaseScript = RedisScript(
+        """
+        if redis.call("GET", KEYS[1]) == ARGV[1] then
+            return redis.call("DEL", KEYS[1])
+        end
+        return 0
+        """)
+
+    public func lock(_ key: String, token: String, lease: Duration) async throws(L2StoreError) -> Bool {
+        do {
+            return try await client.set(lockKey(key), value: ByteBuffer(string: token), expiration: lease, condition: .ifNotExists)
+        } catch {
+            throw Self.storeError(error)
+        }
+    }
+
+    public func unlock(_ key: String, token: String) async throws(L2StoreError) {
+        do {
+            _ = try await client.run(Self.releaseScript, keys: [lockKey(key)], arguments: [ByteBuffer(string: token)])
+        } catch {
+            throw Self.storeError(error)
+        }
+    }
+
+    // MARK: - Backplane
+
+    public func notices() async throws(L2StoreError) -> AsyncStream<BackplaneNotice> {
+        let messages: AsyncStream<RedisMessage>
+        do {
+            messages = try await client.subscribe(to: [backplaneChannel])
+        } catch {
+            throw Self.storeError(error)
+        }
+        let pending = MessageIterator(messages.makeAsyncIterator())
+        return AsyncStream {
+            while let message = await pending.iterator.next() {
+                if let notice = Self.notice(from: message.payload) { return notice }
+            }
+            return nil
+        }
+    }
+
+    /// The `PUBLISH` of a notice.
+    package func notice(_ notice: BackplaneNotice) -> RESPCommand {
+        var command = RESPCommand("PUBLISH", backplaneChannel)
+        command.append(ByteBuffer(string: "1|\(notice.origin)|\(notice.operation.rawValue)|\(notice.key)"))
+        return command
+    }
+
+    /// Reads a notice; nil for anything that is not one (another version, a stray publisher).
+    package static func notice(from payload: ByteBuffer) -> BackplaneNotice? {
+        let parts = String(buffer: payload).split(separator: "|", maxSplits: 3, omittingEmptySubsequences: false)
+        guard parts.count == 4, parts[0] == "1", !parts[1].isEmpty, let operation = BackplaneNotice.Operation(rawValue: String(parts[2])) else {
+            return nil
+        }
+        return BackplaneNotice(origin: String(parts[1]), operation: operation, key: String(parts[3]))
+    }
+
+    // MARK: - Helpers
+
+    /// Sends commands in one round trip; an error reply among them fails the call.
+    @discardableResult
+    private func pipeline(_ commands: [RESPCommand]) async throws(L2StoreError) -> [RESPValue] {
+        let replies: [RESPValue]
+        do {
+            replies = try await client.pipeline(commands)
+        } catch {
+            throw Self.storeError(error)
+        }
+        if let message = replies.lazy.compactMap(\.errorMessage).first { throw L2StoreError(.rejected, message) }
+        return replies
+    }
+
+    static func decode(_ reply: RESPValue, for command: String) throws(L2StoreError) -> L2Read {
+        switch reply {
+        case .null:
+            return .miss
+        case .bulkString(let bytes):
+            do {
+                return .hit(try CacheEnvelope(decoding: bytes))
+            } catch {
+                return .invalid("\(error)")
+            }
+        default:
+            if let message = reply.errorMessage { throw L2StoreError(.rejected, message) }
+            throw L2StoreError(.rejected, "\(command) returned \(reply)")
+        }
+    }
+
+    static func storeError(_ error: RedisError) -> L2StoreError {
+        L2StoreError(error.isConnectivityFailure ? .unavailable : .rejected, "\(error)")
+    }
+
+    /// `text` with the glob characters of `SCAN MATCH` escaped.
+    static func globEscaped(_ text: String) -> String {
+        var out = ""
+        for c in text {
+            if "*?[]\\".contains(c) { out.append("\\") }
+            out.append(c)
+        }
+        return out
+    }
+}
+
+/// The subscription's iterator, advanced by the notices stream's `unfolding` closure, which
+/// `AsyncStream` never runs concurrently with itself: one consumer, one call at a time.
+private final class MessageIterator: @unchecked Sendable {
+    var iterator: AsyncStream<RedisMessage>.Iterator
+
+    init(_ iterator: AsyncStream<RedisMessage>.Iterator) {
+        self.iterator = iterator
+    }
+}

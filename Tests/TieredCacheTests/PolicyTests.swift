@@ -1,0 +1,237 @@
+import NIOCore
+import Synchronization
+import TestSupport
+import TieredCache
+import Testing
+
+/// The cache policy, on each kind of L2 store, with time driven by hand: no test here sleeps
+/// or measures time; each moves a ``ManualClock`` and waits for the behaviour to follow.
+@Suite("Cache policy on each L2 store, with a manual clock")
+struct PolicyTests {
+    @Test("values reach L2 in an envelope that stays for TTL + grace; another instance reads them without loading", arguments: StoreKind.allCases)
+    func sharedThroughL2(kind: StoreKind) async throws {
+        try await Harness.with(kind) { h in
+            let a = h.cache()
+            let b = h.cache()
+            try await running([a, b], on: h.clock) {
+                let loader = CountingLoader()
+                _ = try await a.getOrLoad("v1:thing", ttl: .seconds(60)) { try await loader.load("payload") }
+                let envelope = try #require(try await h.stored("v1:thing"))
+                #expect(envelope.payload == buffer("payload"))
+                #expect(envelope.freshUntil == h.clock.now + 60_000)
+                #expect(try await b.getOrLoad("v1:thing") { try await loader.load("not this") } == buffer("payload"))
+                #expect(loader.count == 1)
+                #expect(b.metrics().l2Hits == 1)
+                #expect(await b.get("v1:thing") == buffer("payload"))
+                #expect(b.metrics().l1Hits == 1)
+            }
+        }
+    }
+
+    @Test(
+        "the loader fails: the stale value answers, then L1 holds it for the throttle before the loader is tried again", arguments: StoreKind.allCases
+    )
+    func failSafeThrottle(kind: StoreKind) async throws {
+        try await Harness.with(kind) { h in
+            let cache = h.cache()
+            try await running([cache], on: h.clock) {
+                let loader = CountingLoader()
+                _ = try await cache.getOrLoad("k", ttl: .seconds(10)) { try await loader.load("old") }
+                h.clock.advance(by: .seconds(11))
+                loader.failing.store(true, ordering: .relaxed)
+                #expect(try await cache.getOrLoad("k", ttl: .seconds(10)) { try await loader.load("new") } == buffer("old"))
+                #expect(cache.metrics().staleServed == 1)
+                #expect(loader.count == 2)
+                loader.failing.store(false, ordering: .relaxed)
+                h.clock.advance(by: .seconds(29))
+                #expect(try await cache.getOrLoad("k", ttl: .seconds(10)) { try await loader.load("new") } == buffer("old"), "within the throttle")
+                #expect(loader.count == 2, "the loader is not tried during the throttle")
+                h.clock.advance(by: .seconds(2))
+                #expect(try await cache.getOrLoad("k", ttl: .seconds(10)) { try await loader.load("new") } == buffer("new"))
+                #expect(loader.count == 3)
+            }
+        }
+    }
+
+    @Test("once L2 has dropped the stale value (its grace is over), the loader's error reaches the caller", arguments: StoreKind.allCases)
+    func graceOver(kind: StoreKind) async throws {
+        try await Harness.with(kind) { h in
+            let cache = h.cache()
+            try await running([cache], on: h.clock) {
+                let loader = CountingLoader()
+                _ = try await cache.getOrLoad("k", ttl: .seconds(10)) { try await loader.load("old") }
+                h.clock.advance(by: .seconds(11))
+                loader.failing.store(true, ordering: .relaxed)
+                #expect(try await cache.getOrLoad("k", ttl: .seconds(10)) { try await loader.load("new") } == buffer("old"))
+                try await h.expire("k")
+                h.clock.advance(by: .seconds(31))
+                await #expect(throws: LoaderFailure.self) { try await cache.getOrLoad("k", ttl: .seconds(10)) { try await loader.load("new") } }
+            }
+        }
+    }
+
+    @Test("a value in L2 that is not our envelope is ignored, counted and replaced", arguments: StoreKind.allCases)
+    func foreignValue(kind: StoreKind) async throws {
+        try await Harness.with(kind) { h in
+            let cache = h.cache()
+            try await running([cache], on: h.clock) {
+                try await h.putForeign("k", "not an envelope")
+                #expect(try await cache.getOrLoad("k") { buffer("loaded") } == buffer("loaded"))
+                #expect(cache.metrics().invalidValues == 1)
+                #expect(try await h.stored("k")?.payload == buffer("loaded"))
+            }
+        }
+    }
+
+    @Test("remove deletes the key from both tiers and says whether each had it", arguments: StoreKind.allCases)
+    func remove(kind: StoreKind) async throws {
+        try await Harness.with(kind) { h in
+            let cache = h.cache()
+            try await running([cache], on: h.clock) {
+                await cache.set("k", value: buffer("v"))
+                let first = await cache.remove("k")
+                #expect(first.memory && first.l2 == true)
+                #expect(await cache.get("k") == nil)
+                let second = await cache.remove("k")
+                #expect(!second.memory && second.l2 == false)
+            }
+        }
+    }
+
+    @Test("past 90% of its TTL a read returns the cached value and refreshes it in the background, once", arguments: StoreKind.allCases)
+    func eagerRefresh(kind: StoreKind) async throws {
+        try await Harness.with(kind) { h in
+            let cache = h.cache()
+            try await running([cache], on: h.clock) {
+                let loader = CountingLoader()
+                let next: @Sendable () async throws -> ByteBuffer = { try await loader.load("v\(loader.count + 1)") }
+                #expect(try await cache.getOrLoad("k", ttl: .seconds(100), loader: next) == buffer("v1"))
+                h.clock.advance(by: .seconds(89))
+                #expect(try await cache.getOrLoad("k", ttl: .seconds(100), loader: next) == buffer("v1"))
+                #expect(loader.count == 1, "not yet due")
+                h.clock.advance(by: .seconds(2))
+                #expect(try await cache.getOrLoad("k", ttl: .seconds(100), loader: next) == buffer("v1"))
+                #expect(try await cache.getOrLoad("k", ttl: .seconds(100), loader: next) == buffer("v1"), "one refresh, not one per reader")
+                #expect(await eventually { cache.metrics().eagerRefreshes == 1 }, "refreshed with no caller waiting")
+                #expect(cache.memory.get("k") == buffer("v2"))
+                #expect(try await h.stored("k")?.payload == buffer("v2"), "the refresh reached L2")
+                #expect(loader.count == 2)
+                _ = try await cache.getOrLoad("k", ttl: .seconds(100)) { try await loader.load("again") }
+                #expect(loader.count == 2, "the refreshed value is fresh again")
+            }
+        }
+    }
+
+    @Test(
+        "a loader slower than the soft timeout: the stale value when the timeout passes, the fresh value once the load ends",
+        arguments: StoreKind.allCases)
+    func softTimeout(kind: StoreKind) async throws {
+        try await Harness.with(kind) { h in
+            let cache = h.cache { $0.softTimeout = .seconds(2) }
+            try await running([cache], on: h.clock) {
+                _ = try await cache.getOrLoad("k", ttl: .seconds(10)) { buffer("old") }
+                h.clock.advance(by: .seconds(11))
+                let gate = Gate()
+                let slow = CountingLoader(gate: gate)
+                let sleepers = h.clock.sleepers
+                async let answer = cache.getOrLoad("k", ttl: .seconds(10)) { try await slow.load("new") }
+                #expect(await h.clock.waitForSleepers(sleepers + 1), "the request waits out the soft timeout on the clock")
+                #expect(await eventually { gate.arrivals == 1 }, "the load has started")
+                h.clock.advance(by: .seconds(2))
+                #expect(try await answer == buffer("old"))
+                #expect(cache.metrics().softTimeouts == 1 && cache.metrics().staleServed == 1)
+                gate.open()
+                #expect(await eventually { cache.memory.get("k") == buffer("new") }, "the load finished in the background")
+                #expect(try await cache.getOrLoad("k", ttl: .seconds(10)) { buffer("unused") } == buffer("new"))
+                #expect(slow.count == 1)
+            }
+        }
+    }
+
+    @Test("a slow L2 read past the L2 soft timeout is a miss: the source answers, the value is written back behind", arguments: StoreKind.allCases)
+    func slowL2(kind: StoreKind) async throws {
+        try await Harness.with(kind) { h in
+            let cache = h.cache { $0.l2SoftTimeout = .milliseconds(100) }
+            try await running([cache], on: h.clock) {
+                let loader = CountingLoader()
+                if let store = h.memoryStore {
+                    store.faults.readDelay = .seconds(5)
+                } else {
+                    // Every client waits a second for its replies (within the command timeout).
+                    try await h.pauseRedis(milliseconds: 1000)
+                }
+                async let answer = cache.getOrLoad("k") { try await loader.load("from source") }
+                if kind == .memory {
+                    // The read and its soft-timeout race on the clock: the timeout comes first.
+                    #expect(await h.clock.waitForSleepers(2))
+                    h.clock.advance(by: .milliseconds(100))
+                }
+                #expect(try await answer == buffer("from source"))
+                #expect(loader.count == 1)
+                #expect(cache.metrics().l2SoftTimeouts == 1)
+                #expect(cache.isRedisConnected, "slow is not down: the circuit stays closed")
+                h.memoryStore?.faults.readDelay = nil
+                h.clock.advance(by: .seconds(5))
+                #expect(await eventually { (try? await h.stored("k"))?.payload == buffer("from source") }, "written back once the store answers")
+            }
+        }
+    }
+
+    @Test("getMany: L1, then one L2 read, then one loader call for the rest, written back", arguments: StoreKind.allCases)
+    func getMany(kind: StoreKind) async throws {
+        try await Harness.with(kind) { h in
+            let a = h.cache()
+            let b = h.cache()
+            try await running([a, b], on: h.clock) {
+                await a.set("k1", value: buffer("1"))
+                await a.set("k2", value: buffer("2"))
+                await b.set("k3", value: buffer("3"))
+                let asked = LockedList()
+                let values = try await b.getMany(["k1", "k2", "k3", "k4", "k5"]) { missing in
+                    asked.append(missing)
+                    return ["k4": buffer("4")]
+                }
+                #expect(values == ["k1": buffer("1"), "k2": buffer("2"), "k3": buffer("3"), "k4": buffer("4")])
+                #expect(asked.all == [["k4", "k5"]], "one loader call, for what neither tier had")
+                let m = b.metrics()
+                #expect(m.l2Hits == 2 && m.loads == 1)
+                #expect(await a.get("k4") == buffer("4"), "the loaded value reached L2")
+            }
+        }
+    }
+
+    @Test("backplane: a change on one instance drops the entry from the other's L1", arguments: StoreKind.allCases)
+    func backplane(kind: StoreKind) async throws {
+        try await Harness.with(kind) { h in
+            let a = h.cache()
+            let b = h.cache()
+            try await running([a, b], on: h.clock) {
+                #expect(await awaitBackplane(from: a, to: b))
+                await a.set("k", value: buffer("v1"))
+                #expect(await b.get("k") == buffer("v1"))
+                #expect(b.memory.get("k") == buffer("v1"))
+
+                await a.set("k", value: buffer("v2"))
+                #expect(await eventually { b.memory.get("k") == nil }, "B dropped its stale copy")
+                #expect(await b.get("k") == buffer("v2"))
+
+                await a.remove("k")
+                #expect(await eventually { b.memory.get("k") == nil })
+                #expect(await b.get("k") == nil)
+
+                await b.set("x", value: buffer("1"))
+                #expect(await a.get("x") == buffer("1"))
+                #expect(await awaitBackplane(from: b, to: a), "A hears B")
+                _ = await a.clear()
+                #expect(await eventually { b.memory.statistics.entries == 0 })
+            }
+        }
+    }
+}
+
+/// A list of loader calls, appended from any task.
+final class LockedList: Sendable {
+    private let items = Mutex<[[String]]>([])
+    func append(_ item: [String]) { items.withLock { $0.append(item) } }
+    var all: [[String]] { items.withLock { $0 } }
+}
