@@ -6,7 +6,7 @@ public struct RedisError: Error, Sendable, CustomStringConvertible {
     public struct Code: Hashable, Sendable, CustomStringConvertible {
         enum Base: Hashable, Sendable {
             case invalidConfiguration, connectTimeout, connectFailed, handshakeFailed, authenticationFailed
-            case commandTimeout, poolTimeout, connectionClosed, serverError, protocolError, unexpectedReply, clientShutdown
+            case commandTimeout, poolTimeout, connectionClosed, cancelled, serverError, protocolError, unexpectedReply, clientShutdown
         }
         let base: Base
 
@@ -26,6 +26,9 @@ public struct RedisError: Error, Sendable, CustomStringConvertible {
         public static let poolTimeout = Code(base: .poolTimeout)
         /// The connection closed before the reply arrived.
         public static let connectionClosed = Code(base: .connectionClosed)
+        /// The caller stopped waiting (its task was cancelled, or its answer came too late); the
+        /// connection is still usable.
+        public static let cancelled = Code(base: .cancelled)
         /// The server answered with an error reply (its text is in ``RedisError/message``).
         public static let serverError = Code(base: .serverError)
         /// The server sent bytes that are not valid RESP, or broke a decoder limit.
@@ -34,6 +37,12 @@ public struct RedisError: Error, Sendable, CustomStringConvertible {
         public static let unexpectedReply = Code(base: .unexpectedReply)
         /// The client was shut down.
         public static let clientShutdown = Code(base: .clientShutdown)
+
+        /// Every kind, for metrics that count each.
+        static let all: [Code] = [
+            .invalidConfiguration, .connectTimeout, .connectFailed, .handshakeFailed, .authenticationFailed, .commandTimeout, .poolTimeout,
+            .connectionClosed, .cancelled, .serverError, .protocolError, .unexpectedReply, .clientShutdown,
+        ]
 
         public var description: String {
             switch base {
@@ -45,6 +54,7 @@ public struct RedisError: Error, Sendable, CustomStringConvertible {
             case .commandTimeout: "command timeout"
             case .poolTimeout: "pool timeout"
             case .connectionClosed: "connection closed"
+            case .cancelled: "cancelled"
             case .serverError: "server error"
             case .protocolError: "protocol error"
             case .unexpectedReply: "unexpected reply"
@@ -71,7 +81,7 @@ public struct RedisError: Error, Sendable, CustomStringConvertible {
         case .connectTimeout, .connectFailed, .handshakeFailed, .authenticationFailed, .commandTimeout, .poolTimeout, .connectionClosed,
             .protocolError, .clientShutdown:
             true
-        case .invalidConfiguration, .serverError, .unexpectedReply:
+        case .invalidConfiguration, .serverError, .unexpectedReply, .cancelled:
             false
         }
     }

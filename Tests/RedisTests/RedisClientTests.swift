@@ -248,6 +248,33 @@ struct RedisClientTests {
         }
     }
 
+    @Test("a cancelled caller stops waiting at once; its reply is dropped and the same connection answers the next command")
+    func cancellation() async throws {
+        try await RedisServerProcess.with { server in
+            var configuration = server.configuration()
+            configuration.maximumConnections = 1
+            configuration.commandTimeout = .seconds(30)
+            try await withRedisClient(configuration) { client in
+                try await client.set("a", value: buffer("A"))
+                try await client.set("b", value: buffer("B"))
+                let connection = try await client.connection()
+                try await withRedisClient(server.configuration()) { admin in
+                    _ = try await admin.send(RESPCommand("CLIENT", "PAUSE", "10000", "WRITE"))
+                    let waiting = Task { try await client.send(RESPCommand("SET", "a", "A2")) }
+                    #expect(await eventually { connection.pendingCommands == 1 })
+                    waiting.cancel()
+                    let error = await #expect(throws: RedisError.self) { try await waiting.value }
+                    #expect(error?.code == .cancelled, "the caller left while Redis still held the reply")
+                    _ = try await admin.send(RESPCommand("CLIENT", "UNPAUSE"))
+                }
+                #expect(try await client.get("b") == buffer("B"), "the dropped reply did not shift the next one")
+                #expect(try await client.get("a") == buffer("A2"), "the command itself ran")
+                #expect(try await client.connection() === connection, "no reconnect")
+                #expect(client.openConnections == 1)
+            }
+        }
+    }
+
     @Test("a server that accepts but never answers fails the handshake with a connect timeout")
     func silentServer() async throws {
         let silent = try await LoopbackServer.start()

@@ -121,10 +121,12 @@ struct ConnectionPoolStateMachine<Connection: AnyObject> {
         slots[index] = .backingOff(until: now + wait, attempt: attempt + 1, error: error)
     }
 
-    /// The connection in `slot`, if it is ready.
-    func connection(slot index: Int) -> Connection? {
-        if case .ready(let connection, _) = slots[index] { return connection }
-        return nil
+    /// Ready connections that `isActive` says are still open.
+    func activeCount(_ isActive: (Connection) -> Bool) -> Int {
+        slots.reduce(0) { count, slot in
+            if case .ready(let connection, _) = slot, isActive(connection) { return count + 1 }
+            return count
+        }
     }
 
     /// Maintenance: connections to ping (idle past the keep-alive), to close (idle past the idle

@@ -1,0 +1,177 @@
+public import Logging
+public import NIOCore
+public import RESP
+import Synchronization
+
+/// One connection to a Redis server, ready for commands: connected, and through its handshake
+/// (`HELLO 3`, or RESP2 with `AUTH` when the server refuses it, then `SELECT`).
+///
+/// Commands may be sent from any task, concurrently: they are pipelined on the connection and
+/// their replies matched in order. A caller whose task is cancelled stops waiting at once; its
+/// reply is read and dropped, and the connection stays usable.
+public final class RedisConnection: Sendable {
+    /// The channel the connection runs on.
+    let channel: any Channel
+    /// The protocol version negotiated: 3 after a successful `HELLO 3`, else 2.
+    public let protocolVersion: Int
+    let commandTimeout: TimeAmount
+    /// Commands waiting for the event loop. Concurrent callers append here and one event-loop
+    /// task writes them all and flushes once: one `write` system call for many commands.
+    private let outbox = Mutex<Outbox>(Outbox())
+    /// Counters the channel handler keeps.
+    private let stats: ConnectionStats
+    private let nextID = Atomic<UInt64>(0)
+
+    private struct Outbox {
+        var requests: [RedisRequest] = []
+        var drainScheduled = false
+    }
+
+    init(channel: any Channel, protocolVersion: Int, commandTimeout: TimeAmount, stats: ConnectionStats) {
+        self.channel = channel
+        self.protocolVersion = protocolVersion
+        self.commandTimeout = commandTimeout
+        self.stats = stats
+    }
+
+    /// Commands written on this connection and not answered yet.
+    public var pendingCommands: Int { stats.pending.load(ordering: .relaxed) }
+
+    /// Whether the connection is still open.
+    public var isActive: Bool { channel.isActive }
+
+    /// Opens a connection and runs the handshake, all within `configuration.connectTimeout`.
+    public static func connect(
+        configuration: RedisConfiguration,
+        eventLoop: any EventLoop,
+        logger: Logger,
+        onPush: (@Sendable (RESPValue) -> Void)? = nil
+    ) async throws(RedisError) -> RedisConnection {
+        do {
+            return try await makeConnection(configuration: configuration, eventLoop: eventLoop, logger: logger, onPush: onPush).get()
+        } catch let error as RedisError {
+            throw error
+        } catch {
+            throw RedisError(.connectFailed, "\(error)")
+        }
+    }
+
+    // MARK: - Commands
+
+    /// Sends a command and waits for its reply. An error reply is returned as a value
+    /// (``RESPValue/simpleError(_:)``); use ``RedisClient`` for typed commands.
+    ///
+    /// - Throws: ``RedisError/Code/cancelled`` when the task is cancelled first (the reply is
+    ///   dropped when it comes), or the connection's failure.
+    public func send(_ command: RESPCommand) async throws(RedisError) -> RESPValue {
+        let request = makeRequest(command)
+        enqueue(CollectionOfOne(request))
+        return try await wait(for: [request])[0]
+    }
+
+    /// Sends several commands in one write (one round trip) and returns their replies in order.
+    /// Error replies are returned as values, not thrown.
+    public func pipeline(_ commands: [RESPCommand]) async throws(RedisError) -> [RESPValue] {
+        let requests = commands.map(makeRequest)
+        enqueue(requests)
+        return try await wait(for: requests)
+    }
+
+    /// Sends a command and returns its reply, or nil if none came within `limit` (the reply is
+    /// then dropped when it comes; nothing is closed).
+    public func send(_ command: RESPCommand, answerWithin limit: Duration) async throws(RedisError) -> RESPValue? {
+        let request = makeRequest(command)
+        let eventLoop = channel.eventLoop
+        let first = eventLoop.makePromise(of: RESPValue?.self)
+        request.promise.futureResult.whenComplete { first.completeWith($0.map { Optional($0) }) }
+        enqueue(CollectionOfOne(request))
+        let timer = eventLoop.scheduleTask(in: TimeAmount(limit)) {
+            first.succeed(nil)
+            self.cancel(request.id)
+        }
+        defer { timer.cancel() }
+        do {
+            return try await withTaskCancellationHandler {
+                try await first.futureResult.get()
+            } onCancel: {
+                self.cancel(request.id)
+            }
+        } catch {
+            throw Self.redisError(error)
+        }
+    }
+
+    /// Writes a command that the server answers with pushes rather than a reply
+    /// (SUBSCRIBE, PSUBSCRIBE, UNSUBSCRIBE, PUNSUBSCRIBE).
+    func sendWithoutReply(_ command: RESPCommand) {
+        var request = makeRequest(command)
+        request.expectsReply = false
+        request.timeout = nil
+        enqueue(CollectionOfOne(request))
+    }
+
+    /// Closes the connection; pending commands fail with ``RedisError/Code/connectionClosed``.
+    public func close() async {
+        try? await channel.close()
+    }
+
+    // MARK: - Internals
+
+    private func makeRequest(_ command: RESPCommand) -> RedisRequest {
+        RedisRequest(
+            id: nextID.add(1, ordering: .relaxed).newValue, command: command, promise: channel.eventLoop.makePromise(), timeout: commandTimeout)
+    }
+
+    private func wait(for requests: [RedisRequest]) async throws(RedisError) -> [RESPValue] {
+        do {
+            return try await withTaskCancellationHandler {
+                var replies: [RESPValue] = []
+                replies.reserveCapacity(requests.count)
+                for request in requests { replies.append(try await request.promise.futureResult.get()) }
+                return replies
+            } onCancel: {
+                for request in requests { self.cancel(request.id) }
+            }
+        } catch {
+            throw Self.redisError(error)
+        }
+    }
+
+    /// Drops the caller of command `id` (see ``RedisCancel``).
+    private func cancel(_ id: UInt64) {
+        channel.triggerUserOutboundEvent(RedisCancel(id: id), promise: nil)
+    }
+
+    private static func redisError(_ error: any Error) -> RedisError {
+        error as? RedisError ?? RedisError(.connectionClosed, "\(error)")
+    }
+
+    private func enqueue(_ requests: some Collection<RedisRequest>) {
+        let schedule = outbox.withLock { outbox in
+            outbox.requests.append(contentsOf: requests)
+            if outbox.drainScheduled { return false }
+            outbox.drainScheduled = true
+            return true
+        }
+        if schedule {
+            channel.eventLoop.execute { self.drain() }
+        }
+    }
+
+    /// On the event loop: writes every queued command, then flushes once.
+    private func drain() {
+        let batch = outbox.withLock { outbox in
+            outbox.drainScheduled = false
+            let batch = outbox.requests
+            outbox.requests = []
+            return batch
+        }
+        guard channel.isActive else {
+            // The handler is gone with the channel: fail what it will never see.
+            for request in batch { request.promise.fail(RedisError(.connectionClosed, "the connection to Redis is closed")) }
+            return
+        }
+        for request in batch { channel.write(request, promise: nil) }
+        channel.flush()
+    }
+}
