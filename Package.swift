@@ -115,7 +115,7 @@ let package = Package(
         .executableTarget(
             name: "ibge-cache",
             dependencies: [
-                "IBGECacheServer", "IBGE", "TieredCache", "TieredCacheRedis", "Redis", "RESP", "Utilities",
+                "IBGECacheServer", "IBGE", "TieredCache", "TieredCacheRedis", "Redis", "RESP",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
@@ -193,7 +193,7 @@ let package = Package(
         .testTarget(
             name: "IBGECacheServerTests",
             dependencies: [
-                "IBGECacheServer", "IBGE", "TieredCache", "Redis", "TestSupport", "IBGETestSupport",
+                "IBGECacheServer", "Redis", "TestSupport", "IBGETestSupport",
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "HummingbirdTesting", package: "hummingbird"),
                 .product(name: "HTTPTypes", package: "swift-http-types"),

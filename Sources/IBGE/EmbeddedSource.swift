@@ -1,16 +1,10 @@
 import Foundation
 public import NIOCore
 
-/// Where the bytes of an IBGE answer come from when the cache misses.
-public protocol IBGESource: Sendable {
-    /// The JSON body IBGE gives for the request.
-    func body(for request: LocalidadesRequest) async throws(IBGEError) -> ByteBuffer
-}
-
 /// Answers localidades requests from the embedded snapshot, in IBGE's JSON: the list bodies of
 /// `/regioes`, `/estados` and `/municipios` byte for byte, everything else serialised the way
 /// IBGE does (same keys, same order, same nesting).
-public struct EmbeddedSource: IBGESource {
+public struct EmbeddedSource: Sendable {
     /// The data it answers from.
     public let snapshot: IBGESnapshot
 

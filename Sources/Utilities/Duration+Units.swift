@@ -8,7 +8,7 @@ extension Duration {
     /// Milliseconds rounded up, so a positive duration never becomes zero: for limits sent to a
     /// server (`PX`, `PEXPIRE`) where zero means "none" or is refused.
     package var roundedUpMilliseconds: Int64 {
-        let (seconds, attoseconds) = components
+        let (_, attoseconds) = components
         let remainder = attoseconds % 1_000_000_000_000_000
         return wholeMilliseconds &+ (remainder > 0 ? 1 : 0)
     }

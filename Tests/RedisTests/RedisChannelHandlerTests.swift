@@ -34,14 +34,15 @@ private struct Harness {
     let channel = EmbeddedChannel()
     let pushes = Pushes()
     let handshake: EventLoopPromise<Int>
+    let handler: RedisChannelHandler
     private var nextID: UInt64 = 0
 
     init() throws {
         handshake = channel.eventLoop.makePromise()
         let pushes = self.pushes
-        let handler = RedisChannelHandler(
-            handshake: .init(RedisConfiguration(endpoint: .tcp(host: "h", port: 1))), completing: handshake, decoderLimits: .default,
-            stats: ConnectionStats(), onPush: { value in pushes.values.withLock { $0.append(value) } })
+        handler = RedisChannelHandler(
+            handshake: .init(RedisConfiguration(endpoint: .tcp(host: "h", port: 1))), completing: handshake, commandTimeout: .seconds(1),
+            decoderLimits: .default, stats: ConnectionStats(), onPush: { value in pushes.values.withLock { $0.append(value) } })
         try channel.pipeline.syncOperations.addHandler(handler)
         try channel.connect(to: SocketAddress(ipAddress: "127.0.0.1", port: 6379)).wait()
     }
@@ -60,12 +61,12 @@ private struct Harness {
         nextID += 1
         let promise = channel.eventLoop.makePromise(of: RESPValue.self)
         let outcome = Outcome(promise.futureResult)
-        try channel.writeOutbound(RedisRequest(id: nextID, command: command, promise: promise, timeout: timeout))
+        handler.send(CollectionOfOne(RedisRequest(id: nextID, command: command, promise: promise, timeout: timeout)))
         return (nextID, outcome)
     }
 
     func cancel(_ id: UInt64) {
-        channel.triggerUserOutboundEvent(RedisCancel(id: id), promise: nil)
+        handler.cancel(id: id)
     }
 }
 
@@ -145,7 +146,7 @@ struct RedisChannelHandlerTests {
         #expect(!h.channel.isActive)
     }
 
-    @Test("a command without a reply in time closes the connection; one answered in time does not")
+    @Test("a command without a reply in time closes the connection (noticed within 1.25 × its timeout); one answered in time does not")
     func commandTimeout() throws {
         var h = try Harness()
         try h.feed("%0\r\n")
@@ -155,9 +156,32 @@ struct RedisChannelHandlerTests {
         #expect(quick.outcome.value != nil && h.channel.isActive)
         let slow = try h.send(RESPCommand("GET", "s"), timeout: .seconds(1))
         h.channel.embeddedEventLoop.advanceTime(by: .milliseconds(999))
-        #expect(!slow.outcome.isDone)
-        h.channel.embeddedEventLoop.advanceTime(by: .milliseconds(1))
+        #expect(!slow.outcome.isDone, "not late yet")
+        h.channel.embeddedEventLoop.advanceTime(by: .milliseconds(251))
         #expect(slow.outcome.error?.code == .commandTimeout)
         #expect(!h.channel.isActive)
+    }
+
+    @Test("a cancelled command still holds its place: if its reply never comes, the timeout closes the connection")
+    func cancelledThenLate() throws {
+        var h = try Harness()
+        try h.feed("%0\r\n")
+        let stuck = try h.send(RESPCommand("GET", "s"), timeout: .seconds(1))
+        let behind = try h.send(RESPCommand("GET", "b"), timeout: .seconds(1))
+        h.cancel(stuck.id)
+        #expect(stuck.outcome.error?.code == .cancelled)
+        h.channel.embeddedEventLoop.advanceTime(by: .milliseconds(1250))
+        #expect(behind.outcome.error?.code == .commandTimeout)
+        #expect(!h.channel.isActive)
+    }
+
+    @Test("a wrong password fails the handshake promise and closes the channel; a push during the handshake is ignored")
+    func handshakeFailure() throws {
+        let h = try Harness()
+        try h.feed(">2\r\n$10\r\ninvalidate\r\n_\r\n")
+        try h.feed("-WRONGPASS invalid username-password pair\r\n")
+        #expect(throws: RedisError.self) { try h.handshake.futureResult.wait() }
+        #expect(!h.channel.isActive)
+        #expect(h.pushes.values.withLock { $0.isEmpty })
     }
 }

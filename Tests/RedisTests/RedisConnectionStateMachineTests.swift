@@ -160,15 +160,21 @@ struct RedisConnectionStateMachineTests {
         }
     }
 
-    @Test("a timeout closes the connection only if its command is still waiting")
-    func timeouts() {
+    @Test("a late reply closes the connection, failing every waiting caller; nothing late, nothing closed")
+    func deadlines() {
         var machine = active()
-        _ = machine.send(id: 1, promise: "p1", expectsReply: true)
-        _ = machine.send(id: 2, promise: "p2", expectsReply: true)
+        _ = machine.send(id: 1, promise: "p1", expectsReply: true, deadline: 1_000)
+        _ = machine.send(id: 2, promise: "p2", expectsReply: true, deadline: 2_000)
+        #expect(machine.hasDeadlines)
         _ = machine.received(bulk("one"))
-        #expect(machine.timedOut(id: 1, error: RedisError(.commandTimeout, "late")) == nil, "answered in time")
-        #expect(machine.timedOut(id: 2, error: RedisError(.commandTimeout, "late"))?.failing == ["p2"])
+        let late = RedisError(.commandTimeout, "late")
+        #expect(machine.expired(now: 1_500, error: late) == nil, "the first was answered in time, the second is not due")
+        #expect(machine.expired(now: 2_000, error: late)?.failing == ["p2"])
         #expect(machine.isClosed)
+
+        var open = active()
+        _ = open.send(id: 1, promise: "p1", expectsReply: true)
+        #expect(!open.hasDeadlines && open.expired(now: .max, error: late) == nil, "no deadline, never late")
     }
 
     @Test("a reply with no command waiting breaks the protocol; on a RESP2 subscriber an array is a push")

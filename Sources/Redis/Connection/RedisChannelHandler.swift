@@ -15,37 +15,37 @@ struct RedisRequest: Sendable {
     var expectsReply = true
 }
 
-/// Asks the handler to drop a command's caller (an outbound user event): the caller fails at
-/// once with ``RedisError/Code/cancelled``, the reply is read and dropped when it comes.
-struct RedisCancel: Sendable {
-    var id: UInt64
-}
-
 /// The NIO handler of one Redis connection: encodes commands, decodes replies, and lets a
 /// ``RedisConnectionStateMachine`` decide what each event means (handshake steps, which caller a
 /// reply belongs to, pushes, cancellations, timeouts, the close). It holds no state of its
-/// own beyond the decoder's buffer and the timers.
-final class RedisChannelHandler: ChannelDuplexHandler {
+/// own beyond the decoder's buffer and one deadline check.
+///
+/// ``RedisConnection`` calls ``send(_:)`` and ``cancel(id:)`` directly on the event loop
+/// (valkey-swift does the same): commands never travel the pipeline as `NIOAny`.
+final class RedisChannelHandler: ChannelInboundHandler {
     typealias InboundIn = ByteBuffer
-    typealias OutboundIn = RedisRequest
     typealias OutboundOut = ByteBuffer
 
     private var machine: RedisConnectionStateMachine<EventLoopPromise<RESPValue>>
     private let decoder: RESPDecoder
     private var cumulation: ByteBuffer?
-    private var timers: [UInt64: Scheduled<Void>] = [:]
     private var context: ChannelHandlerContext?
     /// Completed with the protocol version when the handshake ends, or failed.
     private let handshake: EventLoopPromise<Int>
     private let onPush: (@Sendable (RESPValue) -> Void)?
     private let stats: ConnectionStats
+    /// How often late replies are looked for while commands are in flight (a quarter of the
+    /// command timeout: a late reply is noticed within 1.25 × the timeout).
+    private let deadlineCheckPeriod: TimeAmount
+    private var deadlineCheck: Scheduled<Void>?
 
     init(
         handshake: RedisConnectionStateMachine<EventLoopPromise<RESPValue>>.Handshake, completing promise: EventLoopPromise<Int>,
-        decoderLimits: RESPDecoder.Limits, stats: ConnectionStats, onPush: (@Sendable (RESPValue) -> Void)?
+        commandTimeout: TimeAmount, decoderLimits: RESPDecoder.Limits, stats: ConnectionStats, onPush: (@Sendable (RESPValue) -> Void)?
     ) {
         self.machine = RedisConnectionStateMachine(handshake: handshake, unsolicitedArraysArePushes: onPush != nil)
         self.handshake = promise
+        self.deadlineCheckPeriod = max(.milliseconds(1), .nanoseconds(commandTimeout.nanoseconds / 4))
         self.decoder = RESPDecoder(limits: decoderLimits)
         self.stats = stats
         self.onPush = onPush
@@ -84,40 +84,41 @@ final class RedisChannelHandler: ChannelDuplexHandler {
         }
     }
 
-    // MARK: - Commands out
+    // MARK: - Commands out (on the event loop)
 
-    func write(context: ChannelHandlerContext, data: NIOAny, promise: EventLoopPromise<Void>?) {
-        let request = unwrapOutboundIn(data)
-        switch machine.send(id: request.id, promise: request.promise, expectsReply: request.expectsReply) {
-        case .fail(let error):
-            request.promise.fail(error)
-            promise?.fail(error)
+    /// Writes the commands and flushes once.
+    func send(_ requests: some Collection<RedisRequest>) {
+        guard let context else {
+            for request in requests { request.promise.fail(RedisError(.connectionClosed, "the connection to Redis is closed")) }
             return
-        case .writeWithoutReply:
-            context.write(wrapOutboundOut(encode(request.command, context: context)), promise: promise)
-            request.promise.succeed(.null)
-        case .write:
-            if let timeout = request.timeout {
-                let id = request.id
-                let name = request.command.name
-                timers[id] = context.eventLoop.assumeIsolated().scheduleTask(in: timeout) { [weak self] in
-                    self?.timedOut(id: id, command: name, after: timeout)
-                }
-            }
-            context.write(wrapOutboundOut(encode(request.command, context: context)), promise: promise)
         }
+        let now = context.eventLoop.now.uptimeNanoseconds
+        var wrote = false
+        for request in requests {
+            let deadline = request.timeout.map { now &+ UInt64(max(0, $0.nanoseconds)) } ?? .max
+            switch machine.send(id: request.id, promise: request.promise, expectsReply: request.expectsReply, deadline: deadline) {
+            case .fail(let error):
+                request.promise.fail(error)
+            case .writeWithoutReply:
+                context.write(wrapOutboundOut(encode(request.command, context: context)), promise: nil)
+                request.promise.succeed(.null)
+                wrote = true
+            case .write:
+                context.write(wrapOutboundOut(encode(request.command, context: context)), promise: nil)
+                wrote = true
+            }
+        }
+        if wrote { context.flush() }
+        armDeadlineCheck(context: context)
         updateStats()
     }
 
-    func triggerUserOutboundEvent(context: ChannelHandlerContext, event: Any, promise: EventLoopPromise<Void>?) {
-        guard let cancel = event as? RedisCancel else {
-            context.triggerUserOutboundEvent(event, promise: promise)
-            return
-        }
-        if let caller = machine.cancel(id: cancel.id) {
+    /// Drops the caller of command `id`: it fails at once with ``RedisError/Code/cancelled``,
+    /// and its reply is read and dropped when it comes.
+    func cancel(id: UInt64) {
+        if let caller = machine.cancel(id: id) {
             caller.fail(RedisError(.cancelled, "the caller stopped waiting; its reply will be dropped"))
         }
-        promise?.succeed()
     }
 
     private func encode(_ command: RESPCommand, context: ChannelHandlerContext) -> ByteBuffer {
@@ -135,10 +136,13 @@ final class RedisChannelHandler: ChannelDuplexHandler {
             buffer.writeBuffer(&incoming)
             incoming = buffer
         }
+        var replies = 0
         do {
             while !machine.isClosed, let value = try decoder.decode(from: &incoming) {
                 perform(machine.received(value), context: context)
+                replies += 1
             }
+            stats.lastReadReplies.store(replies, ordering: .relaxed)
         } catch {
             close(RedisError(.protocolError, "\(error)"), context: context)
             return
@@ -154,15 +158,12 @@ final class RedisChannelHandler: ChannelDuplexHandler {
 
     private func perform(_ action: RedisConnectionStateMachine<EventLoopPromise<RESPValue>>.ReceiveAction, context: ChannelHandlerContext) {
         switch action {
-        case .none:
+        case .none, .discard:
             break
         case .handshake(let step):
             perform(step, context: context)
-        case .succeed(let id, let promise, let value):
-            timers.removeValue(forKey: id)?.cancel()
+        case .succeed(_, let promise, let value):
             promise.succeed(value)
-        case .discard(let id):
-            timers.removeValue(forKey: id)?.cancel()
         case .push(let value):
             onPush?(value)
         case .close(let error, let failing):
@@ -187,13 +188,24 @@ final class RedisChannelHandler: ChannelDuplexHandler {
         if let step = machine.channelActive() { perform(step, context: context) }
     }
 
-    private func timedOut(id: UInt64, command: String, after timeout: TimeAmount) {
-        timers[id] = nil
-        // Replies come in order: a command stuck behind a slow one can only be failed by
-        // giving up on the connection, which fails everything queued behind it too.
-        let error = RedisError(.commandTimeout, "\(command) got no reply within \(timeout.nanoseconds / 1_000_000) ms")
-        guard let action = machine.timedOut(id: id, error: error) else { return }
-        finish(error, failing: action.failing, duringHandshake: action.duringHandshake, context: context)
+    /// While commands with a deadline are in flight, looks for late replies every
+    /// `deadlineCheckPeriod` (one repeating check per connection, not a timer per command).
+    private func armDeadlineCheck(context: ChannelHandlerContext) {
+        guard deadlineCheck == nil, machine.hasDeadlines else { return }
+        deadlineCheck = context.eventLoop.assumeIsolated().scheduleTask(in: deadlineCheckPeriod) { [weak self] in
+            self?.checkDeadlines()
+        }
+    }
+
+    private func checkDeadlines() {
+        let error = RedisError(
+            .commandTimeout, "a command got no reply within its timeout (\(machine.inFlight) in flight; the connection is closed)")
+        deadlineCheck = nil
+        if let action = machine.expired(now: (context?.eventLoop.now ?? .now()).uptimeNanoseconds, error: error) {
+            finish(error, failing: action.failing, duringHandshake: action.duringHandshake, context: context)
+        } else if let context {
+            armDeadlineCheck(context: context)
+        }
     }
 
     private func close(_ error: RedisError, context: ChannelHandlerContext?) {
@@ -201,10 +213,10 @@ final class RedisChannelHandler: ChannelDuplexHandler {
         finish(error, failing: action.failing, duringHandshake: action.duringHandshake, context: context)
     }
 
-    /// Fails the callers and the handshake (once each), cancels the timers, closes the channel.
+    /// Fails the callers and the handshake (once each), stops the deadline check, closes the channel.
     private func finish(_ error: RedisError, failing: [EventLoopPromise<RESPValue>], duringHandshake: Bool, context: ChannelHandlerContext?) {
-        for timer in timers.values { timer.cancel() }
-        timers = [:]
+        deadlineCheck?.cancel()
+        deadlineCheck = nil
         for promise in failing { promise.fail(error) }
         if duringHandshake { handshake.fail(error) }
         updateStats()
@@ -221,4 +233,7 @@ final class RedisChannelHandler: ChannelDuplexHandler {
 final class ConnectionStats: Sendable {
     /// Commands written and not answered yet.
     let pending = Atomic<Int>(0)
+    /// Values the last read delivered: one means a caller waiting for each reply in turn
+    /// (nobody to share a write with), many means concurrent callers.
+    let lastReadReplies = Atomic<Int>(0)
 }

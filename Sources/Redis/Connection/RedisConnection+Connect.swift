@@ -49,7 +49,8 @@ extension RedisConnection {
                     }
                     try channel.pipeline.syncOperations.addHandler(
                         RedisChannelHandler(
-                            handshake: .init(configuration), completing: handshake, decoderLimits: limits, stats: stats, onPush: onPush))
+                            handshake: .init(configuration), completing: handshake, commandTimeout: TimeAmount(configuration.commandTimeout),
+                            decoderLimits: limits, stats: stats, onPush: onPush))
                 }
             }
         let endpoint = configuration.endpoint
@@ -72,8 +73,11 @@ extension RedisConnection {
             }
             throw RedisError(.connectFailed, "cannot connect to \(endpoint): \(describe(error))")
         }.flatMap { channel in
-            handshake.futureResult.map { version in
-                RedisConnection(channel: channel, protocolVersion: version, commandTimeout: TimeAmount(configuration.commandTimeout), stats: stats)
+            handshake.futureResult.flatMapThrowing { version in
+                let handler = try channel.pipeline.syncOperations.handler(type: RedisChannelHandler.self)
+                return RedisConnection(
+                    channel: channel, handler: NIOLoopBound(handler, eventLoop: channel.eventLoop), protocolVersion: version,
+                    commandTimeout: TimeAmount(configuration.commandTimeout), stats: stats)
             }.flatMapError { error in
                 channel.close(promise: nil)
                 if let redisError = error as? RedisError, redisError.code == .connectTimeout {

@@ -20,6 +20,8 @@ public final class RedisConnection: Sendable {
     private let outbox = Mutex<Outbox>(Outbox())
     /// Counters the channel handler keeps.
     private let stats: ConnectionStats
+    /// The handler, called directly on the event loop.
+    private let handler: NIOLoopBound<RedisChannelHandler>
     private let nextID = Atomic<UInt64>(0)
 
     private struct Outbox {
@@ -27,8 +29,9 @@ public final class RedisConnection: Sendable {
         var drainScheduled = false
     }
 
-    init(channel: any Channel, protocolVersion: Int, commandTimeout: TimeAmount, stats: ConnectionStats) {
+    init(channel: any Channel, handler: NIOLoopBound<RedisChannelHandler>, protocolVersion: Int, commandTimeout: TimeAmount, stats: ConnectionStats) {
         self.channel = channel
+        self.handler = handler
         self.protocolVersion = protocolVersion
         self.commandTimeout = commandTimeout
         self.stats = stats
@@ -66,7 +69,15 @@ public final class RedisConnection: Sendable {
     public func send(_ command: RESPCommand) async throws(RedisError) -> RESPValue {
         let request = makeRequest(command)
         enqueue(CollectionOfOne(request))
-        return try await wait(for: [request])[0]
+        do {
+            return try await withTaskCancellationHandler {
+                try await request.promise.futureResult.get()
+            } onCancel: {
+                self.cancel(request.id)
+            }
+        } catch {
+            throw Self.redisError(error)
+        }
     }
 
     /// Sends several commands in one write (one round trip) and returns their replies in order.
@@ -137,9 +148,11 @@ public final class RedisConnection: Sendable {
         }
     }
 
-    /// Drops the caller of command `id` (see ``RedisCancel``).
+    /// Drops the caller of command `id` (see ``RedisChannelHandler/cancel(id:)``). Goes
+    /// through the event loop after any drain already scheduled, so the command is known there.
     private func cancel(_ id: UInt64) {
-        channel.triggerUserOutboundEvent(RedisCancel(id: id), promise: nil)
+        let handler = self.handler
+        channel.eventLoop.execute { handler.value.cancel(id: id) }
     }
 
     private static func redisError(_ error: any Error) -> RedisError {
@@ -147,6 +160,17 @@ public final class RedisConnection: Sendable {
     }
 
     private func enqueue(_ requests: some Collection<RedisRequest>) {
+        // On the connection's own event loop with nothing in flight, nothing queued, and one
+        // reply in the last read (a caller that waits for each reply in turn, as with NIO's
+        // executor takeover), there is no one to share a write with: write and flush now,
+        // saving a turn of the loop. Concurrent callers (many replies a read) batch instead.
+        if channel.eventLoop.inEventLoop, stats.pending.load(ordering: .relaxed) == 0,
+            stats.lastReadReplies.load(ordering: .relaxed) <= 1,
+            outbox.withLock({ $0.requests.isEmpty && !$0.drainScheduled })
+        {
+            handler.value.send(requests)
+            return
+        }
         let schedule = outbox.withLock { outbox in
             outbox.requests.append(contentsOf: requests)
             if outbox.drainScheduled { return false }
@@ -166,12 +190,6 @@ public final class RedisConnection: Sendable {
             outbox.requests = []
             return batch
         }
-        guard channel.isActive else {
-            // The handler is gone with the channel: fail what it will never see.
-            for request in batch { request.promise.fail(RedisError(.connectionClosed, "the connection to Redis is closed")) }
-            return
-        }
-        for request in batch { channel.write(request, promise: nil) }
-        channel.flush()
+        handler.value.send(batch)
     }
 }

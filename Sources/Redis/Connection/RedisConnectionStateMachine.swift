@@ -116,6 +116,8 @@ struct RedisConnectionStateMachine<Promise> {
         var id: UInt64
         /// Nil once the caller cancelled.
         var promise: Promise?
+        /// When its reply is late (uptime nanoseconds; `.max` for never).
+        var deadline: UInt64
     }
 
     private(set) var state: State
@@ -147,12 +149,12 @@ struct RedisConnectionStateMachine<Promise> {
         return .write(handshake.hello)
     }
 
-    /// A caller wants `id` sent.
-    mutating func send(id: UInt64, promise: Promise, expectsReply: Bool) -> SendAction {
+    /// A caller wants `id` sent; its reply is late after `deadline` (uptime nanoseconds).
+    mutating func send(id: UInt64, promise: Promise, expectsReply: Bool, deadline: UInt64 = .max) -> SendAction {
         switch state {
         case .active:
             guard expectsReply else { return .writeWithoutReply }
-            pending.append(Pending(id: id, promise: promise))
+            pending.append(Pending(id: id, promise: promise, deadline: deadline))
             return .write
         case .idle, .hello, .steps:
             return .fail(RedisError(.connectionClosed, "the connection is not ready: its handshake has not finished"))
@@ -202,10 +204,14 @@ struct RedisConnectionStateMachine<Promise> {
         return promise
     }
 
-    /// Command `id`'s reply is late. Replies come in order, so everything queued behind it is
-    /// stuck too: close (nil when it was answered meanwhile).
-    mutating func timedOut(id: UInt64, error: RedisError) -> CloseAction? {
-        guard pending.contains(where: { $0.id == id }) else { return nil }
+    /// Whether a command in flight has a deadline (a check is worth scheduling).
+    var hasDeadlines: Bool { pending.contains { $0.deadline != .max } }
+
+    /// At `now` (uptime nanoseconds): if a command's reply is late, the connection is stuck
+    /// (replies come in order, so everything queued behind it is late too): close, failing
+    /// every waiting caller with `error`. Nil when nothing is late.
+    mutating func expired(now: UInt64, error: RedisError) -> CloseAction? {
+        guard pending.contains(where: { $0.deadline != .max && $0.deadline <= now }) else { return nil }
         return close(error)
     }
 
