@@ -164,7 +164,7 @@ public final class IBGEService: Sendable {
             && body.getInteger(at: body.readerIndex + 1, as: UInt8.self) == UInt8(ascii: "]")
     }
 
-    func cached(_ key: String, ttl: Duration, _ load: @escaping @Sendable () async throws(IBGEError) -> ByteBuffer) async throws(IBGEError)
+    private func cached(_ key: String, ttl: Duration, _ load: @escaping @Sendable () async throws(IBGEError) -> ByteBuffer) async throws(IBGEError)
         -> ByteBuffer
     {
         do {

@@ -65,13 +65,14 @@ public struct Preloader: Sendable {
     }
 
     /// The data preload answers from: a snapshot built from IBGE's current list bodies when
-    /// there is an upstream and they can be had and decoded, else the embedded snapshot.
+    /// there is an upstream and they can be had and decoded, else the embedded snapshot. The
+    /// lists are fetched, not cached here: the batches cache them with the rest (and count them).
     private func source() async -> EmbeddedSource {
-        guard service.upstream != nil else { return service.embedded }
+        guard let upstream = service.upstream else { return service.embedded }
         do {
-            let regioes = try await service.body(for: LocalidadesRequest(level: .regioes))
-            let estados = try await service.body(for: LocalidadesRequest(level: .estados))
-            let municipios = try await service.body(for: LocalidadesRequest(level: .municipios))
+            let regioes = try await upstream.fetch(UpstreamRequest(LocalidadesRequest(level: .regioes)))
+            let estados = try await upstream.fetch(UpstreamRequest(LocalidadesRequest(level: .estados)))
+            let municipios = try await upstream.fetch(UpstreamRequest(LocalidadesRequest(level: .municipios)))
             let fresh = try IBGESnapshot(
                 regioes: Data(regioes.readableBytesView), estados: Data(estados.readableBytesView), municipios: Data(municipios.readableBytesView))
             return EmbeddedSource(snapshot: fresh)

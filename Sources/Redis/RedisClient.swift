@@ -119,21 +119,12 @@ public final class RedisClient: Service, Sendable {
         }
     }
 
-    /// Sends a command and returns its reply, or nil if none came within `limit` (the reply is
-    /// dropped when it comes; nothing is closed or counted as a failure). For callers with
-    /// something else to do when Redis is slow, such as a cache with a source.
-    public func send(_ command: RESPCommand, answerWithin limit: Duration) async throws(RedisError) -> RESPValue? {
-        try await measured { () async throws(RedisError) -> RESPValue? in
-            let reply = try await pool.connection().send(command, answerWithin: limit)
-            if let message = reply?.errorMessage { throw RedisError(.serverError, message) }
-            return reply
-        }
-    }
-
     /// Sends several commands in one write on one connection (one round trip) and returns their
     /// replies in order; error replies are returned as values.
     public func pipeline(_ commands: [RESPCommand]) async throws(RedisError) -> [RESPValue] {
-        try await measured { () async throws(RedisError) -> [RESPValue] in try await pool.connection().pipeline(commands) }
+        let replies = try await measured { () async throws(RedisError) -> [RESPValue] in try await pool.connection().pipeline(commands) }
+        for reply in replies where reply.errorMessage != nil { metrics.failed(RedisError(.serverError, "")) }
+        return replies
     }
 
     /// Closes every connection; later calls fail with ``RedisError/Code/clientShutdown``.

@@ -1,6 +1,6 @@
 public import NIOCore
 
-/// How a value is stored in Redis: a small versioned header, then the payload.
+/// How a value is stored in the L2 store (Redis): a small versioned header, then the payload.
 ///
 /// ```
 /// offset  size  field
@@ -11,9 +11,9 @@ public import NIOCore
 /// 12      n     payload
 /// ```
 ///
-/// Redis keeps the key for the fresh time plus a grace period (physical expiry), so a stale
+/// The store keeps it for the fresh time plus a grace period (physical expiry), so a stale
 /// value is still there to serve when the source fails. Only these codecs exist: nothing read
-/// from Redis is ever executed or instantiated as an arbitrary type.
+/// from the store is ever executed or instantiated as an arbitrary type.
 public struct CacheEnvelope: Sendable, Equatable {
     /// How the payload is encoded.
     public enum Codec: UInt8, Sendable {

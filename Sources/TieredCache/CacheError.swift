@@ -4,7 +4,7 @@ public struct CacheError: Error, Sendable, CustomStringConvertible {
     public struct Code: Hashable, Sendable, CustomStringConvertible {
         enum Base: Hashable, Sendable { case invalidEnvelope, loaderFailed, loaderTimeout }
         let base: Base
-        /// A value read from Redis is not a valid envelope.
+        /// A value read from the L2 store is not a valid envelope.
         public static let invalidEnvelope = Code(base: .invalidEnvelope)
         /// The loader threw.
         public static let loaderFailed = Code(base: .loaderFailed)

@@ -4,7 +4,7 @@ import Synchronization
 public struct CacheMetrics: Sendable, Hashable {
     /// Reads answered by L1.
     public var l1Hits: Int
-    /// Reads answered by Redis.
+    /// Reads answered by the L2 store (Redis).
     public var l2Hits: Int
     /// Reads neither tier could answer (including callers that waited for another caller's load).
     public var misses: Int
@@ -16,15 +16,15 @@ public struct CacheMetrics: Sendable, Hashable {
     public var staleServed: Int
     /// Callers that waited for another caller's load instead of loading.
     public var coalesced: Int
-    /// Redis commands that failed.
+    /// L2 store calls that failed (cancelled calls are not counted). Named for Redis, the usual store.
     public var redisErrors: Int
-    /// Values in Redis that were not valid envelopes (ignored).
+    /// Values in the L2 store that were not valid envelopes (ignored).
     public var invalidValues: Int
-    /// Times the cache fell back to memory because Redis failed.
+    /// Times the cache fell back to memory because the shared store (Redis) failed.
     public var fallbackActivations: Int
-    /// Whether Redis is in use now.
+    /// Whether a shared store (Redis) is in use now.
     public var redisConnected: Bool
-    /// The last Redis failure while it is down.
+    /// The last failure of the shared store while it is down.
     public var redisLastError: String?
     /// L1 entries.
     public var l1Entries: Int
@@ -46,7 +46,7 @@ public struct CacheMetrics: Sendable, Hashable {
     public var eagerRefreshes: Int
     /// Loads that outlasted the soft timeout (a stale value answered meanwhile).
     public var softTimeouts: Int
-    /// Redis reads cut short by the L2 soft timeout (the source answered instead).
+    /// L2 reads cut short by the L2 soft timeout (the source answered instead).
     public var l2SoftTimeouts: Int
     /// Load durations over the last 1,024 loads, in milliseconds: p50, p90, p99 and the maximum
     /// (nil before the first load).

@@ -17,7 +17,7 @@ final class CircuitBreaker: Sendable {
 
     struct Details {
         var openings = 0
-        var lastError: String? = "not connected yet"
+        var lastError: String?
         var changedAt: Int64 = 0
     }
 

@@ -1,5 +1,5 @@
 import Utilities
-public import NIOCore
+package import NIOCore
 import Synchronization
 
 /// An ``L2Store`` in this process: for a cache with no Redis (`REDIS_URL=none`), where it keeps
@@ -12,14 +12,14 @@ import Synchronization
 /// (``putRaw(_:_:lifetime:)``).
 public final class InMemoryL2Store: L2Store {
     /// Failures a test can inject.
-    public struct Faults: Sendable {
+    package struct Faults: Sendable {
         /// Every call fails with ``L2StoreError/Code/unavailable``.
-        public var unavailable = false
+        package var unavailable = false
         /// Reads take this long (on the store's clock) before answering.
-        public var readDelay: Duration?
+        package var readDelay: Duration?
 
         /// No faults.
-        public init() {}
+        package init() {}
     }
 
     public let isShared: Bool
@@ -39,23 +39,23 @@ public final class InMemoryL2Store: L2Store {
     }
 
     /// The faults in force.
-    public var faults: Faults {
+    package var faults: Faults {
         get { injected.withLock { $0 } }
         set { injected.withLock { $0 = newValue } }
     }
 
     /// Stores bytes as they are (not an envelope), as another program writing the key would.
-    public func putRaw(_ key: String, _ bytes: ByteBuffer, lifetime: Duration) {
+    package func putRaw(_ key: String, _ bytes: ByteBuffer, lifetime: Duration) {
         values.set(key, value: bytes, ttl: lifetime)
     }
 
     /// The bytes stored under `key`, as they are.
-    public func raw(_ key: String) -> ByteBuffer? {
+    package func raw(_ key: String) -> ByteBuffer? {
         values.get(key)
     }
 
     /// Whether the load lock of `key` is held now.
-    public func isLocked(_ key: String) -> Bool {
+    package func isLocked(_ key: String) -> Bool {
         let now = clock.nowMilliseconds()
         return locks.withLock { $0[key].map { $0.expiresAt > now } ?? false }
     }
@@ -73,14 +73,14 @@ public final class InMemoryL2Store: L2Store {
         }
     }
 
-    public func read(_ key: String, answerWithin limit: Duration?) async throws(L2StoreError) -> L2Read {
+    public func read(_ key: String) async throws(L2StoreError) -> L2Read {
         try check()
         if let delay = injected.withLock({ $0.readDelay }) {
-            if let limit, limit < delay {
-                try? await clock.sleep(for: limit)
-                return .tooSlow
+            do {
+                try await clock.sleep(for: delay)
+            } catch {
+                throw L2StoreError(.cancelled, "the read was cancelled")
             }
-            try? await clock.sleep(for: delay)
             try check()
         }
         return decode(values.get(key))
@@ -127,6 +127,7 @@ public final class InMemoryL2Store: L2Store {
         try check()
         let now = clock.nowMilliseconds()
         return locks.withLock { locks in
+            if locks.count > 1024 { locks = locks.filter { $0.value.expiresAt > now } }
             if let held = locks[key], held.expiresAt > now { return false }
             locks[key] = (token, now &+ lease.wholeMilliseconds)
             return true

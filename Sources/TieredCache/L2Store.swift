@@ -7,7 +7,11 @@
 ///
 /// A store also carries what instances sharing it need to agree on: a load lock per key, and a
 /// backplane of notices telling the others which L1 entries changed. `RedisStore` (module
-/// `RedisStore`) implements it on Redis; ``InMemoryL2Store`` in this process.
+/// `TieredCacheRedis`) implements it on Redis; ``InMemoryL2Store`` in this process.
+///
+/// Time limits are the cache's business, not the store's: the cache races a read against its
+/// own clock and cancels the read when it loses, so a store must end a cancelled call promptly
+/// (with ``L2StoreError/Code/cancelled``).
 public protocol L2Store: Sendable {
     /// Whether other processes share this store (Redis), rather than this process alone. A
     /// shared store starts "not connected" until a ``ping()`` succeeds.
@@ -16,11 +20,10 @@ public protocol L2Store: Sendable {
     /// Where the store is, for logs and status (`redis://127.0.0.1:6379/0`, `memory`).
     var location: String { get }
 
-    /// Reads one key. With `limit`, a store that cannot answer within it returns
-    /// ``L2Read/tooSlow`` (the read is abandoned, nothing is closed).
-    func read(_ key: String, answerWithin limit: Duration?) async throws(L2StoreError) -> L2Read
+    /// Reads one key.
+    func read(_ key: String) async throws(L2StoreError) -> L2Read
 
-    /// Reads several keys in one round trip; one result per key, in order (never `tooSlow`).
+    /// Reads several keys in one round trip; one result per key, in order.
     func read(_ keys: [String]) async throws(L2StoreError) -> [L2Read]
 
     /// Writes entries in one round trip; with `notify`, each write is announced on the
@@ -35,7 +38,7 @@ public protocol L2Store: Sendable {
     func removeAll(notify origin: String?) async throws(L2StoreError) -> Int
 
     /// Counts this cache's keys, walking at most `limit` of them, and returns up to
-    /// `sampleSize` of their names as the store spells them.
+    /// `sampleSize` of their names as the store spells them (a Redis store with its prefix).
     func count(limit: Int, sampleSize: Int) async throws(L2StoreError) -> L2KeyCount
 
     /// Checks that the store answers.
@@ -61,7 +64,7 @@ public enum L2Read: Sendable, Equatable {
     case miss
     /// Something that is not one of our envelopes (ignored; the reason says what).
     case invalid(String)
-    /// No answer within the read's limit.
+    /// No answer within the cache's L2 soft timeout (the read was cancelled).
     case tooSlow
 }
 
@@ -86,7 +89,7 @@ public struct L2Entry: Sendable {
 public struct L2KeyCount: Sendable, Hashable {
     /// Keys counted.
     public var count: Int
-    /// Some of their names, as the store spells them (with its prefix).
+    /// Some of their names, as the store spells them.
     public var sample: [String]
     /// Whether every key was counted (false when the walk stopped at its limit).
     public var complete: Bool
@@ -130,7 +133,7 @@ public struct BackplaneNotice: Sendable, Hashable {
 public struct L2StoreError: Error, Sendable, CustomStringConvertible {
     /// Kinds of failure.
     public struct Code: Hashable, Sendable, CustomStringConvertible {
-        enum Base: Hashable, Sendable { case unavailable, rejected }
+        enum Base: Hashable, Sendable { case unavailable, rejected, cancelled }
         let base: Base
         /// The store cannot be reached, or did not answer in time: the cache stops using it
         /// until it answers again (the circuit opens).
@@ -138,11 +141,14 @@ public struct L2StoreError: Error, Sendable, CustomStringConvertible {
         /// The store answered, with an error (a bad command, a full server): this call failed,
         /// the store is still usable.
         public static let rejected = Code(base: .rejected)
+        /// The caller stopped waiting (its task was cancelled): nothing is wrong with the store.
+        public static let cancelled = Code(base: .cancelled)
 
         public var description: String {
             switch base {
             case .unavailable: "unavailable"
             case .rejected: "rejected"
+            case .cancelled: "cancelled"
             }
         }
     }

@@ -3,8 +3,8 @@ import Synchronization
 
 /// A clock for tests: starts at a fixed time and moves only by ``advance(by:)``.
 ///
-/// Tasks sleeping on it (through ``CacheClock/manual(_:)``) wake when it is advanced past
-/// their deadline, in deadline order, or when they are cancelled. ``sleepers`` and
+/// Tasks sleeping on it (through ``CacheClock/manual(_:)``) are resumed when it is advanced
+/// past their deadline, or when they are cancelled. ``sleepers`` and
 /// ``waitForSleepers(_:)`` let a test wait until the code under test is really waiting before
 /// it moves time.
 public final class ManualClock: Sendable {

@@ -10,8 +10,9 @@ extension TieredCache {
         let inMemory = memory.remove(key)
         guard let l2 = usableL2 else { return (inMemory, nil) }
         do {
-            let removed = try await l2.remove(key, notify: noticeOrigin)
-            if configuration.backplane { counters.backplaneSent.add(1, ordering: .relaxed) }
+            let origin = noticeOrigin
+            let removed = try await l2.remove(key, notify: origin)
+            if origin != nil { counters.backplaneSent.add(1, ordering: .relaxed) }
             return (inMemory, removed)
         } catch {
             l2Failed(error)
@@ -33,8 +34,9 @@ extension TieredCache {
         let memoryEntries = memory.removeAll()
         guard let l2 = usableL2 else { return ClearResult(memoryEntries: memoryEntries, l2Keys: nil) }
         do {
-            let removed = try await l2.removeAll(notify: noticeOrigin)
-            if configuration.backplane { counters.backplaneSent.add(1, ordering: .relaxed) }
+            let origin = noticeOrigin
+            let removed = try await l2.removeAll(notify: origin)
+            if origin != nil { counters.backplaneSent.add(1, ordering: .relaxed) }
             return ClearResult(memoryEntries: memoryEntries, l2Keys: removed)
         } catch {
             l2Failed(error)

@@ -53,13 +53,17 @@ extension TieredCache {
         }
         guard !missing.isEmpty else { return found }
 
+        // Counted per key, as getOrLoad counts them; the loader's one call is one duration.
         counters.misses.add(missing.count, ordering: .relaxed)
-        counters.loads.add(1, ordering: .relaxed)
+        counters.loads.add(missing.count, ordering: .relaxed)
+        let start = clock.monotonicNanoseconds()
         let loaded: [String: ByteBuffer]
         do {
             loaded = try await loader(missing)
+            recordLoadDuration(since: start)
         } catch {
-            counters.loadErrors.add(1, ordering: .relaxed)
+            recordLoadDuration(since: start)
+            counters.loadErrors.add(missing.count, ordering: .relaxed)
             guard missing.allSatisfy({ stale[$0] != nil }) else { throw error }
             counters.staleServed.add(missing.count, ordering: .relaxed)
             for key in missing { found[key] = stale[key] }

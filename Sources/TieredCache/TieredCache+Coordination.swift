@@ -26,10 +26,11 @@ extension TieredCache {
     func acquireLoadLock(_ key: String) async -> LockOutcome {
         guard let l2 = usableL2, l2.isShared, let lease = configuration.lockTimeout else { return .proceed }
         let lock = LoadLock(key: key, token: String(UInt64.random(in: .min ... .max), radix: 36))
-        let deadline = clock.nowMilliseconds() &+ lease.wholeMilliseconds &+ 100
+        // On the monotonic clock: a step of wall time must not cut the wait short or stretch it.
+        let deadline = clock.monotonicNanoseconds() &+ (lease + Self.lockWaitSlack).wholeNanoseconds
         var pause = configuration.lockPollInterval
         var waited = false
-        while clock.nowMilliseconds() < deadline {
+        while clock.monotonicNanoseconds() < deadline {
             do {
                 if try await l2.lock(key, token: lock.token, lease: lease) {
                     if waited, let value = await readL2Fresh(key) {
@@ -59,6 +60,10 @@ extension TieredCache {
         logger.warning("gave up waiting for another instance's load", metadata: ["key": "\(key)"])
         return .proceed
     }
+
+    /// How long past a lock's lease a waiter keeps polling: one last look for the value
+    /// before it loads the key itself.
+    static let lockWaitSlack = Duration.milliseconds(100)
 
     func release(_ lock: LoadLock) async {
         guard let l2 else { return }

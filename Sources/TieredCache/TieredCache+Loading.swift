@@ -68,17 +68,20 @@ extension TieredCache {
     func runLoader(_ load: Load) async throws -> ByteBuffer {
         counters.loads.add(1, ordering: .relaxed)
         let start = clock.monotonicNanoseconds()
-        defer {
-            let elapsed = Duration.nanoseconds(clock.monotonicNanoseconds() - start)
-            loadDurations.record(elapsed)
-            exporter.loadDuration.recordNanoseconds(elapsed.wholeNanoseconds)
-        }
+        defer { recordLoadDuration(since: start) }
         do {
             return try await withHardTimeout(load.loader)
         } catch {
             counters.loadErrors.add(1, ordering: .relaxed)
             throw error
         }
+    }
+
+    /// Records how long a load took (from `start`, on the monotonic clock).
+    func recordLoadDuration(since start: Int64) {
+        let elapsed = Duration.nanoseconds(clock.monotonicNanoseconds() - start)
+        loadDurations.record(elapsed)
+        exporter.loadDuration.recordNanoseconds(elapsed.wholeNanoseconds)
     }
 
     /// Runs the loader (within the hard timeout) and writes its value to both tiers.
@@ -149,6 +152,9 @@ extension TieredCache {
         case .timedOut:
             counters.softTimeouts.add(1, ordering: .relaxed)
             counters.staleServed.add(1, ordering: .relaxed)
+            // Until the load ends (and replaces it), the stale value answers from L1: the next
+            // callers neither wait nor start loads of their own.
+            memory.set(load.key, value: stale.payload, expiresAt: clock.nowMilliseconds() &+ configuration.failSafeThrottle.wholeMilliseconds)
             return stale.payload
         }
     }

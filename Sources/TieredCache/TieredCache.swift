@@ -80,8 +80,8 @@ public final class TieredCache: Service, Sendable {
     /// The L2 store when the circuit lets the cache use it.
     var usableL2: (any L2Store)? { circuit.isOpen ? nil : l2 }
 
-    /// The origin announced with changes, when the backplane is on.
-    var noticeOrigin: String? { configuration.backplane ? instanceID : nil }
+    /// The origin announced with changes, when the backplane is on and someone shares the store.
+    var noticeOrigin: String? { configuration.backplane && hasSharedStore ? instanceID : nil }
 
     // MARK: - Reads and writes
 
@@ -154,11 +154,17 @@ public final class TieredCache: Service, Sendable {
     }
 
     /// Reads a key from L2 (a miss when there is none, it is unusable, or the value is not an
-    /// envelope). With `limit`, a read slower than it is ``L2Read/tooSlow``.
+    /// envelope). With `limit`, a read that has not answered when the clock passes it is
+    /// cancelled and reported as ``L2Read/tooSlow``.
     func readL2(_ key: String, answerWithin limit: Duration? = nil) async -> L2Read {
         guard let l2 = usableL2 else { return .miss }
-        do {
-            let read = try await l2.read(key, answerWithin: limit)
+        do throws(L2StoreError) {
+            let read: L2Read
+            if let limit {
+                read = try await race(l2, key, limit)
+            } else {
+                read = try await l2.read(key)
+            }
             switch read {
             case .invalid(let reason):
                 counters.invalidValues.add(1, ordering: .relaxed)
@@ -180,8 +186,9 @@ public final class TieredCache: Service, Sendable {
     func writeL2(_ entries: [L2Entry]) async {
         guard let l2 = usableL2, !entries.isEmpty else { return }
         do {
-            try await l2.write(entries, notify: noticeOrigin)
-            if configuration.backplane { counters.backplaneSent.add(entries.count, ordering: .relaxed) }
+            let origin = noticeOrigin
+            try await l2.write(entries, notify: origin)
+            if origin != nil { counters.backplaneSent.add(entries.count, ordering: .relaxed) }
         } catch {
             l2Failed(error)
         }
@@ -196,8 +203,39 @@ public final class TieredCache: Service, Sendable {
         return value
     }
 
-    /// Counts an L2 failure; one that says the store is unreachable opens the circuit.
+    /// Reads `key`, or gives up when the clock passes `limit` first (the read is cancelled).
+    private func race(_ l2: any L2Store, _ key: String, _ limit: Duration) async throws(L2StoreError) -> L2Read {
+        let clock = self.clock
+        let first: Result<L2Read, L2StoreError>? = await withTaskGroup(of: Result<L2Read, L2StoreError>?.self) { group in
+            group.addTask {
+                do throws(L2StoreError) {
+                    return .success(try await l2.read(key))
+                } catch {
+                    return .failure(error)
+                }
+            }
+            group.addTask {
+                do {
+                    try await clock.sleep(for: limit)
+                    return .success(.tooSlow)
+                } catch {
+                    return nil  // the read answered first
+                }
+            }
+            defer { group.cancelAll() }
+            while let next = await group.next() {
+                if let next { return next }
+            }
+            return nil
+        }
+        guard let first else { throw L2StoreError(.cancelled, "the read was cancelled") }
+        return try first.get()
+    }
+
+    /// Counts an L2 failure; one that says the store is unreachable opens the circuit. A
+    /// cancelled call is nobody's failure and is not counted.
     func l2Failed(_ error: L2StoreError) {
+        guard error.code != .cancelled else { return }
         counters.l2Errors.add(1, ordering: .relaxed)
         guard error.code == .unavailable else { return }
         if circuit.trip(error.message, now: clock.nowMilliseconds()) {

@@ -45,26 +45,20 @@ public final class RedisStore: L2Store {
     public var location: String { client.configuration.endpoint.description }
 
     /// The Redis key of a cache key.
-    public func redisKey(_ key: String) -> String { configuration.keyPrefix + key }
+    func redisKey(_ key: String) -> String { configuration.keyPrefix + key }
 
-    /// The Redis key of a cache key's load lock.
-    public func lockKey(_ key: String) -> String { configuration.keyPrefix + "lock:" + key }
+    /// The Redis key of a cache key's load lock (beside the value, so Cluster can give both one slot).
+    func lockKey(_ key: String) -> String { configuration.keyPrefix + "lock:" + key }
 
     /// The pub/sub channel of the backplane.
-    public var backplaneChannel: String { configuration.keyPrefix + "backplane" }
+    var backplaneChannel: String { configuration.keyPrefix + "backplane" }
 
     // MARK: - Values
 
-    public func read(_ key: String, answerWithin limit: Duration?) async throws(L2StoreError) -> L2Read {
-        let command = RESPCommand("GET", redisKey(key))
+    public func read(_ key: String) async throws(L2StoreError) -> L2Read {
         let reply: RESPValue
         do {
-            if let limit {
-                guard let answered = try await client.send(command, answerWithin: limit) else { return .tooSlow }
-                reply = answered
-            } else {
-                reply = try await client.send(command)
-            }
+            reply = try await client.send(RESPCommand("GET", redisKey(key)))
         } catch {
             throw Self.storeError(error)
         }
@@ -104,7 +98,12 @@ public final class RedisStore: L2Store {
             commands.append(set)
             if let origin { commands.append(notice(BackplaneNotice(origin: origin, operation: .set, key: entry.key))) }
         }
-        try await pipeline(commands)
+        let replies = try await pipeline(commands)
+        // A value that was not written is a failure; a notice that was not published is not
+        // (the value is there; other instances see it when their L1 entry expires).
+        for (index, reply) in replies.enumerated() where index % (origin == nil ? 1 : 2) == 0 {
+            if let message = reply.errorMessage { throw L2StoreError(.rejected, message) }
+        }
     }
 
     public func remove(_ key: String, notify origin: String?) async throws(L2StoreError) -> Bool {
@@ -112,7 +111,7 @@ public final class RedisStore: L2Store {
         if let origin { commands.append(notice(BackplaneNotice(origin: origin, operation: .remove, key: key))) }
         let replies = try await pipeline(commands)
         guard case .integer(let removed) = replies[0] else { throw L2StoreError(.rejected, "UNLINK returned \(replies[0])") }
-        return removed > 0
+        return removed > 0  // a notice that was not published does not undo the removal
     }
 
     public func removeAll(notify origin: String?) async throws(L2StoreError) -> Int {
@@ -132,7 +131,7 @@ public final class RedisStore: L2Store {
         } catch {
             throw Self.storeError(error)
         }
-        if let origin { try await pipeline([notice(BackplaneNotice(origin: origin, operation: .clear, key: ""))]) }
+        if let origin { _ = try? await pipeline([notice(BackplaneNotice(origin: origin, operation: .clear, key: ""))]) }
         return removed
     }
 
@@ -223,17 +222,13 @@ public final class RedisStore: L2Store {
 
     // MARK: - Helpers
 
-    /// Sends commands in one round trip; an error reply among them fails the call.
-    @discardableResult
+    /// Sends commands in one round trip; error replies come back as values for the caller to weigh.
     private func pipeline(_ commands: [RESPCommand]) async throws(L2StoreError) -> [RESPValue] {
-        let replies: [RESPValue]
         do {
-            replies = try await client.pipeline(commands)
+            return try await client.pipeline(commands)
         } catch {
             throw Self.storeError(error)
         }
-        if let message = replies.lazy.compactMap(\.errorMessage).first { throw L2StoreError(.rejected, message) }
-        return replies
     }
 
     static func decode(_ reply: RESPValue, for command: String) throws(L2StoreError) -> L2Read {
@@ -253,7 +248,8 @@ public final class RedisStore: L2Store {
     }
 
     static func storeError(_ error: RedisError) -> L2StoreError {
-        L2StoreError(error.isConnectivityFailure ? .unavailable : .rejected, "\(error)")
+        if error.code == .cancelled { return L2StoreError(.cancelled, "\(error)") }
+        return L2StoreError(error.isConnectivityFailure ? .unavailable : .rejected, "\(error)")
     }
 
     /// `text` with the glob characters of `SCAN MATCH` escaped.

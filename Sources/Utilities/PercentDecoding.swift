@@ -1,11 +1,13 @@
 /// `%XX` decoding of URL components, one implementation for every caller.
 package enum PercentDecoding {
-    /// Decodes `%XX` escapes; nil when an escape is malformed (`%`, `%4`, `%zz`).
+    /// Decodes `%XX` escapes; nil when an escape is malformed (`%`, `%4`, `%zz`) or the
+    /// decoded bytes are not UTF-8 (`%FF`).
     package static func strict(_ text: some StringProtocol) -> String? {
         decode(text, lenient: false)
     }
 
-    /// Decodes `%XX` escapes and leaves malformed ones as they are (`100%` stays `100%`).
+    /// Decodes `%XX` escapes and leaves malformed ones as they are (`100%` stays `100%`); when
+    /// the decoded bytes are not UTF-8, the text is returned as it came.
     package static func lenient(_ text: some StringProtocol) -> String {
         decode(text, lenient: true) ?? String(text)
     }
@@ -28,7 +30,7 @@ package enum PercentDecoding {
             out.append(bytes[i])
             i += 1
         }
-        return String(decoding: out, as: UTF8.self)
+        return String(validating: out, as: UTF8.self)
     }
 
     private static func hexValue(_ b: UInt8) -> UInt8? {

@@ -129,6 +129,8 @@ struct AdminRouteTests {
             #expect(metrics["total_requests"] as? Int == 2)
             #expect(metrics["hit_rate_percent"] as? Double == 50)
             #expect(metrics["redis_connected"] as? Bool == false)
+            #expect(metrics["backplane_sent"] as? Int == 0, "no instance shares an in-process store: nothing to announce")
+            #expect(metrics["redis_errors"] as? Int == 0)
         }
     }
 
@@ -140,6 +142,7 @@ struct AdminRouteTests {
             let inner = try #require(status["status"] as? [String: Any])
             #expect(inner["backend"] as? String == "memory")
             #expect(inner["redis_connected"] as? Bool == false)
+            #expect(inner["keys"] == nil, "no shared store to count keys in")
             let health = try await client.execute(uri: "/api/ibge/cache/health", method: .get)
             #expect(health.status == .ok)
             #expect(try object(health.body)["status"] as? String == "healthy")

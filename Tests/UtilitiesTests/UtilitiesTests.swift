@@ -61,5 +61,7 @@ struct PercentDecodingTests {
         #expect(PercentDecoding.lenient("100%") == "100%")
         #expect(PercentDecoding.lenient("%zz%7C") == "%zz|")
         #expect(PercentDecoding.lenient("a%7") == "a%7")
+        #expect(PercentDecoding.strict("%FF") == nil, "not UTF-8")
+        #expect(PercentDecoding.lenient("k%FF") == "k%FF", "not UTF-8: left as it came")
     }
 }

@@ -88,30 +88,6 @@ public final class RedisConnection: Sendable {
         return try await wait(for: requests)
     }
 
-    /// Sends a command and returns its reply, or nil if none came within `limit` (the reply is
-    /// then dropped when it comes; nothing is closed).
-    public func send(_ command: RESPCommand, answerWithin limit: Duration) async throws(RedisError) -> RESPValue? {
-        let request = makeRequest(command)
-        let eventLoop = channel.eventLoop
-        let first = eventLoop.makePromise(of: RESPValue?.self)
-        request.promise.futureResult.whenComplete { first.completeWith($0.map { Optional($0) }) }
-        enqueue(CollectionOfOne(request))
-        let timer = eventLoop.scheduleTask(in: TimeAmount(limit)) {
-            first.succeed(nil)
-            self.cancel(request.id)
-        }
-        defer { timer.cancel() }
-        do {
-            return try await withTaskCancellationHandler {
-                try await first.futureResult.get()
-            } onCancel: {
-                self.cancel(request.id)
-            }
-        } catch {
-            throw Self.redisError(error)
-        }
-    }
-
     /// Writes a command that the server answers with pushes rather than a reply
     /// (SUBSCRIBE, PSUBSCRIBE, UNSUBSCRIBE, PUNSUBSCRIBE).
     func sendWithoutReply(_ command: RESPCommand) {
