@@ -75,7 +75,8 @@ extension TieredCache {
         for key in missing {
             guard let value = loaded[key] else { continue }
             found[key] = value
-            entries.append(storeL1(key, value: value, ttl: load.ttl(for: value, jitter: configuration.ttlJitter), now: now))
+            let ttl = load.ttl(for: value, jitter: configuration.ttlJitter)
+            entries.append(l2Entry(key, value: value, freshUntil: storeL1(key, value: value, ttl: ttl, now: now), ttl: ttl))
         }
         await writeL2(entries)
         return found

@@ -95,7 +95,8 @@ extension TieredCache {
     /// background.
     private func loadWithoutWaitingOnL2(_ load: Load) async throws -> ByteBuffer {
         let value = try await runLoader(load)
-        let entry = storeL1(load.key, value: value, ttl: load.ttl(for: value, jitter: configuration.ttlJitter), now: clock.nowMilliseconds())
+        let ttl = load.ttl(for: value, jitter: configuration.ttlJitter)
+        let entry = l2Entry(load.key, value: value, freshUntil: storeL1(load.key, value: value, ttl: ttl, now: clock.nowMilliseconds()), ttl: ttl)
         background.yield { await self.writeL2([entry]) }
         return value
     }

@@ -32,6 +32,8 @@ public final class TieredCache: Service, Sendable {
     package let memory: MemoryStore
     /// The shared tier, if any.
     package let l2: (any L2Store)?
+    /// Whether there is an L2 (a plain flag: testing the existential costs a copy on the hot path).
+    let hasL2: Bool
     let circuit: CircuitBreaker
     let flights = SingleFlight()
     let counters = Counters()
@@ -40,6 +42,9 @@ public final class TieredCache: Service, Sendable {
     /// The counters' way into swift-metrics.
     let exporter: MetricsExporter
     let logger: Logger
+    /// ``Configuration/defaultTTL`` in milliseconds, computed once (a `Duration`'s components
+    /// cost a 128-bit division, more than the rest of an L1 write).
+    let defaultTTLMilliseconds: Int64
     /// This instance's name on the backplane, so it ignores its own notices.
     public let instanceID: String
     /// Work that outlives the request that started it (eager refreshes, loads past the soft
@@ -57,7 +62,9 @@ public final class TieredCache: Service, Sendable {
         self.configuration = configuration
         self.memory = MemoryStore(configuration: configuration.memory, clock: clock)
         self.l2 = l2
+        self.hasL2 = l2 != nil
         self.circuit = CircuitBreaker(open: l2?.isShared ?? false)
+        self.defaultTTLMilliseconds = configuration.defaultTTL.wholeMilliseconds
         self.logger = logger
         self.instanceID = String(UInt64.random(in: .min ... .max), radix: 36)
         (self.backgroundJobs, self.background) = AsyncStream.makeStream(bufferingPolicy: .bufferingNewest(1024))
@@ -88,7 +95,7 @@ public final class TieredCache: Service, Sendable {
     /// The cached value of `key` from L1 or L2, or nil. Never calls a loader.
     nonisolated(nonsending) public func get(_ key: String) async -> ByteBuffer? {
         if let value = memory.get(key) { return value }
-        if l2 != nil, case .hit(let envelope) = await readL2(key), envelope.freshUntil > clock.nowMilliseconds() {
+        if hasL2, case .hit(let envelope) = await readL2(key), envelope.freshUntil > clock.nowMilliseconds() {
             counters.l2Hits.add(1, ordering: .relaxed)
             return fillL1(key, envelope)
         }
@@ -100,8 +107,8 @@ public final class TieredCache: Service, Sendable {
     /// A store failure is absorbed (the value is in L1, and the circuit opens).
     nonisolated(nonsending) public func set(_ key: String, value: ByteBuffer, ttl: Duration? = nil) async {
         let now = clock.nowMilliseconds()
-        let entry = storeL1(key, value: value, ttl: ttl ?? configuration.defaultTTL, now: now)
-        if l2 != nil { await writeL2([entry]) }
+        let freshUntil = storeL1(key, value: value, ttlMilliseconds: ttl?.wholeMilliseconds ?? defaultTTLMilliseconds, now: now)
+        if hasL2 { await writeL2([l2Entry(key, value: value, freshUntil: freshUntil, ttl: ttl ?? configuration.defaultTTL)]) }
     }
 
     /// The value of `key`: from L1, else L2, else by running `loader` and storing its result in
@@ -144,13 +151,23 @@ public final class TieredCache: Service, Sendable {
 
     // MARK: - Tiers
 
-    /// Stores a value in L1 (with its eager-refresh time) and returns the entry to write to L2.
-    func storeL1(_ key: String, value: ByteBuffer, ttl: Duration, now: Int64) -> L2Entry {
-        let ttlMilliseconds = ttl.wholeMilliseconds
+    /// Stores a value in L1 (with its eager-refresh time); returns when it stops being fresh.
+    @inline(__always)
+    func storeL1(_ key: String, value: ByteBuffer, ttl: Duration, now: Int64) -> Int64 {
+        storeL1(key, value: value, ttlMilliseconds: ttl.wholeMilliseconds, now: now)
+    }
+
+    @inline(__always)
+    func storeL1(_ key: String, value: ByteBuffer, ttlMilliseconds: Int64, now: Int64) -> Int64 {
         let freshUntil = now &+ ttlMilliseconds
         let refreshAt = configuration.eagerRefreshFraction.map { now &+ Int64(Double(ttlMilliseconds) * $0) } ?? .max
         memory.set(key, value: value, expiresAt: freshUntil, now: now, refreshAt: refreshAt)
-        return L2Entry(key: key, envelope: CacheEnvelope(freshUntil: freshUntil, payload: value), lifetime: ttl + configuration.gracePeriod)
+        return freshUntil
+    }
+
+    /// The L2 entry of a value: its envelope, kept for its TTL plus the grace period.
+    func l2Entry(_ key: String, value: ByteBuffer, freshUntil: Int64, ttl: Duration) -> L2Entry {
+        L2Entry(key: key, envelope: CacheEnvelope(freshUntil: freshUntil, payload: value), lifetime: ttl + configuration.gracePeriod)
     }
 
     /// Reads a key from L2 (a miss when there is none, it is unusable, or the value is not an
