@@ -24,31 +24,27 @@ public struct RESPCommand: Sendable {
 
     /// Appends a text argument.
     public mutating func append(_ argument: String) {
-        argumentCount += 1
-        body.writeStaticString("$")
-        body.writeDecimal(argument.utf8.count)
-        body.writeStaticString("\r\n")
-        body.writeString(argument)
-        body.writeStaticString("\r\n")
+        appendBulk(length: argument.utf8.count) { $0.writeString(argument) }
     }
 
     /// Appends a binary argument.
     public mutating func append(_ argument: ByteBuffer) {
-        argumentCount += 1
-        body.writeStaticString("$")
-        body.writeDecimal(argument.readableBytes)
-        body.writeStaticString("\r\n")
-        body.writeImmutableBuffer(argument)
-        body.writeStaticString("\r\n")
+        appendBulk(length: argument.readableBytes) { $0.writeImmutableBuffer(argument) }
     }
 
     /// Appends a binary argument.
     public mutating func append(bytes argument: some Collection<UInt8>) {
+        appendBulk(length: argument.count) { $0.writeBytes(argument) }
+    }
+
+    /// `$<length>\r\n<payload>\r\n`, the payload written by `write`.
+    @inline(__always)
+    private mutating func appendBulk(length: Int, _ write: (inout ByteBuffer) -> Void) {
         argumentCount += 1
         body.writeStaticString("$")
-        body.writeDecimal(argument.count)
+        body.writeDecimal(length)
         body.writeStaticString("\r\n")
-        body.writeBytes(argument)
+        write(&body)
         body.writeStaticString("\r\n")
     }
 
