@@ -13,8 +13,14 @@ public func eventually(within limit: Duration = .seconds(15), _ condition: () as
 /// Runs `service` (a long-running `run()`, such as a cache's or a client's) in a child task
 /// around `body`, then cancels it and waits for it to end before returning.
 public func withRunning<T: Sendable>(_ service: @escaping @Sendable () async throws -> Void, _ body: () async throws -> T) async throws -> T {
+    try await withRunning([service], body)
+}
+
+/// Runs each of `services` in a child task around `body`, then cancels them and waits for them
+/// to end before returning.
+public func withRunning<T: Sendable>(_ services: [@Sendable () async throws -> Void], _ body: () async throws -> T) async throws -> T {
     try await withThrowingTaskGroup(of: Void.self) { group in
-        group.addTask { try await service() }
+        for service in services { group.addTask { try await service() } }
         do {
             let result = try await body()
             group.cancelAll()

@@ -133,23 +133,13 @@ final class Harness: Sendable {
 /// loop sleeps on `clock` (so the sleepers a test counts are its own), then stops them and
 /// waits for them to end.
 func running<T: Sendable>(_ caches: [TieredCache], on clock: ManualClock, _ body: () async throws -> T) async throws -> T {
-    try await withThrowingTaskGroup(of: Void.self) { group in
-        for cache in caches { group.addTask { try await cache.run() } }
-        do {
-            guard await eventually({ caches.allSatisfy { !$0.hasSharedStore || $0.isRedisConnected } }),
-                await clock.waitForSleepers(caches.count)
-            else {
-                throw HarnessError(message: "the caches did not connect to their store")
-            }
-            let result = try await body()
-            group.cancelAll()
-            try await group.waitForAll()
-            return result
-        } catch {
-            group.cancelAll()
-            try? await group.waitForAll()
-            throw error
+    try await withRunning(caches.map { cache in { try await cache.run() } }) {
+        guard await eventually({ caches.allSatisfy { !$0.hasSharedStore || $0.isRedisConnected } }),
+            await clock.waitForSleepers(caches.count)
+        else {
+            throw HarnessError(message: "the caches did not connect to their store")
         }
+        return try await body()
     }
 }
 
