@@ -2,19 +2,16 @@
 public struct CacheError: Error, Sendable, CustomStringConvertible {
     /// Kinds of cache failure.
     public struct Code: Hashable, Sendable, CustomStringConvertible {
-        enum Base: Hashable, Sendable { case invalidEnvelope, loaderFailed, loaderTimeout }
+        enum Base: Hashable, Sendable { case invalidEnvelope, loaderTimeout }
         let base: Base
         /// A value read from the L2 store is not a valid envelope.
         public static let invalidEnvelope = Code(base: .invalidEnvelope)
-        /// The loader threw.
-        public static let loaderFailed = Code(base: .loaderFailed)
         /// The loader did not finish in time.
         public static let loaderTimeout = Code(base: .loaderTimeout)
 
         public var description: String {
             switch base {
             case .invalidEnvelope: "invalid envelope"
-            case .loaderFailed: "loader failed"
             case .loaderTimeout: "loader timeout"
             }
         }

@@ -142,7 +142,6 @@ extension TieredCache {
         }
         guard case .enqueued = submitted else {
             // No background runner: load in the foreground.
-            outcome.fail(CacheError(.loaderFailed, "no background runner"))
             return try await loadAndStoreOrStale(load, stale: stale, lock: lock)
         }
         switch await outcome.wait(timeout: soft, clock: clock) {
