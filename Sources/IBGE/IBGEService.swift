@@ -57,7 +57,20 @@ public final class IBGEService: Sendable {
 
     /// The JSON body IBGE gives for the request, from the cache, the upstream or the snapshot.
     public func body(for request: LocalidadesRequest) async throws(IBGEError) -> ByteBuffer {
-        if let ids = request.ids, ids.count > 1, request.child == nil, !request.orderByName, !request.flat {
+        try await answer(for: request).value
+    }
+
+    /// Whether the request's answer is one cache entry, under ``LocalidadesRequest/cacheKey``
+    /// (not assembled from several, as a joined request is).
+    public static func isSingleEntry(_ request: LocalidadesRequest) -> Bool {
+        !(request.ids.map { $0.count > 1 } ?? false) || request.child != nil || request.orderByName || request.flat
+    }
+
+    /// The answer to the request with its validator and freshness: from the cache, the
+    /// upstream or the snapshot. A joined answer's tag combines its parts' tags, and it is
+    /// fresh as long as all of them; a snapshot fallback (not cached) is not fresh at all.
+    public func answer(for request: LocalidadesRequest) async throws(IBGEError) -> CachedValue {
+        if !Self.isSingleEntry(request), let ids = request.ids {
             return try await joined(request.level, ids: ids)
         }
         guard let upstream else {
@@ -71,21 +84,26 @@ public final class IBGEService: Sendable {
             fallbacks.add(1, ordering: .relaxed)
             logger.warning(
                 "IBGE unavailable, answering from the embedded snapshot", metadata: ["path": "\(request.canonicalPath)", "error": "\(error)"])
-            return try embedded.body(for: request)
+            return uncached(try embedded.body(for: request))
         }
+    }
+
+    /// An answer that is not in the cache (a fallback): its tag computed now, not fresh.
+    private func uncached(_ body: ByteBuffer) -> CachedValue {
+        CachedValue(value: body, tag: ContentTag.of(body), freshUntil: 0)
     }
 
     /// A `|`-joined request (`/municipios/4208203|3550308`), answered from the per-id cache
     /// entries (one `MGET` for those L1 lacks, one upstream request for the rest), so joined and
     /// single requests share their cached answers. The array holds the known ids' objects in id
     /// order, IBGE's bytes for each.
-    private func joined(_ level: LocalidadesLevel, ids: [LocalidadeID]) async throws(IBGEError) -> ByteBuffer {
+    private func joined(_ level: LocalidadesLevel, ids: [LocalidadeID]) async throws(IBGEError) -> CachedValue {
         let codes = Array(Set(ids.compactMap { id -> Int? in if case .code(let n) = id { return n } else { return nil } })).sorted()
         let keyOf: @Sendable (Int) -> String = { code in LocalidadesRequest(level: level, ids: [.code(code)]).cacheKey }
         let codeOf = Dictionary(uniqueKeysWithValues: codes.map { (keyOf($0), $0) })
-        let values: [String: ByteBuffer]
+        let values: [String: CachedValue]
         do {
-            values = try await cache.getMany(codes.map(keyOf), ttl: ttl, negativeTTL: negativeTTL, isNegative: Self.isEmptyAnswer) { missing in
+            values = try await cache.getManyValues(codes.map(keyOf), ttl: ttl, negativeTTL: negativeTTL, isNegative: Self.isEmptyAnswer) { missing in
                 let missingCodes = missing.compactMap { codeOf[$0] }
                 return try await self.loadSingles(level, codes: missingCodes).reduce(into: [:]) { $0[keyOf($1.key)] = $1.value }
             }
@@ -93,20 +111,26 @@ public final class IBGEService: Sendable {
             guard upstream != nil else { throw error as? IBGEError ?? IBGEError(.upstreamFailed, "\(error)") }
             fallbacks.add(1, ordering: .relaxed)
             logger.warning("IBGE unavailable, answering from the embedded snapshot", metadata: ["level": "\(level.rawValue)", "error": "\(error)"])
-            return try embedded.body(for: LocalidadesRequest(level: level, ids: ids))
+            return uncached(try embedded.body(for: LocalidadesRequest(level: level, ids: ids)))
         }
         var writer = IBGEJSONWriter(capacity: codes.count * 500 + 2)
         writer.raw("[")
         var first = true
+        // The parts' tags, combined in id order (no hash of the assembled bytes per request).
+        var tag: UInt64 = 0x6A09_E667_F3BC_C908
+        var freshUntil = Int64.max
         for code in codes {
-            guard let value = values[keyOf(code)], !Self.isEmptyAnswer(value) else { continue }
+            guard let part = values[keyOf(code)] else { continue }
+            tag = (tag ^ part.tag) &* 0x100_0000_01B3 &+ UInt64(truncatingIfNeeded: code)
+            freshUntil = min(freshUntil, part.freshUntil)
+            guard !Self.isEmptyAnswer(part.value) else { continue }
             if !first { writer.raw(",") }
             first = false
-            var element = value
+            var element = part.value
             writer.buffer.writeBuffer(&element)
         }
         writer.raw("]")
-        return writer.buffer
+        return CachedValue(value: writer.buffer, tag: tag, freshUntil: freshUntil == .max ? 0 : freshUntil)
     }
 
     /// The single-id answers for `codes`: from the snapshot, or from one joined upstream request
@@ -139,6 +163,11 @@ public final class IBGEService: Sendable {
     /// or the upstream; when the upstream fails, the Census 2022 population queries are answered
     /// from embedded data. Without an upstream only those population queries are answered.
     public func mirror(_ request: UpstreamRequest) async throws(IBGEError) -> ByteBuffer {
+        try await mirrorAnswer(request).value
+    }
+
+    /// As ``mirror(_:)``, with the answer's validator and freshness.
+    public func mirrorAnswer(_ request: UpstreamRequest) async throws(IBGEError) -> CachedValue {
         let ttl = request.kind == .agregados ? agregadosTTL : self.ttl
         guard let upstream else {
             guard let selector = request.populationSelector, let body = population.body(localidades: selector, snapshot: snapshot) else {
@@ -152,7 +181,7 @@ public final class IBGEService: Sendable {
             if let selector = request.populationSelector, let body = population.body(localidades: selector, snapshot: snapshot) {
                 fallbacks.add(1, ordering: .relaxed)
                 logger.warning("IBGE unavailable, answering Census 2022 population from embedded data", metadata: ["error": "\(error)"])
-                return body
+                return uncached(body)
             }
             throw error
         }
@@ -165,10 +194,10 @@ public final class IBGEService: Sendable {
     }
 
     private func cached(_ key: String, ttl: Duration, _ load: @escaping @Sendable () async throws(IBGEError) -> ByteBuffer) async throws(IBGEError)
-        -> ByteBuffer
+        -> CachedValue
     {
         do {
-            return try await cache.getOrLoad(key, ttl: ttl, negativeTTL: negativeTTL, isNegative: Self.isEmptyAnswer) { try await load() }
+            return try await cache.getOrLoadValue(key, ttl: ttl, negativeTTL: negativeTTL, isNegative: Self.isEmptyAnswer) { try await load() }
         } catch let error as IBGEError {
             throw error
         } catch {

@@ -14,9 +14,9 @@ struct AdminRoutes {
 
     func register(on router: Router<AppRequestContext>) {
         let group = router.group("/api/ibge/cache").add(middleware: AdminAuthMiddleware(token: configuration.adminToken))
-        group.get("status") { _, _ in await status() }
-        group.get("health") { _, _ in await health() }
-        group.get("metrics") { _, _ -> Response in
+        group.getAndHead("status") { _, _ in await status() }
+        group.getAndHead("health") { _, _ in await health() }
+        group.getAndHead("metrics") { _, _ -> Response in
             .json(MetricsBody(success: true, metrics: .init(cache.metrics(), embeddedFallbacks: service.embeddedFallbacks)))
         }
         group.post("clear") { _, _ in await clear() }

@@ -1,4 +1,5 @@
 public import Hummingbird
+import HummingbirdCore
 import IBGE
 import Prometheus
 public import Logging
@@ -61,15 +62,22 @@ public func buildApplication(
         cache: cache, snapshot: snapshot, population: try Population2022.embedded(), upstream: upstream, ttl: configuration.ttl,
         agregadosTTL: configuration.agregadosTTL, logger: makeLogger("ibge-cache.ibge"))
 
+    let answers = DataAnswers(gracePeriod: configuration.gracePeriod)
     let router = Router(context: AppRequestContext.self)
     router.add(middleware: LogRequestsMiddleware(.debug))
-    DataRoutes(service: service).register(on: router)
+    DataRoutes(service: service, answers: answers).register(on: router)
     AdminRoutes(service: service, configuration: configuration, startedAt: .now).register(on: router)
     PrometheusRoute(cache: cache, registry: registry).register(on: router)
     DashboardRoute().register(on: router)
 
+    let fastPath = configuration.fastPath ? L1FastPath(service: service, answers: answers, logger: makeLogger("ibge-cache.http")) : nil
+    let limits = configuration.connectionLimits
+    let openConnections = OpenConnections()
     var app = Application(
         router: router,
+        server: HTTPServerBuilder { responder in
+            GuardedHTTP1Channel(responder: responder, limits: limits, fastPath: fastPath, openConnections: openConnections)
+        },
         configuration: .init(address: .hostname(configuration.host, port: configuration.port), serverName: "ibge-cache"),
         logger: logger
     )

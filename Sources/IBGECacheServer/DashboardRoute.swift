@@ -5,7 +5,7 @@ import NIOCore
 /// (status, health, metrics) every two seconds. No external scripts or styles.
 struct DashboardRoute {
     func register(on router: Router<AppRequestContext>) {
-        router.get("/dashboard") { _, _ -> Response in
+        router.getAndHead("/dashboard") { _, _ -> Response in
             Response(
                 status: .ok, headers: [.contentType: "text/html; charset=utf-8", .cacheControl: "no-store"],
                 body: .init(byteBuffer: ByteBuffer(string: Self.page)))

@@ -10,7 +10,7 @@ struct PrometheusRoute {
     let registry: PrometheusCollectorRegistry
 
     func register(on router: Router<AppRequestContext>) {
-        router.get("/metrics") { _, _ -> Response in
+        router.getAndHead("/metrics") { _, _ -> Response in
             // Hand the counters' latest gains to swift-metrics, so the scrape is exactly current.
             cache.exportMetrics()
             return Response(

@@ -36,6 +36,12 @@ public struct ServerConfiguration: Sendable {
     public var gracePeriod: Duration
     /// `LOG_LEVEL`.
     public var logLevel: Logger.Level
+    /// `HTTP_HEADER_TIMEOUT`, `HTTP_IDLE_TIMEOUT`, `MAX_CONNECTIONS`, `HTTP_MAX_URI_BYTES`,
+    /// `HTTP_MAX_BODY_BYTES`.
+    public var connectionLimits: ConnectionLimits
+    /// `HTTP_FAST_PATH`: answer L1 hits below the router (default true; false sends every
+    /// request through the router, for comparison).
+    public var fastPath: Bool
 
     /// The defaults of DESIGN.md.
     public init() {
@@ -53,6 +59,8 @@ public struct ServerConfiguration: Sendable {
         self.memoryMaximumBytes = 256 * 1024 * 1024
         self.gracePeriod = .seconds(24 * 3600)
         self.logLevel = .info
+        self.connectionLimits = ConnectionLimits()
+        self.fastPath = true
     }
 
     /// Reads the configuration from environment variables.
@@ -98,12 +106,30 @@ public struct ServerConfiguration: Sendable {
         if let seconds = try integer("IBGE_CACHE_GRACE", 0...(365 * 86400), "a whole number of seconds, 0 or more") {
             gracePeriod = .seconds(seconds)
         }
-        if let flag = value("ENABLE_REAL_APIS") {
-            switch flag.lowercased() {
-            case "true", "1", "yes", "on": enableRealAPIs = true
-            case "false", "0", "no", "off": enableRealAPIs = false
-            default: throw ConfigurationError(variable: "ENABLE_REAL_APIS", value: flag, expected: "true or false")
+        func flag(_ name: String) throws(ConfigurationError) -> Bool? {
+            guard let text = value(name) else { return nil }
+            switch text.lowercased() {
+            case "true", "1", "yes", "on": return true
+            case "false", "0", "no", "off": return false
+            default: throw ConfigurationError(variable: name, value: text, expected: "true or false")
             }
+        }
+        if let on = try flag("ENABLE_REAL_APIS") { enableRealAPIs = on }
+        if let on = try flag("HTTP_FAST_PATH") { fastPath = on }
+        if let seconds = try integer("HTTP_HEADER_TIMEOUT", 1...3600, "a whole number of seconds from 1 to 3600") {
+            connectionLimits.requestReadTimeout = .seconds(seconds)
+        }
+        if let seconds = try integer("HTTP_IDLE_TIMEOUT", 1...86400, "a whole number of seconds from 1 to 86400") {
+            connectionLimits.idleTimeout = .seconds(seconds)
+        }
+        if let n = try integer("MAX_CONNECTIONS", 1...1_000_000, "a whole number of connections, at least 1") {
+            connectionLimits.maximumConnections = n
+        }
+        if let n = try integer("HTTP_MAX_URI_BYTES", 256...connectionLimits.maximumHeaderFieldBytes, "a number of bytes from 256 to 16384") {
+            connectionLimits.maximumURIBytes = n
+        }
+        if let n = try integer("HTTP_MAX_BODY_BYTES", 0...(64 * 1024 * 1024), "a number of bytes from 0 to 67108864") {
+            connectionLimits.maximumBodyBytes = n
         }
         if let base = value("IBGE_API_BASE_URL") {
             guard base.hasPrefix("https://") || base.hasPrefix("http://"), base.count > 8 else {

@@ -103,14 +103,14 @@ public final class MemoryStore: @unchecked Sendable {
         return shard(for: hash).pointee.withLock { $0.get(key, hash: hash, now: now)?.value }
     }
 
-    /// The value of a live entry, and whether its eager-refresh time has passed. Only the first
-    /// caller to find it due is told so (the mark is cleared under the lock), so one refresh is
-    /// started, not one per reader.
+    /// The live entry of `key` with its tag and freshness, and whether its eager-refresh time
+    /// has passed. With `consumeRefresh` only the first caller to find it due is told so (it
+    /// starts the refresh); without, the mark stays for a caller that can start one.
     @inline(__always)
-    public func lookup(_ key: String) -> (value: ByteBuffer, refresh: Bool)? {
+    public func lookupValue(_ key: String, consumeRefresh: Bool) -> (value: CachedValue, refresh: Bool)? {
         let hash = hasher.hash(key)
         let now = clock.nowMilliseconds()
-        return shard(for: hash).pointee.withLock { $0.lookup(key, hash: hash, now: now) }
+        return shard(for: hash).pointee.withLock { $0.lookupValue(key, hash: hash, now: now, consumeRefresh: consumeRefresh) }
     }
 
     /// The value of a live entry and the time (ms since 1970) it expires, or nil.
@@ -130,9 +130,19 @@ public final class MemoryStore: @unchecked Sendable {
     }
 
     @inline(__always) @discardableResult
-    func set(_ key: String, value: ByteBuffer, expiresAt: Int64, now: Int64, refreshAt: Int64 = .max) -> Bool {
+    func set(
+        _ key: String, value: ByteBuffer, expiresAt: Int64, now: Int64, refreshAt: Int64 = .max, tag: UInt64 = 0, freshUntil: Int64? = nil
+    ) -> Bool {
         let hash = hasher.hash(key)
-        return shard(for: hash).pointee.withLock { $0.set(key, hash: hash, value: value, expiresAt: expiresAt, refreshAt: refreshAt, now: now) }
+        return shard(for: hash).pointee.withLock {
+            $0.set(key, hash: hash, value: value, expiresAt: expiresAt, refreshAt: refreshAt, tag: tag, freshUntil: freshUntil, now: now)
+        }
+    }
+
+    /// Stores a cached value (with its tag and freshness) until `expiresAt` (ms since 1970).
+    @inline(__always) @discardableResult
+    func set(_ key: String, _ cached: CachedValue, expiresAt: Int64, now: Int64, refreshAt: Int64 = .max) -> Bool {
+        set(key, value: cached.value, expiresAt: expiresAt, now: now, refreshAt: refreshAt, tag: cached.tag, freshUntil: cached.freshUntil)
     }
 
     /// Stores a value for `ttl`.

@@ -10,6 +10,10 @@ struct ShardTable: ~Copyable {
         var expiresAt: Int64
         /// When a read should start an eager refresh (Int64.max: never, or already started).
         var refreshAt: Int64
+        /// The value's ``ContentTag`` and when it stops being fresh (before `expiresAt` for a
+        /// stale value kept for the fail-safe's throttle).
+        var tag: UInt64
+        var freshUntil: Int64
         var size: Int
         var referenced: Bool
         var occupied: Bool
@@ -89,14 +93,20 @@ struct ShardTable: ~Copyable {
         return (entries[index].value, entries[index].expiresAt)
     }
 
-    mutating func lookup(_ key: String, hash: UInt64, now: Int64) -> (value: ByteBuffer, refresh: Bool)? {
+    /// The live entry with its tag and freshness; `consumeRefresh` clears a due refresh mark
+    /// (the caller starts the refresh), else the mark stays for a caller that can.
+    mutating func lookupValue(_ key: String, hash: UInt64, now: Int64, consumeRefresh: Bool) -> (value: CachedValue, refresh: Bool)? {
         guard let index = live(key, hash: hash, now: now) else { return nil }
-        guard entries[index].refreshAt <= now else { return (entries[index].value, false) }
-        entries[index].refreshAt = .max
-        return (entries[index].value, true)
+        let entry = CachedValue(value: entries[index].value, tag: entries[index].tag, freshUntil: entries[index].freshUntil)
+        guard entries[index].refreshAt <= now else { return (entry, false) }
+        if consumeRefresh { entries[index].refreshAt = .max }
+        return (entry, true)
     }
 
-    mutating func set(_ key: String, hash: UInt64, value: ByteBuffer, expiresAt: Int64, refreshAt: Int64 = .max, now: Int64) -> Bool {
+    mutating func set(
+        _ key: String, hash: UInt64, value: ByteBuffer, expiresAt: Int64, refreshAt: Int64 = .max, tag: UInt64 = 0,
+        freshUntil: Int64? = nil, now: Int64
+    ) -> Bool {
         let size = key.utf8.count + value.readableBytes + MemoryStore.entryOverhead
         let existing = find(key, hash: hash)
         guard size <= maximumBytes else {
@@ -108,6 +118,8 @@ struct ShardTable: ~Copyable {
             entries[existing.index].value = value
             entries[existing.index].expiresAt = expiresAt
             entries[existing.index].refreshAt = refreshAt
+            entries[existing.index].tag = tag
+            entries[existing.index].freshUntil = freshUntil ?? expiresAt
             entries[existing.index].size = size
             entries[existing.index].referenced = true
             if bytes > maximumBytes { makeRoom(for: 0, now: now) }
@@ -122,7 +134,8 @@ struct ShardTable: ~Copyable {
         }
         makeRoom(for: size, now: now)
         let entry = Entry(
-            key: key, value: value, hash: hash, expiresAt: expiresAt, refreshAt: refreshAt, size: size, referenced: false, occupied: true)
+            key: key, value: value, hash: hash, expiresAt: expiresAt, refreshAt: refreshAt, tag: tag, freshUntil: freshUntil ?? expiresAt,
+            size: size, referenced: false, occupied: true)
         let index: Int
         if let free = freeList.popLast() {
             index = free

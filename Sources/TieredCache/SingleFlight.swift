@@ -6,14 +6,14 @@ import Synchronization
 final class SingleFlight: Sendable {
     enum Outcome {
         /// The value, and whether this caller ran the work itself.
-        case value(ByteBuffer, leader: Bool)
+        case value(CachedValue, leader: Bool)
         /// The flight ended before this caller could join it (or its leader was cancelled):
         /// look again.
         case retry
     }
 
     private struct Flight {
-        var waiters: [CheckedContinuation<ByteBuffer, any Error>] = []
+        var waiters: [CheckedContinuation<CachedValue, any Error>] = []
     }
 
     private struct LeaderCancelled: Error {}
@@ -23,7 +23,7 @@ final class SingleFlight: Sendable {
     /// Keys being loaded now.
     var inFlight: Int { flights.withLock { $0.count } }
 
-    func run(_ key: String, _ work: () async throws -> ByteBuffer) async throws -> Outcome {
+    func run(_ key: String, _ work: () async throws -> CachedValue) async throws -> Outcome {
         let isLeader = flights.withLock { flights in
             if flights[key] != nil { return false }
             flights[key] = Flight()
@@ -31,7 +31,7 @@ final class SingleFlight: Sendable {
         }
         guard isLeader else {
             do {
-                let value = try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<ByteBuffer, any Error>) in
+                let value = try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<CachedValue, any Error>) in
                     let joined = flights.withLock { flights in
                         guard flights[key] != nil else { return false }
                         flights[key]?.waiters.append(continuation)
@@ -47,7 +47,7 @@ final class SingleFlight: Sendable {
                 return .retry
             }
         }
-        let result: Result<ByteBuffer, any Error>
+        let result: Result<CachedValue, any Error>
         do {
             result = .success(try await work())
         } catch {

@@ -17,15 +17,26 @@ extension TieredCache {
         isNegative: (@Sendable (ByteBuffer) -> Bool)? = nil,
         loader: @Sendable ([String]) async throws -> [String: ByteBuffer]
     ) async throws -> [String: ByteBuffer] {
-        var found: [String: ByteBuffer] = [:]
+        try await getManyValues(keys, ttl: ttl, negativeTTL: negativeTTL, isNegative: isNegative, loader: loader).mapValues(\.value)
+    }
+
+    /// As ``getMany(_:ttl:negativeTTL:isNegative:loader:)``, with each value's tag and freshness.
+    public func getManyValues(
+        _ keys: [String],
+        ttl: Duration? = nil,
+        negativeTTL: Duration? = nil,
+        isNegative: (@Sendable (ByteBuffer) -> Bool)? = nil,
+        loader: @Sendable ([String]) async throws -> [String: ByteBuffer]
+    ) async throws -> [String: CachedValue] {
+        var found: [String: CachedValue] = [:]
         var missing: [String] = []
         for key in Set(keys) {
-            if let value = memory.get(key) { found[key] = value } else { missing.append(key) }
+            if let (value, _) = memory.lookupValue(key, consumeRefresh: false) { found[key] = value } else { missing.append(key) }
         }
         guard !missing.isEmpty else { return found }
         missing.sort()
 
-        var stale: [String: ByteBuffer] = [:]
+        var stale: [String: CachedValue] = [:]
         if let l2 = usableL2 {
             do {
                 let reads = try await l2.read(missing)
@@ -37,7 +48,7 @@ extension TieredCache {
                         counters.l2Hits.add(1, ordering: .relaxed)
                         found[key] = fillL1(key, envelope)
                     case .hit(let envelope):
-                        stale[key] = envelope.payload
+                        stale[key] = envelope.cachedValue
                         stillMissing.append(key)
                     case .invalid:
                         counters.invalidValues.add(1, ordering: .relaxed)
@@ -74,9 +85,10 @@ extension TieredCache {
         var entries: [L2Entry] = []
         for key in missing {
             guard let value = loaded[key] else { continue }
-            found[key] = value
             let ttl = load.ttl(for: value, jitter: configuration.ttlJitter)
-            entries.append(l2Entry(key, value: value, freshUntil: storeL1(key, value: value, ttl: ttl, now: now), ttl: ttl))
+            let cached = storeL1(key, value: value, ttl: ttl, now: now)
+            found[key] = cached
+            entries.append(l2Entry(key, cached, ttl: ttl))
         }
         await writeL2(entries)
         return found

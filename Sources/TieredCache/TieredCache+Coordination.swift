@@ -14,7 +14,7 @@ extension TieredCache {
         /// This caller holds the lock: it loads.
         case acquired(LoadLock)
         /// Another instance loaded the value meanwhile.
-        case valueAppeared(ByteBuffer)
+        case valueAppeared(CachedValue)
         /// No lock (none configured, no shared store, store unavailable, or the wait ran out):
         /// load anyway.
         case proceed
@@ -74,7 +74,7 @@ extension TieredCache {
         }
     }
 
-    private func readL2Fresh(_ key: String) async -> ByteBuffer? {
+    private func readL2Fresh(_ key: String) async -> CachedValue? {
         guard case .hit(let envelope) = await readL2(key), envelope.freshUntil > clock.nowMilliseconds() else { return nil }
         counters.l2Hits.add(1, ordering: .relaxed)
         return fillL1(key, envelope)

@@ -24,10 +24,10 @@ extension TieredCache {
 
     /// The leader's way for a key L1 lacks: L2, else the loader (under the load lock, within
     /// the timeouts, with the stale value as the fail-safe).
-    func loadThroughL2(_ load: Load) async throws -> ByteBuffer {
+    func loadThroughL2(_ load: Load) async throws -> CachedValue {
         let key = load.key
         // Another caller may have filled L1 while this one waited to lead.
-        if let value = memory.get(key) { return value }
+        if let (value, _) = memory.lookupValue(key, consumeRefresh: false) { return value }
         var stale: CacheEnvelope?
         switch await readL2(key, answerWithin: configuration.l2SoftTimeout) {
         case .hit(let envelope):
@@ -85,30 +85,38 @@ extension TieredCache {
     }
 
     /// Runs the loader (within the hard timeout) and writes its value to both tiers.
-    func loadAndStore(_ load: Load) async throws -> ByteBuffer {
+    func loadAndStore(_ load: Load) async throws -> CachedValue {
         let value = try await runLoader(load)
-        await set(load.key, value: value, ttl: load.ttl(for: value, jitter: configuration.ttlJitter))
-        return value
+        return await store(load.key, value: value, ttl: load.ttl(for: value, jitter: configuration.ttlJitter))
     }
 
     /// Loads without touching L2 on the way (no lock), storing in L1 at once and in L2 in the
     /// background.
-    private func loadWithoutWaitingOnL2(_ load: Load) async throws -> ByteBuffer {
+    private func loadWithoutWaitingOnL2(_ load: Load) async throws -> CachedValue {
         let value = try await runLoader(load)
         let ttl = load.ttl(for: value, jitter: configuration.ttlJitter)
-        let entry = l2Entry(load.key, value: value, freshUntil: storeL1(load.key, value: value, ttl: ttl, now: clock.nowMilliseconds()), ttl: ttl)
+        let cached = storeL1(load.key, value: value, ttl: ttl, now: clock.nowMilliseconds())
+        let entry = l2Entry(load.key, cached, ttl: ttl)
         background.yield { await self.writeL2([entry]) }
-        return value
+        return cached
     }
 
     /// The loader's failure, answered with the stale value when there is one (fail-safe): it
     /// then answers from L1 for the throttle period before the loader is tried again.
-    func serveStale(_ stale: CacheEnvelope?, for key: String, after error: any Error) throws -> ByteBuffer {
+    func serveStale(_ stale: CacheEnvelope?, for key: String, after error: any Error) throws -> CachedValue {
         guard let stale else { throw error }
         counters.staleServed.add(1, ordering: .relaxed)
         logger.warning("loader failed, serving stale value", metadata: ["key": "\(key)", "error": "\(error)"])
-        memory.set(key, value: stale.payload, expiresAt: clock.nowMilliseconds() &+ configuration.failSafeThrottle.wholeMilliseconds)
-        return stale.payload
+        return keepStale(stale, for: key)
+    }
+
+    /// Puts a stale value in L1 for the fail-safe's throttle period (still marked stale: its
+    /// freshness is in the past) and returns it.
+    private func keepStale(_ stale: CacheEnvelope, for key: String) -> CachedValue {
+        let now = clock.nowMilliseconds()
+        let cached = stale.cachedValue
+        memory.set(key, cached, expiresAt: now &+ configuration.failSafeThrottle.wholeMilliseconds, now: now)
+        return cached
     }
 
     private func withHardTimeout(_ loader: @escaping @Sendable () async throws -> ByteBuffer) async throws -> ByteBuffer {
@@ -130,8 +138,8 @@ extension TieredCache {
 
     /// With a stale value at hand: start the load in the background and wait for it at most
     /// `soft`; past that, answer with the stale value and let the load finish and refresh the cache.
-    private func loadWithinSoftTimeout(_ load: Load, soft: Duration, stale: CacheEnvelope, lock: LoadLock?) async throws -> ByteBuffer {
-        let outcome = OneShot<ByteBuffer>()
+    private func loadWithinSoftTimeout(_ load: Load, soft: Duration, stale: CacheEnvelope, lock: LoadLock?) async throws -> CachedValue {
+        let outcome = OneShot<CachedValue>()
         let submitted = background.yield {
             do {
                 outcome.succeed(try await self.loadAndStore(load))
@@ -154,12 +162,11 @@ extension TieredCache {
             counters.staleServed.add(1, ordering: .relaxed)
             // Until the load ends (and replaces it), the stale value answers from L1: the next
             // callers neither wait nor start loads of their own.
-            memory.set(load.key, value: stale.payload, expiresAt: clock.nowMilliseconds() &+ configuration.failSafeThrottle.wholeMilliseconds)
-            return stale.payload
+            return keepStale(stale, for: load.key)
         }
     }
 
-    private func loadAndStoreOrStale(_ load: Load, stale: CacheEnvelope, lock: LoadLock?) async throws -> ByteBuffer {
+    private func loadAndStoreOrStale(_ load: Load, stale: CacheEnvelope, lock: LoadLock?) async throws -> CachedValue {
         defer { if let lock { background.yield { await self.release(lock) } } }
         do {
             return try await loadAndStore(load)

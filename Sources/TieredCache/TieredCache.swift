@@ -97,18 +97,24 @@ public final class TieredCache: Service, Sendable {
         if let value = memory.get(key) { return value }
         if hasL2, case .hit(let envelope) = await readL2(key), envelope.freshUntil > clock.nowMilliseconds() {
             counters.l2Hits.add(1, ordering: .relaxed)
-            return fillL1(key, envelope)
+            return fillL1(key, envelope).value
         }
         counters.misses.add(1, ordering: .relaxed)
         return nil
     }
 
-    /// Stores a value in both tiers, fresh for `ttl` (default ``Configuration/defaultTTL``).
-    /// A store failure is absorbed (the value is in L1, and the circuit opens).
+    /// Stores a value in both tiers, fresh for `ttl` (default ``Configuration/defaultTTL``),
+    /// with its ``ContentTag``. A store failure is absorbed (the value is in L1, and the circuit opens).
     nonisolated(nonsending) public func set(_ key: String, value: ByteBuffer, ttl: Duration? = nil) async {
+        _ = await store(key, value: value, ttl: ttl)
+    }
+
+    /// Stores a value in both tiers (as ``set(_:value:ttl:)``) and returns it with its tag and freshness.
+    nonisolated(nonsending) func store(_ key: String, value: ByteBuffer, ttl: Duration?) async -> CachedValue {
         let now = clock.nowMilliseconds()
-        let freshUntil = storeL1(key, value: value, ttlMilliseconds: ttl?.wholeMilliseconds ?? defaultTTLMilliseconds, now: now)
-        if hasL2 { await writeL2([l2Entry(key, value: value, freshUntil: freshUntil, ttl: ttl ?? configuration.defaultTTL)]) }
+        let cached = storeL1(key, value: value, ttlMilliseconds: ttl?.wholeMilliseconds ?? defaultTTLMilliseconds, now: now)
+        if hasL2 { await writeL2([l2Entry(key, cached, ttl: ttl ?? configuration.defaultTTL)]) }
+        return cached
     }
 
     /// The value of `key`: from L1, else L2, else by running `loader` and storing its result in
@@ -129,8 +135,20 @@ public final class TieredCache: Service, Sendable {
         isNegative: (@Sendable (ByteBuffer) -> Bool)? = nil,
         loader: @escaping @Sendable () async throws -> ByteBuffer
     ) async throws -> ByteBuffer {
+        try await getOrLoadValue(key, ttl: ttl, negativeTTL: negativeTTL, isNegative: isNegative, loader: loader).value
+    }
+
+    /// As ``getOrLoad(_:ttl:negativeTTL:isNegative:loader:)``, with the value's tag and
+    /// freshness (for HTTP validators and `max-age`).
+    public func getOrLoadValue(
+        _ key: String,
+        ttl: Duration? = nil,
+        negativeTTL: Duration? = nil,
+        isNegative: (@Sendable (ByteBuffer) -> Bool)? = nil,
+        loader: @escaping @Sendable () async throws -> ByteBuffer
+    ) async throws -> CachedValue {
         let load = Load(key: key, ttl: ttl ?? configuration.defaultTTL, negativeTTL: negativeTTL, isNegative: isNegative, loader: loader)
-        if let (value, refresh) = memory.lookup(key) {
+        if let (value, refresh) = memory.lookupValue(key, consumeRefresh: true) {
             if refresh { startRefresh(load) }
             return value
         }
@@ -144,30 +162,33 @@ public final class TieredCache: Service, Sendable {
                 }
                 return value
             case .retry:
-                if let value = memory.get(key) { return value }
+                if let (value, _) = memory.lookupValue(key, consumeRefresh: false) { return value }
             }
         }
     }
 
     // MARK: - Tiers
 
-    /// Stores a value in L1 (with its eager-refresh time); returns when it stops being fresh.
+    /// Stores a value in L1 with its tag (computed here, once) and eager-refresh time; returns
+    /// it with its tag and when it stops being fresh.
     @inline(__always)
-    func storeL1(_ key: String, value: ByteBuffer, ttl: Duration, now: Int64) -> Int64 {
+    func storeL1(_ key: String, value: ByteBuffer, ttl: Duration, now: Int64) -> CachedValue {
         storeL1(key, value: value, ttlMilliseconds: ttl.wholeMilliseconds, now: now)
     }
 
     @inline(__always)
-    func storeL1(_ key: String, value: ByteBuffer, ttlMilliseconds: Int64, now: Int64) -> Int64 {
-        let freshUntil = now &+ ttlMilliseconds
+    func storeL1(_ key: String, value: ByteBuffer, ttlMilliseconds: Int64, now: Int64) -> CachedValue {
+        let cached = CachedValue(value: value, tag: ContentTag.of(value), freshUntil: now &+ ttlMilliseconds)
         let refreshAt = configuration.eagerRefreshFraction.map { now &+ Int64(Double(ttlMilliseconds) * $0) } ?? .max
-        memory.set(key, value: value, expiresAt: freshUntil, now: now, refreshAt: refreshAt)
-        return freshUntil
+        memory.set(key, cached, expiresAt: cached.freshUntil, now: now, refreshAt: refreshAt)
+        return cached
     }
 
-    /// The L2 entry of a value: its envelope, kept for its TTL plus the grace period.
-    func l2Entry(_ key: String, value: ByteBuffer, freshUntil: Int64, ttl: Duration) -> L2Entry {
-        L2Entry(key: key, envelope: CacheEnvelope(freshUntil: freshUntil, payload: value), lifetime: ttl + configuration.gracePeriod)
+    /// The L2 entry of a value: its envelope (with its tag), kept for its TTL plus the grace period.
+    func l2Entry(_ key: String, _ cached: CachedValue, ttl: Duration) -> L2Entry {
+        L2Entry(
+            key: key, envelope: CacheEnvelope(freshUntil: cached.freshUntil, payload: cached.value, tag: cached.tag),
+            lifetime: ttl + configuration.gracePeriod)
     }
 
     /// Reads a key from L2 (a miss when there is none, it is unusable, or the value is not an
@@ -211,13 +232,14 @@ public final class TieredCache: Service, Sendable {
         }
     }
 
-    /// Puts a value read from L2 into L1 and returns it.
-    func fillL1(_ key: String, _ envelope: CacheEnvelope) -> ByteBuffer {
+    /// Puts a value read from L2 into L1 (with the tag it was stored with) and returns it.
+    func fillL1(_ key: String, _ envelope: CacheEnvelope) -> CachedValue {
         // Copy out of the (possibly much larger) read buffer the reply arrived in.
         var value = ByteBufferAllocator().buffer(capacity: envelope.payload.readableBytes)
         value.writeImmutableBuffer(envelope.payload)
-        memory.set(key, value: value, expiresAt: envelope.freshUntil)
-        return value
+        let cached = CachedValue(value: value, tag: envelope.tag, freshUntil: envelope.freshUntil)
+        memory.set(key, cached, expiresAt: envelope.freshUntil, now: clock.nowMilliseconds())
+        return cached
     }
 
     /// Reads `key`, or gives up when the clock passes `limit` first (the read is cancelled).
