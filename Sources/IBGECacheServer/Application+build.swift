@@ -44,6 +44,7 @@ public func buildApplication(
             defaultTTL: configuration.ttl,
             gracePeriod: configuration.gracePeriod,
             memory: memoryLimits,
+            ttlJitter: configuration.ttlJitter,
             // With a stale answer at hand, a slow IBGE never makes a request wait more than 2 s.
             softTimeout: configuration.enableRealAPIs ? .seconds(2) : nil,
             hardTimeout: .seconds(90),
@@ -70,7 +71,7 @@ public func buildApplication(
     PrometheusRoute(cache: cache, registry: registry).register(on: router)
     DashboardRoute().register(on: router)
 
-    let fastPath = configuration.fastPath ? L1FastPath(service: service, answers: answers, logger: makeLogger("ibge-cache.http")) : nil
+    let fastPath = configuration.fastPath ? L1FastPath(service: service, answers: answers, registry: registry, logger: makeLogger("ibge-cache.http")) : nil
     let limits = configuration.connectionLimits
     let openConnections = OpenConnections()
     var app = Application(

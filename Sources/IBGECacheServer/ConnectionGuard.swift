@@ -61,16 +61,14 @@ struct GuardedHTTP1Channel: ServerChildChannel {
         let open = openConnections.opened()
         let counter = openConnections
         channel.closeFuture.whenComplete { _ in counter.closed() }
-        if open > limits.maximumConnections {
-            logger.debug("connection refused: too many open", metadata: ["open": "\(open)", "limit": "\(limits.maximumConnections)"])
-            let refusal = ByteBuffer(string: "HTTP/1.1 503 Service Unavailable\r\nconnection: close\r\ncontent-length: 0\r\nretry-after: 1\r\n\r\n")
-            channel.writeAndFlush(refusal, promise: nil)
-            channel.eventLoop.execute { channel.close(promise: nil) }
-        }
         let state = ConnectionState()
         let limits = self.limits
         let fastPath = self.fastPath
         do {
+            if open > limits.maximumConnections {
+                logger.debug("connection refused: too many open", metadata: ["open": "\(open)", "limit": "\(limits.maximumConnections)"])
+                try channel.pipeline.syncOperations.addHandler(RefuseConnectionHandler())
+            }
             try channel.pipeline.syncOperations.addHandler(RequestStartObserver(state: state))
         } catch {
             return channel.eventLoop.makeFailedFuture(error)
@@ -107,6 +105,30 @@ final class OpenConnections: Sendable {
 
     /// Connections open now.
     var current: Int { count.load(ordering: .relaxed) }
+}
+
+/// First on a connection past ``ConnectionLimits/maximumConnections``: answers 503 once it is
+/// active, reads nothing, and closes it.
+final class RefuseConnectionHandler: ChannelInboundHandler, RemovableChannelHandler {
+    typealias InboundIn = ByteBuffer
+    private static let refusal = "HTTP/1.1 503 Service Unavailable\r\nconnection: close\r\ncontent-length: 0\r\nretry-after: 1\r\n\r\n"
+
+    func handlerAdded(context: ChannelHandlerContext) {
+        if context.channel.isActive { refuse(context) }
+    }
+
+    func channelActive(context: ChannelHandlerContext) {
+        refuse(context)
+    }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {}
+
+    private func refuse(_ context: ChannelHandlerContext) {
+        let loopBound = NIOLoopBound(context, eventLoop: context.eventLoop)
+        context.writeAndFlush(NIOAny(ByteBuffer(string: Self.refusal))).whenComplete { _ in
+            loopBound.value.close(promise: nil)
+        }
+    }
 }
 
 /// What one connection is doing, for its deadlines; shared by its two guard handlers, on its

@@ -5,6 +5,7 @@ import IBGE
 import Logging
 import NIOCore
 import NIOHTTPTypes
+import Prometheus
 import TieredCache
 
 /// Answers L1 hits on the event loop, below the router: a GET or HEAD of a single-entry
@@ -17,11 +18,17 @@ final class L1FastPath: Sendable {
     let service: IBGEService
     let answers: DataAnswers
     let logger: Logger
+    /// Requests answered here (`ibge_cache_http_fast_path_answers_total`).
+    let answered: Prometheus.Counter
 
-    init(service: IBGEService, answers: DataAnswers, logger: Logger) {
+    init(service: IBGEService, answers: DataAnswers, registry: PrometheusCollectorRegistry, logger: Logger) {
         self.service = service
         self.answers = answers
         self.logger = logger
+        self.answered = registry.makeCounter(
+            descriptor: MetricNameDescriptor(
+                namespace: "ibge_cache", subsystem: "http", metricName: "fast_path_answers", unitName: "total",
+                helpText: "Requests answered from L1 below the router (the L1 fast path)."))
     }
 
     /// The answer to `request` from L1, or nil when the router must answer it.
@@ -48,6 +55,7 @@ final class L1FastPath: Sendable {
         if logger.logLevel <= .debug {
             logger.debug("Request", metadata: ["hb.request.path": "\(target)", "hb.request.method": "\(request.method.rawValue)", "fast_path": "l1"])
         }
+        answered.increment()
         return answers.answer(requestFields: fields, plain: plain, gzip: gzip, now: memory.clock.nowMilliseconds())
     }
 }

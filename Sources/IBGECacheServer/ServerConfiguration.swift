@@ -39,6 +39,9 @@ public struct ServerConfiguration: Sendable {
     /// `HTTP_HEADER_TIMEOUT`, `HTTP_IDLE_TIMEOUT`, `MAX_CONNECTIONS`, `HTTP_MAX_URI_BYTES`,
     /// `HTTP_MAX_BODY_BYTES`.
     public var connectionLimits: ConnectionLimits
+    /// `IBGE_CACHE_TTL_JITTER`: up to this fraction is added at random to each value's TTL, so
+    /// keys loaded together do not expire together (percent in the variable; default 10).
+    public var ttlJitter: Double
     /// `HTTP_FAST_PATH`: answer L1 hits below the router (default true; false sends every
     /// request through the router, for comparison).
     public var fastPath: Bool
@@ -61,6 +64,7 @@ public struct ServerConfiguration: Sendable {
         self.logLevel = .info
         self.connectionLimits = ConnectionLimits()
         self.fastPath = true
+        self.ttlJitter = 0.1
     }
 
     /// Reads the configuration from environment variables.
@@ -116,6 +120,9 @@ public struct ServerConfiguration: Sendable {
         }
         if let on = try flag("ENABLE_REAL_APIS") { enableRealAPIs = on }
         if let on = try flag("HTTP_FAST_PATH") { fastPath = on }
+        if let percent = try integer("IBGE_CACHE_TTL_JITTER", 0...100, "a whole percentage from 0 to 100") {
+            ttlJitter = Double(percent) / 100
+        }
         if let seconds = try integer("HTTP_HEADER_TIMEOUT", 1...3600, "a whole number of seconds from 1 to 3600") {
             connectionLimits.requestReadTimeout = .seconds(seconds)
         }

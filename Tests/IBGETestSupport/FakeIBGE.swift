@@ -41,7 +41,15 @@ public final class FakeIBGE: Sendable {
         var fault: Fault = .none
         var calls: [String: Int] = [:]
         var total = 0
+        var overrides: [String: String] = [:]
     }
+
+    /// Answers `target` (path and raw query) with `body` from now on, as IBGE does when its data changes.
+    public func override(_ target: String, body: String) {
+        state.withLock { $0.overrides[target] = body }
+    }
+
+    fileprivate func overridden(_ target: String) -> String? { state.withLock { $0.overrides[target] } }
 
     /// Sets the fault for the following requests.
     public func inject(_ fault: Fault) {
@@ -130,6 +138,9 @@ private final class SharedState: Sendable {
             try await Task.sleep(for: delay)
         case .truncated, .none:
             break
+        }
+        if let text = owner.withLock({ $0 })?.overridden(target) {
+            return Response(status: .ok, headers: [.contentType: "application/json;charset=UTF-8"], body: .init(byteBuffer: ByteBuffer(string: text)))
         }
         guard var body = Self.body(request, snapshot: snapshot, population: population) else {
             return Self.json("{\"message\":\"not found\"}", status: .notFound)
