@@ -12,7 +12,7 @@ import TieredCacheRedis
 struct Bench: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Benchmarks: the cache (default) and the Redis client.",
-        subcommands: [BenchCache.self, BenchRedis.self, BenchEviction.self],
+        subcommands: [BenchCache.self, BenchRedis.self, BenchEviction.self, BenchHTTPBaseline.self],
         defaultSubcommand: BenchCache.self
     )
 }
