@@ -83,7 +83,9 @@ final class L1FastPathHandler: ChannelDuplexHandler, RemovableChannelHandler {
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         switch unwrapInboundIn(data) {
         case .head(let request):
-            if atRouter == 0, let answer = fastPath.answer(request) {
+            // Not while the client is not reading its answers: the router's channel then stops
+            // reading, where answering here would queue answers without bound.
+            if atRouter == 0, context.channel.isWritable, let answer = fastPath.answer(request) {
                 forwarding = false
                 pending = answer
                 return
