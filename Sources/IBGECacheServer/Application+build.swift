@@ -79,7 +79,7 @@ public func buildApplication(
         server: HTTPServerBuilder { responder in
             GuardedHTTP1Channel(responder: responder, limits: limits, fastPath: fastPath, openConnections: openConnections)
         },
-        configuration: .init(address: .hostname(configuration.host, port: configuration.port), serverName: "ibge-cache"),
+        configuration: .init(address: .hostname(configuration.host, port: configuration.port), serverName: DataAnswers.serverName),
         logger: logger
     )
     app.addServices(cache)

@@ -1,11 +1,11 @@
-import Foundation
 public import HTTPTypes
 public import NIOCore
 public import TieredCache
 
 /// How every data answer (`/api/v1/localidades/...`, `/api/v3/agregados/...`) is written,
 /// shared by the router and the L1 fast path so both give byte-identical answers:
-/// - CORS as IBGE does it: `Access-Control-Allow-Origin: *` on every data answer, errors too;
+/// - CORS as IBGE does it: `Access-Control-Allow-Origin: *` on every data answer, our errors too
+///   (not the router's own answer to a method no data route takes);
 /// - HTTP caching: a strong `ETag` from the value's tag (computed when it was stored), 304 for
 ///   a matching `If-None-Match`, `Cache-Control: public, max-age=<seconds still fresh>` (and
 ///   `stale-if-error` for the grace period the fail-safe serves stale values in);
@@ -21,7 +21,7 @@ public struct DataAnswers: Sendable {
     public static let allowedMethods = "GET, HEAD, OPTIONS"
     /// How long a browser may keep a preflight's answer (`Access-Control-Max-Age`, seconds).
     public static let preflightMaxAge = 86_400
-    /// `Server` header, as Hummingbird writes it for the router's answers.
+    /// `Server` header: the application's server name, which Hummingbird writes on the router's answers.
     public static let serverName = "ibge-cache"
     /// Bodies smaller than this are sent as they are, even to clients that accept gzip.
     public static let gzipMinimumBytes = 1024
@@ -145,7 +145,7 @@ public struct DataAnswers: Sendable {
     public static func acceptsGzip(_ header: String?) -> Bool {
         guard let header else { return false }
         for item in header.split(separator: ",") {
-            let parts = item.split(separator: ";").map { $0.trimmingCharacters(in: .whitespaces) }
+            let parts = item.split(separator: ";").map { String($0).trimmingWhitespace() }
             guard let coding = parts.first?.lowercased(), coding == "gzip" || coding == "*" else { continue }
             let quality = parts.dropFirst().first { $0.lowercased().hasPrefix("q=") }.flatMap { Double($0.dropFirst(2)) } ?? 1
             return quality > 0

@@ -5,7 +5,7 @@ import TieredCache
 
 /// gzip for clients that ask for it (`Accept-Encoding: gzip`), and only for them. The
 /// compressed body is cached beside the plain one (under ``DataAnswers/gzipKey(_:plainTag:)``,
-/// same TTL), so a body is compressed once, not per request; `/municipios` goes from 2.5 MB to
+/// with the plain value's TTL, jittered on its own), so a body is compressed once, not per request; `/municipios` goes from 2.5 MB to
 /// about 300 KB. The variant has its own tag (of the compressed bytes), hence its own ETag.
 struct GzipVariants {
     let cache: TieredCache

@@ -6,7 +6,8 @@ public struct CachedValue: Sendable {
     /// The cached bytes.
     public var value: ByteBuffer
     /// A 64-bit digest of the bytes (``ContentTag``), computed when the value was stored and
-    /// kept with it in L1 and in the L2 envelope: two values with the same tag are the same bytes.
+    /// kept with it in L1 and in the L2 envelope: two values with the same tag are, but for a
+    /// 1-in-2^64 collision, the same bytes.
     public var tag: UInt64
     /// When the value stops being fresh (Unix ms). In the past for a stale value served by the
     /// fail-safe.
@@ -26,45 +27,16 @@ public struct CachedValue: Sendable {
     }
 }
 
-/// The digest that identifies a value's bytes: a 64-bit hash, the same in every process and
-/// every run (unlike the L1's seeded key hash), fast enough to compute on every store
-/// (~8 bytes per step). It is a validator, not a defence: values come from IBGE, not from the
-/// clients that compare tags.
+/// The digest that identifies a value's bytes: the L1's key hash (``KeyHasher``) with a fixed
+/// seed instead of the per-process random one, so the same bytes get the same tag in every
+/// process and every run (on the little-endian machines Swift servers run on). Fast enough to
+/// compute on every store (eight bytes a step). It is a validator, not a defence: values come
+/// from IBGE, not from the clients that compare tags.
 public enum ContentTag {
+    private static let hasher = KeyHasher(seed: 0x9E37_79B9_7F4A_7C15)
+
     /// The tag of `buffer`'s readable bytes.
     public static func of(_ buffer: ByteBuffer) -> UInt64 {
-        buffer.withUnsafeReadableBytes { of($0) }
+        buffer.withUnsafeReadableBytes { hasher.hash(bytes: $0) }
     }
-
-    /// The tag of `bytes`.
-    public static func of(_ bytes: UnsafeRawBufferPointer) -> UInt64 {
-        let k1: UInt64 = 0x87C3_7B91_1142_53D5
-        let k2: UInt64 = 0x4CF5_AD43_2745_937F
-        var h: UInt64 = 0x9E37_79B9_7F4A_7C15 ^ (UInt64(bytes.count) &* k1)
-        var offset = 0
-        while offset + 8 <= bytes.count {
-            let word = UInt64(littleEndian: bytes.loadUnaligned(fromByteOffset: offset, as: UInt64.self))
-            h ^= rotate(word &* k1, 31) &* k2
-            h = rotate(h, 27) &* 5 &+ 0x52DC_E729
-            offset += 8
-        }
-        var tail: UInt64 = 0
-        var shift: UInt64 = 0
-        while offset < bytes.count {
-            tail |= UInt64(bytes[offset]) << shift
-            shift += 8
-            offset += 1
-        }
-        h ^= rotate(tail &* k1, 31) &* k2
-        // MurmurHash3's finalizer: every input bit reaches every output bit.
-        h ^= h >> 33
-        h &*= 0xFF51_AFD7_ED55_8CCD
-        h ^= h >> 33
-        h &*= 0xC4CE_B9FE_1A85_EC53
-        h ^= h >> 33
-        return h
-    }
-
-    @inline(__always)
-    private static func rotate(_ x: UInt64, _ by: UInt64) -> UInt64 { (x << by) | (x >> (64 - by)) }
 }
