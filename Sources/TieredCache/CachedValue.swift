@@ -5,9 +5,10 @@ public import NIOCore
 public struct CachedValue: Sendable {
     /// The cached bytes.
     public var value: ByteBuffer
-    /// A 64-bit digest of the bytes (``ContentTag``), computed when the value was stored and
-    /// kept with it in L1 and in the L2 envelope: two values with the same tag are, but for a
-    /// 1-in-2^64 collision, the same bytes.
+    /// A 64-bit digest of the bytes (``ContentTag``), computed once and kept with the value in
+    /// L1 and in the L2 envelope: two values with the same tag are, but for a 1-in-2^64
+    /// collision, the same bytes. Never 0 in a value the cache returns (0 marks a tag not
+    /// computed yet inside the cache).
     public var tag: UInt64
     /// When the value stops being fresh (Unix ms). In the past for a stale value served by the
     /// fail-safe.
@@ -35,8 +36,8 @@ public struct CachedValue: Sendable {
 public enum ContentTag {
     private static let hasher = KeyHasher(seed: 0x9E37_79B9_7F4A_7C15)
 
-    /// The tag of `buffer`'s readable bytes.
+    /// The tag of `buffer`'s readable bytes (never 0, which marks a tag not computed yet).
     public static func of(_ buffer: ByteBuffer) -> UInt64 {
-        buffer.withUnsafeReadableBytes { hasher.hash(bytes: $0) }
+        max(1, buffer.withUnsafeReadableBytes { hasher.hash(bytes: $0) })
     }
 }

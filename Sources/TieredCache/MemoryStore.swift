@@ -120,7 +120,8 @@ public final class MemoryStore: @unchecked Sendable {
         return shard(for: hash).pointee.withLock { $0.get(key, hash: hash, now: now) }
     }
 
-    /// Stores a value until `expiresAt` (ms since 1970).
+    /// Stores a value until `expiresAt` (ms since 1970). Its ``ContentTag`` is computed by the
+    /// first ``lookupValue(_:consumeRefresh:)`` that reads it.
     ///
     /// - Returns: false when the value alone is larger than a shard may hold (it is not stored,
     ///   and an older value under the key is removed).

@@ -10,13 +10,18 @@ struct ShardTable: ~Copyable {
         var expiresAt: Int64
         /// When a read should start an eager refresh (Int64.max: never, or already started).
         var refreshAt: Int64
-        /// The value's ``ContentTag`` and when it stops being fresh (before `expiresAt` for a
-        /// stale value kept for the fail-safe's throttle).
+        /// The value's ``ContentTag`` (0: not computed yet; the first ``lookupValue`` computes it).
         var tag: UInt64
-        var freshUntil: Int64
         var size: Int
         var referenced: Bool
         var occupied: Bool
+        /// A stale value kept for the fail-safe's throttle: no longer fresh, though live until
+        /// `expiresAt`. Otherwise the value is fresh until `expiresAt`. (A flag, not a second
+        /// time: it fits beside the other flags, so an entry stays as small as it can.)
+        var stale: Bool
+
+        /// When the value stops being fresh, as ``CachedValue/freshUntil`` reports it.
+        var freshUntil: Int64 { stale ? 0 : expiresAt }
     }
 
     /// 0 = empty; else the hash's upper 32 bits << 32 | (entry index + 1).
@@ -97,12 +102,14 @@ struct ShardTable: ~Copyable {
     /// (the caller starts the refresh), else the mark stays for a caller that can.
     mutating func lookupValue(_ key: String, hash: UInt64, now: Int64, consumeRefresh: Bool) -> (value: CachedValue, refresh: Bool)? {
         guard let index = live(key, hash: hash, now: now) else { return nil }
+        if entries[index].tag == 0 { entries[index].tag = ContentTag.of(entries[index].value) }
         let entry = CachedValue(value: entries[index].value, tag: entries[index].tag, freshUntil: entries[index].freshUntil)
         guard entries[index].refreshAt <= now else { return (entry, false) }
         if consumeRefresh { entries[index].refreshAt = .max }
         return (entry, true)
     }
 
+    /// Stores a value; `freshUntil` before `expiresAt` marks it stale (kept for the fail-safe's throttle).
     mutating func set(
         _ key: String, hash: UInt64, value: ByteBuffer, expiresAt: Int64, refreshAt: Int64 = .max, tag: UInt64 = 0,
         freshUntil: Int64? = nil, now: Int64
@@ -119,7 +126,7 @@ struct ShardTable: ~Copyable {
             entries[existing.index].expiresAt = expiresAt
             entries[existing.index].refreshAt = refreshAt
             entries[existing.index].tag = tag
-            entries[existing.index].freshUntil = freshUntil ?? expiresAt
+            entries[existing.index].stale = freshUntil.map { $0 < expiresAt } ?? false
             entries[existing.index].size = size
             entries[existing.index].referenced = true
             if bytes > maximumBytes { makeRoom(for: 0, now: now) }
@@ -134,8 +141,8 @@ struct ShardTable: ~Copyable {
         }
         makeRoom(for: size, now: now)
         let entry = Entry(
-            key: key, value: value, hash: hash, expiresAt: expiresAt, refreshAt: refreshAt, tag: tag, freshUntil: freshUntil ?? expiresAt,
-            size: size, referenced: false, occupied: true)
+            key: key, value: value, hash: hash, expiresAt: expiresAt, refreshAt: refreshAt, tag: tag, size: size, referenced: false,
+            occupied: true, stale: freshUntil.map { $0 < expiresAt } ?? false)
         let index: Int
         if let free = freeList.popLast() {
             index = free

@@ -87,7 +87,7 @@ extension TieredCache {
     /// Runs the loader (within the hard timeout) and writes its value to both tiers.
     func loadAndStore(_ load: Load) async throws -> CachedValue {
         let value = try await runLoader(load)
-        return await store(load.key, value: value, ttl: load.ttl(for: value, jitter: configuration.ttlJitter))
+        return await store(load.key, value: value, ttl: load.ttl(for: value, jitter: configuration.ttlJitter), tagNow: true)
     }
 
     /// Loads without touching L2 on the way (no lock), storing in L1 at once and in L2 in the

@@ -106,13 +106,19 @@ public final class TieredCache: Service, Sendable {
     /// Stores a value in both tiers, fresh for `ttl` (default ``Configuration/defaultTTL``),
     /// with its ``ContentTag``. A store failure is absorbed (the value is in L1, and the circuit opens).
     nonisolated(nonsending) public func set(_ key: String, value: ByteBuffer, ttl: Duration? = nil) async {
-        _ = await store(key, value: value, ttl: ttl)
+        guard hasL2 else {
+            // L1 only: nothing to return or to write on, so nothing more than the store itself.
+            _ = storeL1(key, value: value, ttlMilliseconds: ttl?.wholeMilliseconds ?? defaultTTLMilliseconds, now: clock.nowMilliseconds(), tagNow: false)
+            return
+        }
+        _ = await store(key, value: value, ttl: ttl, tagNow: true)
     }
 
-    /// Stores a value in both tiers (as ``set(_:value:ttl:)``) and returns it with its tag and freshness.
-    nonisolated(nonsending) func store(_ key: String, value: ByteBuffer, ttl: Duration?) async -> CachedValue {
+    /// Stores a value in both tiers (as ``set(_:value:ttl:)``) and returns it with its
+    /// freshness, and its tag when `tagNow` (or an L2 envelope needs it).
+    nonisolated(nonsending) func store(_ key: String, value: ByteBuffer, ttl: Duration?, tagNow: Bool) async -> CachedValue {
         let now = clock.nowMilliseconds()
-        let cached = storeL1(key, value: value, ttlMilliseconds: ttl?.wholeMilliseconds ?? defaultTTLMilliseconds, now: now)
+        let cached = storeL1(key, value: value, ttlMilliseconds: ttl?.wholeMilliseconds ?? defaultTTLMilliseconds, now: now, tagNow: tagNow)
         if hasL2 { await writeL2([l2Entry(key, cached, ttl: ttl ?? configuration.defaultTTL)]) }
         return cached
     }
@@ -169,19 +175,24 @@ public final class TieredCache: Service, Sendable {
 
     // MARK: - Tiers
 
-    /// Stores a value in L1 with its tag (computed here, once) and eager-refresh time; returns
-    /// it with its tag and when it stops being fresh.
+    /// Stores a value in L1 with its eager-refresh time; returns it with when it stops being
+    /// fresh. The tag is computed here when asked (`tagNow`: a loaded value, answered at once
+    /// with its validator, or one an L2 envelope will carry); else it is left to the first
+    /// read that asks for it (``MemoryStore/lookupValue(_:consumeRefresh:)``), so a plain
+    /// ``set(_:value:ttl:)`` of an L1-only cache costs no hashing.
     @inline(__always)
     func storeL1(_ key: String, value: ByteBuffer, ttl: Duration, now: Int64) -> CachedValue {
-        storeL1(key, value: value, ttlMilliseconds: ttl.wholeMilliseconds, now: now)
+        storeL1(key, value: value, ttlMilliseconds: ttl.wholeMilliseconds, now: now, tagNow: true)
     }
 
     @inline(__always)
-    func storeL1(_ key: String, value: ByteBuffer, ttlMilliseconds: Int64, now: Int64) -> CachedValue {
-        let cached = CachedValue(value: value, tag: ContentTag.of(value), freshUntil: now &+ ttlMilliseconds)
+    func storeL1(_ key: String, value: ByteBuffer, ttlMilliseconds: Int64, now: Int64, tagNow: Bool) -> CachedValue {
+        let tag = tagNow || hasL2 ? ContentTag.of(value) : 0
+        let freshUntil = now &+ ttlMilliseconds
         let refreshAt = configuration.eagerRefreshFraction.map { now &+ Int64(Double(ttlMilliseconds) * $0) } ?? .max
-        memory.set(key, cached, expiresAt: cached.freshUntil, now: now, refreshAt: refreshAt)
-        return cached
+        memory.set(key, value: value, expiresAt: freshUntil, now: now, refreshAt: refreshAt, tag: tag)
+        // Built after the store, so a caller that drops it (`set` on an L1-only cache) costs no copy.
+        return CachedValue(value: value, tag: tag, freshUntil: freshUntil)
     }
 
     /// The L2 entry of a value: its envelope (with its tag), kept for its TTL plus the grace period.
