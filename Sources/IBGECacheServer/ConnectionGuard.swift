@@ -38,7 +38,7 @@ public struct ConnectionLimits: Sendable, Hashable {
 }
 
 /// The server's HTTP/1 channel: Hummingbird's, with the connection limits in front of it and
-/// the L1 fast path ahead of the router. Counts open connections against
+/// the L1 fast path ahead of its HTTP decoder. Counts open connections against
 /// ``ConnectionLimits/maximumConnections``.
 struct GuardedHTTP1Channel: ServerChildChannel {
     typealias Value = HTTP1Channel.Value
@@ -70,13 +70,16 @@ struct GuardedHTTP1Channel: ServerChildChannel {
                 try channel.pipeline.syncOperations.addHandler(RefuseConnectionHandler())
             }
             try channel.pipeline.syncOperations.addHandler(RequestStartObserver(state: state))
+            // Ahead of the HTTP decoder, which Hummingbird's setup below adds after it.
+            if let fastPath {
+                try channel.pipeline.syncOperations.addHandler(L1FastPathHandler(fastPath: fastPath, state: state, limits: limits))
+            }
         } catch {
             return channel.eventLoop.makeFailedFuture(error)
         }
-        var handlers: [any RemovableChannelHandler] = [ConnectionGuard(state: state, limits: limits, logger: logger)]
-        if let fastPath { handlers.append(L1FastPathHandler(fastPath: fastPath)) }
         // Made for this channel, added on its event loop by the setup below.
-        let channelHandlers = NIOLoopBound(handlers, eventLoop: channel.eventLoop)
+        let channelHandlers = NIOLoopBound(
+            [ConnectionGuard(state: state, limits: limits, logger: logger)] as [any RemovableChannelHandler], eventLoop: channel.eventLoop)
         let inner = HTTP1Channel(
             responder: responder,
             configuration: .init(
@@ -136,7 +139,8 @@ final class RefuseConnectionHandler: ChannelInboundHandler, RemovableChannelHand
 final class ConnectionState {
     /// When the first byte of the request being read arrived (nil: none being read).
     var readingSince: NIODeadline?
-    /// Requests read whole and not yet answered.
+    /// Requests passed to the router whose answers have not ended (counted from their head, so
+    /// a request answered before its body has arrived is not counted twice or left over).
     var outstanding = 0
     /// When the connection last became idle (opened, or its last answer was written).
     var idleSince = NIODeadline.now()
@@ -202,6 +206,13 @@ final class ConnectionGuard: ChannelDuplexHandler, RemovableChannelHandler {
         context.fireChannelInactive()
     }
 
+    func channelWritabilityChanged(context: ChannelHandlerContext) {
+        // A client still reading a large answer is not idle: the clock restarts each time it
+        // has drained the answer below the low-water mark (and runs out if it stops reading).
+        if context.channel.isWritable { state.idleSince = .now() }
+        context.fireChannelWritabilityChanged()
+    }
+
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         let part = unwrapInboundIn(data)
         switch part {
@@ -224,6 +235,7 @@ final class ConnectionGuard: ChannelDuplexHandler, RemovableChannelHandler {
                 return
             }
             dropping = false
+            state.outstanding += 1
             context.fireChannelRead(data)
         case .body(let bytes):
             guard !dropping else { return }
@@ -244,7 +256,6 @@ final class ConnectionGuard: ChannelDuplexHandler, RemovableChannelHandler {
                 dropping = false
                 return
             }
-            state.outstanding += 1
             context.fireChannelRead(data)
         }
     }

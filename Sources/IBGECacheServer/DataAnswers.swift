@@ -46,10 +46,11 @@ public struct DataAnswers: Sendable {
         public var body: ByteBuffer
     }
 
-    /// The answer to a GET or HEAD with `requestFields` for a representation: the plain value,
-    /// or its gzip variant when `gzip` is given. Freshness comes from the plain value (the
-    /// variant is keyed by the plain value's tag, so it is fresh exactly as long).
-    public func answer(requestFields: HTTPFields, plain: CachedValue, gzip: CachedValue?, now: Int64) -> Answer {
+    /// The answer to a GET or HEAD (whose `If-None-Match` is `ifNoneMatch`) for a
+    /// representation: the plain value, or its gzip variant when `gzip` is given. Freshness
+    /// comes from the plain value (the variant is keyed by the plain value's tag, so it is fresh
+    /// exactly as long).
+    public func answer(ifNoneMatch: String?, plain: CachedValue, gzip: CachedValue?, now: Int64) -> Answer {
         let representation = gzip ?? plain
         let etag = Self.etag(representation.tag)
         var fields = HTTPFields()
@@ -61,7 +62,7 @@ public struct DataAnswers: Sendable {
         fields.append(HTTPField(name: .cacheControl, value: cacheControl(freshSeconds: plain.freshSeconds(now: now))))
         fields.append(HTTPField(name: .accessControlAllowOrigin, value: "*"))
         fields.append(HTTPField(name: .contentLength, value: String(representation.value.readableBytes)))
-        if let condition = requestFields[.ifNoneMatch], Self.ifNoneMatch(condition, matches: etag) {
+        if let condition = ifNoneMatch, Self.ifNoneMatch(condition, matches: etag) {
             return Answer(status: .notModified, fields: fields, body: ByteBuffer())
         }
         return Answer(status: .ok, fields: fields, body: representation.value)

@@ -62,7 +62,7 @@ struct DataRoutes {
     private func respond(_ request: Request, _ plain: CachedValue, key: String, ttl: Duration) async -> Response {
         let variant = await gzip.variant(acceptEncoding: request.headers[.acceptEncoding], plain: plain, key: key, ttl: ttl)
         let answer = answers.answer(
-            requestFields: request.headers, plain: plain, gzip: variant, now: service.cache.memory.clock.nowMilliseconds())
+            ifNoneMatch: request.headers[.ifNoneMatch], plain: plain, gzip: variant, now: service.cache.memory.clock.nowMilliseconds())
         return Response(status: answer.status, headers: answer.fields, body: .init(byteBuffer: answer.body))
     }
 

@@ -6,6 +6,7 @@ import Logging
 import NIOCore
 import NIOHTTPTypes
 import Prometheus
+import Synchronization
 import TieredCache
 
 /// Answers L1 hits on the event loop, below the router: a GET or HEAD of a single-entry
@@ -20,6 +21,11 @@ final class L1FastPath: Sendable {
     let logger: Logger
     /// Requests answered here (`ibge_cache_http_fast_path_answers_total`).
     let answered: Prometheus.Counter
+    /// Request targets already resolved to the cache key of a single-entry request (parsing a
+    /// target costs more than the rest of a hit). Emptied when full, so any mix of targets
+    /// keeps it bounded.
+    private let keys = Mutex<[String: String]>([:])
+    static let remembersTargets = 4096
 
     init(service: IBGEService, answers: DataAnswers, registry: PrometheusCollectorRegistry, logger: Logger) {
         self.service = service
@@ -31,94 +37,164 @@ final class L1FastPath: Sendable {
                 helpText: "Requests answered from L1 below the router (the L1 fast path)."))
     }
 
-    /// The answer to `request` from L1, or nil when the router must answer it.
-    func answer(_ request: HTTPRequest) -> DataAnswers.Answer? {
-        guard request.method == .get || request.method == .head, let target = request.path,
-            target.utf8.starts(with: "/api/v1/localidades".utf8)
+    /// The cache key of the single-entry localidades request `target` names, or nil when it
+    /// names anything else (the router answers it).
+    func cacheKey(_ target: String) -> String? {
+        if let key = keys.withLock({ $0[target] }) { return key }
+        guard target.utf8.starts(with: "/api/v1/localidades".utf8),
+            let parsed = try? DataRoutes.localidadesRequest(URI(target), service: service), IBGEService.isSingleEntry(parsed)
         else { return nil }
-        let fields = request.headerFields
-        guard fields[.contentLength] == nil, fields[.transferEncoding] == nil else { return nil }
-        if let connection = fields[.connection], connection.lowercased().contains("close") { return nil }
-        guard let parsed = try? DataRoutes.localidadesRequest(URI(target), service: service), IBGEService.isSingleEntry(parsed) else {
-            return nil
-        }
-        let memory = service.cache.memory
         let key = parsed.cacheKey
+        keys.withLock { keys in
+            if keys.count >= Self.remembersTargets { keys.removeAll(keepingCapacity: true) }
+            keys[target] = key
+        }
+        return key
+    }
+
+    /// The answer from L1 to a GET or HEAD of `target`, or nil when the router must answer it.
+    func answer(target: String, acceptEncoding: String?, ifNoneMatch: String?) -> DataAnswers.Answer? {
+        guard let key = cacheKey(target) else { return nil }
+        let memory = service.cache.memory
         guard let (plain, refreshDue) = memory.lookupValue(key, consumeRefresh: false), !refreshDue else { return nil }
         var gzip: CachedValue?
-        if plain.value.readableBytes >= DataAnswers.gzipMinimumBytes, DataAnswers.acceptsGzip(fields[.acceptEncoding]) {
+        if plain.value.readableBytes >= DataAnswers.gzipMinimumBytes, DataAnswers.acceptsGzip(acceptEncoding) {
             guard let (variant, _) = memory.lookupValue(DataAnswers.gzipKey(key, plainTag: plain.tag), consumeRefresh: false) else {
                 return nil
             }
             gzip = variant
         }
         if logger.logLevel <= .debug {
-            logger.debug("Request", metadata: ["hb.request.path": "\(target)", "hb.request.method": "\(request.method.rawValue)", "fast_path": "l1"])
+            logger.debug("Request", metadata: ["hb.request.path": "\(target)", "fast_path": "l1"])
         }
         answered.increment()
-        return answers.answer(requestFields: fields, plain: plain, gzip: gzip, now: memory.clock.nowMilliseconds())
+        return answers.answer(ifNoneMatch: ifNoneMatch, plain: plain, gzip: gzip, now: memory.clock.nowMilliseconds())
     }
 }
 
-/// The channel handler of ``L1FastPath``, between the HTTP codec and Hummingbird. While a
-/// request it passed on is being answered by the router, later requests on the connection go
-/// to the router too, so a pipelined connection's answers keep their order.
-final class L1FastPathHandler: ChannelDuplexHandler, RemovableChannelHandler {
-    typealias InboundIn = HTTPRequestPart
-    typealias InboundOut = HTTPRequestPart
-    typealias OutboundIn = HTTPResponsePart
-    typealias OutboundOut = HTTPResponsePart
+/// The channel handler of ``L1FastPath``: first on the connection's bytes, ahead of the HTTP
+/// decoder. It reads each request head itself (``RequestHeadScanner``) and answers an L1 hit
+/// by writing the answer's bytes, as NIO's encoder would write the router's; every other
+/// request goes to the decoder, and so to Hummingbird, as the bytes it arrived as.
+///
+/// - While a request it passed on is being answered by the router, later requests go to the
+///   router too, so a pipelined connection's answers keep their order.
+/// - A request it cannot frame (a body, a byte it does not accept, a head past the decoder's
+///   limits) hands the rest of the connection to the decoder.
+/// - Not while the client is not reading its answers: the router's channel then stops reading,
+///   where answering here would queue answers without bound.
+final class L1FastPathHandler: ChannelInboundHandler, RemovableChannelHandler {
+    typealias InboundIn = ByteBuffer
+    typealias InboundOut = ByteBuffer
+    typealias OutboundOut = ByteBuffer
 
     let fastPath: L1FastPath
-    /// The current request's parts go to the router.
-    private var forwarding = false
-    /// Requests passed to the router whose answers have not ended.
-    private var atRouter = 0
-    /// The answer to the current request, written when its end arrives.
-    private var pending: DataAnswers.Answer?
+    let state: ConnectionState
+    let scanner: RequestHeadScanner
+    /// Past this many bytes without the end of a head, the decoder takes over (and refuses it).
+    let maximumHeadBytes: Int
+    /// The start of a head whose end has not arrived.
+    private var held: ByteBuffer?
+    /// Bytes of `held` already searched for the head's end.
+    private var scanned = 0
+    /// Every byte goes to the decoder from now on.
+    private var passthrough = false
+    /// Answers written since the last flush.
+    private var unflushed = false
     private var date = HTTPDateCache()
 
-    init(fastPath: L1FastPath) { self.fastPath = fastPath }
+    init(fastPath: L1FastPath, state: ConnectionState, limits: ConnectionLimits) {
+        self.fastPath = fastPath
+        self.state = state
+        self.scanner = RequestHeadScanner(maximumTargetBytes: limits.maximumURIBytes, maximumFields: 100)
+        self.maximumHeadBytes = limits.maximumHeaderBytes + limits.maximumHeaderFieldBytes
+    }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
-        switch unwrapInboundIn(data) {
-        case .head(let request):
-            // Not while the client is not reading its answers: the router's channel then stops
-            // reading, where answering here would queue answers without bound.
-            if atRouter == 0, context.channel.isWritable, let answer = fastPath.answer(request) {
-                forwarding = false
-                pending = answer
-                return
-            }
-            forwarding = true
-            atRouter += 1
+        guard !passthrough else {
             context.fireChannelRead(data)
-        case .body:
-            if forwarding { context.fireChannelRead(data) }
-        case .end:
-            if forwarding {
-                forwarding = false
-                context.fireChannelRead(data)
-            } else if let answer = pending {
-                pending = nil
-                write(answer, context: context)
+            return
+        }
+        var bytes = unwrapInboundIn(data)
+        if var earlier = held {
+            held = nil
+            earlier.writeBuffer(&bytes)
+            bytes = earlier
+        }
+        while bytes.readableBytes > 0 {
+            switch scanner.scan(bytes, from: scanned) {
+            case .incomplete(let searched):
+                if bytes.readableBytes > maximumHeadBytes {
+                    handOver(bytes, context: context)
+                } else {
+                    scanned = searched
+                    held = bytes
+                }
+                return
+            case .unframed:
+                handOver(bytes, context: context)
+                return
+            case .head(let head):
+                scanned = 0
+                // A whole head is here, so `readSlice` cannot fail.
+                guard let request = bytes.readSlice(length: head.length) else { return }
+                if head.eligible, state.outstanding == 0, context.channel.isWritable,
+                    let answer = fastPath.answer(target: head.target, acceptEncoding: head.acceptEncoding, ifNoneMatch: head.ifNoneMatch)
+                {
+                    write(answer, isHead: head.isHead, context: context)
+                    state.idleSince = .now()
+                    state.readingSince = nil
+                } else {
+                    // A whole request without a body: the decoder reads it at once, and the
+                    // router has it (``ConnectionState/outstanding`` counts it) before the
+                    // next request is looked at.
+                    context.fireChannelRead(wrapInboundOut(request))
+                }
             }
         }
     }
 
-    func write(context: ChannelHandlerContext, data: NIOAny, promise: EventLoopPromise<Void>?) {
-        if case .end = unwrapOutboundIn(data) { atRouter = max(0, atRouter - 1) }
-        context.write(data, promise: promise)
+    func channelReadComplete(context: ChannelHandlerContext) {
+        if unflushed {
+            unflushed = false
+            context.flush()
+        }
+        // A part of a head held back is a request being read: its timeout runs.
+        if held != nil, state.readingSince == nil { state.readingSince = .now() }
+        context.fireChannelReadComplete()
     }
 
-    private func write(_ answer: DataAnswers.Answer, context: ChannelHandlerContext) {
-        var fields = answer.fields
-        // As Hummingbird adds them to the router's answers.
-        fields.append(HTTPField(name: .date, value: date.now()))
-        fields.append(HTTPField(name: .server, value: DataAnswers.serverName))
-        context.write(wrapOutboundOut(.head(HTTPResponse(status: answer.status, headerFields: fields))), promise: nil)
-        if answer.body.readableBytes > 0 { context.write(wrapOutboundOut(.body(answer.body)), promise: nil) }
-        context.writeAndFlush(wrapOutboundOut(.end(nil)), promise: nil)
+    private func handOver(_ bytes: ByteBuffer, context: ChannelHandlerContext) {
+        passthrough = true
+        held = nil
+        context.fireChannelRead(wrapInboundOut(bytes))
+    }
+
+    /// Writes an answer as NIO's HTTP/1.1 encoder writes the router's: the status line, the
+    /// fields in order, then `Date` and `Server` (as Hummingbird adds them); a 304 has no
+    /// `Content-Length`, a HEAD no body.
+    private func write(_ answer: DataAnswers.Answer, isHead: Bool, context: ChannelHandlerContext) {
+        let notModified = answer.status == .notModified
+        let withBody = !isHead && !notModified
+        var out = context.channel.allocator.buffer(capacity: 320 + (withBody ? answer.body.readableBytes : 0))
+        out.writeStaticString(notModified ? "HTTP/1.1 304 Not Modified\r\n" : "HTTP/1.1 200 OK\r\n")
+        for field in answer.fields where !(notModified && field.name == .contentLength) {
+            out.writeString(field.name.rawName)
+            out.writeStaticString(": ")
+            out.writeString(field.value)
+            out.writeStaticString("\r\n")
+        }
+        out.writeStaticString("Date: ")
+        out.writeString(date.now())
+        out.writeStaticString("\r\nServer: ")
+        out.writeString(DataAnswers.serverName)
+        out.writeStaticString("\r\n\r\n")
+        if withBody {
+            var body = answer.body
+            out.writeBuffer(&body)
+        }
+        context.write(wrapOutboundOut(out), promise: nil)
+        unflushed = true
     }
 }
 

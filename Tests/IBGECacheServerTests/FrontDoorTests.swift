@@ -56,6 +56,11 @@ func fetch(_ port: Int, _ target: String, method: NIOHTTP1.HTTPMethod = .GET, he
 /// Opens a TCP connection, writes `bytes`, and reads until the server closes it (or `limit`
 /// passes): what came back and how long the server took to close.
 func rawExchange(_ port: Int, _ bytes: String, limit: Duration = .seconds(30)) async throws -> (reply: String, closedAfter: Duration) {
+    try await rawExchange(port, pieces: [bytes], limit: limit)
+}
+
+/// ``rawExchange(_:_:limit:)`` writing `pieces` one at a time, 100 ms apart.
+func rawExchange(_ port: Int, pieces: [String], limit: Duration = .seconds(30)) async throws -> (reply: String, closedAfter: Duration) {
     let channel = try await ClientBootstrap(group: MultiThreadedEventLoopGroup.singleton).connect(host: "127.0.0.1", port: port) { channel in
         channel.eventLoop.makeCompletedFuture { try NIOAsyncChannel<ByteBuffer, ByteBuffer>(wrappingChannelSynchronously: channel) }
     }
@@ -64,7 +69,10 @@ func rawExchange(_ port: Int, _ bytes: String, limit: Duration = .seconds(30)) a
         group.addTask {
             // The server may close the connection at any point (that is what is measured).
             let reply = try? await channel.executeThenClose { inbound, outbound in
-                try? await outbound.write(ByteBuffer(string: bytes))
+                for (i, piece) in pieces.enumerated() {
+                    if i > 0 { try? await Task.sleep(for: .milliseconds(100)) }
+                    try? await outbound.write(ByteBuffer(string: piece))
+                }
                 var reply = ""
                 do {
                     for try await chunk in inbound { reply += String(buffer: chunk) }
@@ -84,6 +92,13 @@ func rawExchange(_ port: Int, _ bytes: String, limit: Duration = .seconds(30)) a
         }
         return result
     }
+}
+
+/// `ibge_cache_http_fast_path_answers_total` of the server on `port`.
+func fastAnswers(_ port: Int) async throws -> Int {
+    let text = String(decoding: try await fetch(port, "/metrics").body, as: UTF8.self)
+    let line = text.split(separator: "\n").first { $0.hasPrefix("ibge_cache_http_fast_path_answers_total ") }
+    return line.flatMap { Int($0.split(separator: " ")[1]) } ?? 0
 }
 
 struct TimeoutError: Error, CustomStringConvertible {
@@ -264,14 +279,73 @@ struct FrontDoorTests {
                         }
                     }
                 }
-                func fastAnswers(_ port: Int) async throws -> Int {
-                    let text = String(decoding: try await fetch(port, "/metrics").body, as: UTF8.self)
-                    let line = text.split(separator: "\n").first { $0.hasPrefix("ibge_cache_http_fast_path_answers_total ") }
-                    return line.flatMap { Int($0.split(separator: " ")[1]) } ?? 0
-                }
                 #expect(try await fastAnswers(fastPort) > 100, "the hits were answered by the fast path")
                 #expect(try await fastAnswers(routerPort) == 0)
             }
+        }
+    }
+
+    @Test("the fast path writes the router's bytes: pipelined GET, HEAD and If-None-Match answers, plain and gzip, byte for byte")
+    func fastPathWritesTheRoutersBytes() async throws {
+        let fast = try await makeApp(["REDIS_URL": "none", "HTTP_FAST_PATH": "true", "IBGE_CACHE_TTL_JITTER": "0"])
+        let routed = try await makeApp(["REDIS_URL": "none", "HTTP_FAST_PATH": "false", "IBGE_CACHE_TTL_JITTER": "0"])
+        try await withLiveServer(fast) { fastPort in
+            try await withLiveServer(routed) { routerPort in
+                func normalized(_ reply: String) -> String {
+                    reply.replacing(/Date: [^\r]*/, with: "Date: D").replacing(/max-age=[0-9]+/, with: "max-age=N")
+                }
+                let before = try await fastAnswers(fastPort)
+                for target in ["/api/v1/localidades/municipios/4208203", "/api/v1/localidades/estados/SC/municipios", "/api/v1/localidades/regioes"] {
+                    for encoding in ["", "Accept-Encoding: gzip\r\n", "accept-encoding:  gzip  \r\n"] {
+                        let etag = try #require(try await fetch(routerPort, target, headers: encoding.isEmpty ? [] : [("Accept-Encoding", "gzip")]).header("etag"))
+                        _ = try await fetch(fastPort, target, headers: encoding.isEmpty ? [] : [("Accept-Encoding", "gzip")])
+                        let request = "GET \(target) HTTP/1.1\r\nHost: x\r\n\(encoding)\r\n" + "HEAD \(target) HTTP/1.1\r\nHost: x\r\n\(encoding)\r\n"
+                            + "GET \(target) HTTP/1.1\r\nHost: x\r\n\(encoding)If-None-Match: W/\(etag)\r\n\r\n"
+                            + "GET /api/v1/localidades/regioes/9 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+                        let a = try await rawExchange(fastPort, request).reply
+                        let b = try await rawExchange(routerPort, request).reply
+                        #expect(a.components(separatedBy: "HTTP/1.1 ").count == 5, "four answers: \(a.prefix(300))")
+                        #expect(normalized(a) == normalized(b), "\(target) \(encoding)")
+                    }
+                }
+                #expect(try await fastAnswers(fastPort) - before >= 27, "the hits were the fast path's")
+            }
+        }
+    }
+
+    @Test("on one connection: a head sent in pieces is answered, pipelined answers keep their order, a request with a body hands the rest to the router")
+    func fastPathOnOneConnection() async throws {
+        let app = try await makeApp(["REDIS_URL": "none"])
+        try await withLiveServer(app) { port in
+            for target in ["/api/v1/localidades/municipios/4208203", "/api/v1/localidades/estados/SC"] {
+                #expect(try await fetch(port, target).status == 200)
+            }
+            let before = try await fastAnswers(port)
+            let florianopolis = "GET /api/v1/localidades/municipios/4208203 HTTP/1.1\r\nHost: x\r\n\r\n"
+            let reply = try await rawExchange(
+                port,
+                pieces: [
+                    "GET /api/v1/localidades/municipios/4208203 HT", "TP/1.1\r\nHost: x\r", "\n\r\n",
+                    "GET /api/v1/localidades/municipios/3550308 HTTP/1.1\r\nHost: x\r\n\r\n" + "GET /api/v1/localidades/estados/SC HTTP/1.1\r\nHost: x\r\n\r\n"
+                        + florianopolis + "POST /api/ibge/cache/status HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\n{}" + florianopolis,
+                    "GET /api/v1/localidades/estados/SC HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+                ]
+            ).reply
+            let answers = reply.components(separatedBy: "HTTP/1.1 ").dropFirst().map { $0 }
+            #expect(answers.count == 7, "\(reply.prefix(400))")
+            guard answers.count == 7 else { return }
+            #expect(answers[0].hasPrefix("200") && answers[0].contains("\"id\":4208203"))
+            #expect(answers[1].hasPrefix("200") && answers[1].contains("\"id\":3550308"), "the miss, from the router, in its place")
+            #expect(answers[2].hasPrefix("200") && answers[2].contains("\"sigla\":\"SC\""))
+            #expect(answers[3].hasPrefix("200") && answers[3].contains("\"id\":4208203"))
+            #expect(answers[4].hasPrefix("405") || answers[4].hasPrefix("404"), "\(answers[4].prefix(80))")
+            #expect(answers[5].hasPrefix("200") && answers[5].contains("\"id\":4208203"))
+            #expect(answers[6].hasPrefix("200") && answers[6].contains("\"sigla\":\"SC\""))
+            #expect(try await fastAnswers(port) - before >= 1, "the head sent in pieces was answered by the fast path")
+
+            // Lines ended by a bare LF are the decoder's to judge, at once (not held until the timeout).
+            let bare = try await rawExchange(port, "GET /api/v1/localidades/estados/SC HTTP/1.1\nHost: x\nConnection: close\n\n", limit: .seconds(5))
+            #expect(bare.closedAfter < .seconds(4))
         }
     }
 
