@@ -1,3 +1,4 @@
+import Foundation
 import HTTPTypes
 import Hummingbird
 import NIOCore
@@ -5,12 +6,20 @@ import NIOCore
 /// The admin rule: calls that change state (POST, DELETE) under `/api/ibge/cache` need
 /// `Authorization: Bearer <CACHE_ADMIN_TOKEN>` when a token is configured (else 401), and come
 /// from a loopback address when none is (else 403). Reads (GET) are open.
+///
+/// A browser's request from another site is refused (403) before either: a page open on the
+/// same machine (or behind the same reverse proxy, where every client is loopback) must not
+/// clear or preload the cache with a form or a `fetch`. Browsers say where a request comes from
+/// (`Sec-Fetch-Site`, `Origin`); clients that are not browsers send neither.
 struct AdminAuthMiddleware: RouterMiddleware {
     typealias Context = AppRequestContext
     let token: String?
 
     func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
         guard request.method != .get, request.method != .head else { return try await next(request, context) }
+        if let origin = Self.crossSiteOrigin(request.headers, authority: request.head.authority) {
+            return .error("admin calls are refused from another site's page (Origin: \(origin.prefix(100)))", status: .forbidden)
+        }
         if let token {
             let given = request.headers[.authorization].flatMap { value -> Substring? in
                 guard value.count > 7, value.prefix(7).lowercased() == "bearer " else { return nil }
@@ -27,6 +36,20 @@ struct AdminAuthMiddleware: RouterMiddleware {
             return .error("admin calls are allowed from loopback only while CACHE_ADMIN_TOKEN is unset", status: .forbidden)
         }
         return try await next(request, context)
+    }
+
+    /// The origin a browser says a request comes from, when it is not this server's own; nil for
+    /// a same-origin request and for clients that are not browsers.
+    static func crossSiteOrigin(_ fields: HTTPFields, authority: String?) -> String? {
+        if let name = HTTPField.Name("Sec-Fetch-Site"), let site = fields[name]?.lowercased(), site != "same-origin", site != "none" {
+            return fields[.origin] ?? "(\(site))"
+        }
+        guard let origin = fields[.origin] else { return nil }
+        // Same origin: scheme://host[:port] naming the Host the request was sent to.
+        guard let separator = origin.range(of: "://"), let host = authority, !host.isEmpty,
+            origin[separator.upperBound...].lowercased() == host.lowercased()
+        else { return origin }
+        return nil
     }
 
     static func isLoopback(_ address: SocketAddress?) -> Bool {

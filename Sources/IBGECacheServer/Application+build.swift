@@ -70,6 +70,7 @@ public func buildApplication(
     AdminRoutes(service: service, configuration: configuration, startedAt: .now).register(on: router)
     PrometheusRoute(cache: cache, registry: registry).register(on: router)
     DashboardRoute().register(on: router)
+    try OpenAPIRoute().register(on: router)
 
     let fastPath = configuration.fastPath ? L1FastPath(service: service, answers: answers, registry: registry, logger: makeLogger("ibge-cache.http")) : nil
     let limits = configuration.connectionLimits

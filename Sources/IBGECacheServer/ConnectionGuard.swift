@@ -2,6 +2,7 @@ import HTTPTypes
 import HummingbirdCore
 import Logging
 import NIOCore
+import NIOHTTP1
 import NIOHTTPTypes
 import Synchronization
 
@@ -274,6 +275,23 @@ final class ConnectionGuard: ChannelDuplexHandler, RemovableChannelHandler {
                 context.close(promise: nil)
             }
         }
+    }
+
+    func errorCaught(context: ChannelHandlerContext, error: any Error) {
+        // A request the HTTP decoder cannot read: answered with the JSON error every endpoint
+        // uses (Hummingbird's own answer has no body), unless earlier answers are still due.
+        guard let parserError = error as? HTTPParserError, !closing, state.outstanding == 0 else {
+            context.fireErrorCaught(error)
+            return
+        }
+        logger.debug("closing a connection whose request could not be parsed", metadata: ["error": "\(parserError)"])
+        let tooLarge = parserError == .headerOverflow
+        reject(
+            context: context, status: tooLarge ? .requestHeaderFieldsTooLarge : .badRequest,
+            tooLarge
+                ? "the request header is too large (a field may be at most \(limits.maximumHeaderFieldBytes) bytes, the header \(limits.maximumHeaderBytes))"
+                : "malformed HTTP request (\(parserError))",
+            dataPath: false)
     }
 
     /// Answers a request the limits refuse (when nothing before it is still being answered)
