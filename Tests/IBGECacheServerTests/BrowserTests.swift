@@ -1,0 +1,114 @@
+import Foundation
+import Hummingbird
+import HummingbirdTesting
+import IBGECacheServer
+import NIOCore
+import NIOHTTP1
+import Testing
+
+/// The browser app the mirror is for: a web form's UF and município dropdowns, on a page served
+/// from another site, fetching from ibge-cache as it would from IBGE.
+func dropdownsPage(api: String) -> String {
+    """
+    <!doctype html><html lang="pt-BR"><head><meta charset="utf-8"><title>UF e município</title></head><body>
+    <select id="uf"></select><select id="municipio"></select>
+    <p id="clear">pending</p><p id="error"></p>
+    <script>
+    const api = "\(api)";
+    function fill(select, items, value) {
+      for (const item of items) {
+        const option = document.createElement("option");
+        option.value = item[value];
+        option.textContent = item.nome;
+        select.appendChild(option);
+      }
+    }
+    async function main() {
+      const uf = document.getElementById("uf");
+      fill(uf, await (await fetch(api + "/api/v1/localidades/estados?orderBy=nome")).json(), "sigla");
+      uf.value = "SC";
+      const municipios = await fetch(api + "/api/v1/localidades/estados/" + uf.value + "/municipios?orderBy=nome");
+      fill(document.getElementById("municipio"), await municipios.json(), "id");
+      // What a hostile page would try: clear the cache through the visitor's browser.
+      let outcome;
+      try {
+        const answer = await fetch(api + "/api/ibge/cache/clear", { method: "POST", body: "x", headers: { "Content-Type": "text/plain" } });
+        outcome = "answered " + answer.status;
+      } catch (error) {
+        outcome = "refused: " + error.name;
+      }
+      document.getElementById("clear").textContent = outcome;
+    }
+    main().catch(error => { document.getElementById("error").textContent = String(error); });
+    </script></body></html>
+    """
+}
+
+@Suite("A browser app on another site, in headless chromium")
+struct BrowserTests {
+    @Test("the page fills 27 UFs and SC's 295 municípios from the mirror across origins; its POST to clear changes nothing")
+    func dropdownsFromAnotherOrigin() async throws {
+        try #require(toolExists("chromium"), "chromium is missing (scripts/test installs it from Debian's packages)")
+        let mirror = try await makeApp(["REDIS_URL": "none"])
+        try await withLiveServer(mirror) { apiPort in
+            let html = dropdownsPage(api: "http://127.0.0.1:\(apiPort)")
+            let router = Router()
+            router.get("/") { _, _ in
+                Response(status: .ok, headers: [.contentType: "text/html; charset=utf-8"], body: .init(byteBuffer: ByteBuffer(string: html)))
+            }
+            let site = Application(router: router, configuration: .init(address: .hostname("127.0.0.1", port: 0)))
+            try await site.test(.live) { client in
+                let sitePort = try #require(client.port)
+                let profile = FileManager.default.temporaryDirectory.appendingPathComponent("chromium-\(UUID().uuidString)")
+                defer { try? FileManager.default.removeItem(at: profile) }
+                // `localhost` for the page, `127.0.0.1` for the API: another origin, another site.
+                let run = try await runTool(
+                    [
+                        "chromium", "--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--no-first-run",
+                        "--user-data-dir=\(profile.path)", "--virtual-time-budget=30000", "--dump-dom", "http://localhost:\(sitePort)/",
+                    ], limit: .seconds(120))
+                #expect(run.status == 0, "chromium: \(run.output.suffix(2000))")
+                let dom = run.output
+                func options(in id: String) -> Int {
+                    guard let start = dom.range(of: "<select id=\"\(id)\">"), let end = dom[start.upperBound...].range(of: "</select>") else { return -1 }
+                    return dom[start.upperBound..<end.lowerBound].components(separatedBy: "<option").count - 1
+                }
+                #expect(options(in: "uf") == 27, "\(dom.prefix(1500))")
+                #expect(options(in: "municipio") == 295)
+                #expect(dom.contains("<option value=\"SC\">Santa Catarina</option>"))
+                #expect(dom.contains("<option value=\"4205407\">Florianópolis</option>"))
+                #expect(dom.contains("<p id=\"error\"></p>"), "no script error")
+                // The browser hides the cross-origin answer from the page either way; the server
+                // must also not have acted on it.
+                #expect(dom.contains("<p id=\"clear\">refused: TypeError</p>"))
+            }
+            let status = try object(ByteBuffer(bytes: try await fetch(apiPort, "/api/ibge/cache/status").body))
+            let l1 = try #require((status["status"] as? [String: Any])?["l1"] as? [String: Any])
+            #expect((l1["entries"] as? Int ?? 0) >= 2, "the page's POST did not clear the cache: \(l1)")
+        }
+    }
+
+    @Test("admin calls are refused with another site's Origin or Sec-Fetch-Site, allowed from the same origin and from clients that are not browsers")
+    func crossSiteAdminCalls() async throws {
+        let app = try await makeApp(["REDIS_URL": "none"])
+        try await withLiveServer(app) { port in
+            func clear(_ headers: [(String, String)]) async throws -> UInt {
+                try await fetch(port, "/api/ibge/cache/clear", method: .POST, headers: headers).status
+            }
+            let status1 = try await clear([("Origin", "http://evil.example")])
+            #expect(status1 == 403)
+            let status2 = try await clear([("Origin", "null")])
+            #expect(status2 == 403)
+            let status3 = try await clear([("Sec-Fetch-Site", "cross-site")])
+            #expect(status3 == 403)
+            let status4 = try await clear([("Sec-Fetch-Site", "same-site"), ("Origin", "http://127.0.0.1:\(port)")])
+            #expect(status4 == 403)
+            let status5 = try await clear([("Origin", "http://127.0.0.1:\(port + 1)")])
+            #expect(status5 == 403, "another port is another origin")
+            let status6 = try await clear([("Origin", "http://127.0.0.1:\(port)"), ("Sec-Fetch-Site", "same-origin")])
+            #expect(status6 == 200, "the server's own pages")
+            let status7 = try await clear([])
+            #expect(status7 == 200, "curl, Python, the CLI")
+        }
+    }
+}
