@@ -267,14 +267,25 @@ final class ConnectionGuard: ChannelDuplexHandler, RemovableChannelHandler {
             return
         }
         state.outstanding = max(0, state.outstanding - 1)
-        context.write(data, promise: promise)
-        if state.outstanding == 0 {
-            state.idleSince = .now()
-            if closing {
-                context.flush()
-                context.close(promise: nil)
-            }
+        guard state.outstanding == 0 else {
+            context.write(data, promise: promise)
+            return
         }
+        state.idleSince = .now()
+        guard closing else {
+            context.write(data, promise: promise)
+            return
+        }
+        // The last answer due before closing: closed once it is written, not before (a close
+        // with writes pending drops them).
+        let written = promise ?? context.eventLoop.makePromise()
+        context.writeAndFlush(data, promise: written)
+        closeWhenWritten(written.futureResult, context: context)
+    }
+
+    private func closeWhenWritten(_ written: EventLoopFuture<Void>, context: ChannelHandlerContext) {
+        let loopBound = NIOLoopBound(context, eventLoop: context.eventLoop)
+        written.whenComplete { _ in loopBound.value.close(promise: nil) }
     }
 
     func errorCaught(context: ChannelHandlerContext, error: any Error) {
@@ -310,8 +321,9 @@ final class ConnectionGuard: ChannelDuplexHandler, RemovableChannelHandler {
         if dataPath { fields[.accessControlAllowOrigin] = "*" }
         context.write(wrapOutboundOut(.head(HTTPResponse(status: status, headerFields: fields))), promise: nil)
         context.write(wrapOutboundOut(.body(body)), promise: nil)
-        context.writeAndFlush(wrapOutboundOut(.end(nil)), promise: nil)
-        context.close(promise: nil)
+        let written = context.eventLoop.makePromise(of: Void.self)
+        context.writeAndFlush(wrapOutboundOut(.end(nil)), promise: written)
+        closeWhenWritten(written.futureResult, context: context)
     }
 
     private func checkDeadlines(context: ChannelHandlerContext) {
