@@ -8,9 +8,10 @@ import NIOCore
 /// from a loopback address when none is (else 403). Reads (GET) are open.
 ///
 /// A browser's request from another site is refused (403) before either: a page open on the
-/// same machine (or behind the same reverse proxy, where every client is loopback) must not
-/// clear or preload the cache with a form or a `fetch`. Browsers say where a request comes from
-/// (`Sec-Fetch-Site`, `Origin`); clients that are not browsers send neither.
+/// same machine must not clear or preload the cache with a form or a `fetch`. Browsers say where
+/// a request comes from (`Sec-Fetch-Site`, `Origin`); clients that are not browsers send neither.
+/// Without a token, a loopback request must also name a loopback host (against DNS rebinding)
+/// and not come through a proxy (`Forwarded`, `X-Forwarded-For`, `X-Real-IP`), where everyone is loopback.
 struct AdminAuthMiddleware: RouterMiddleware {
     typealias Context = AppRequestContext
     let token: String?
@@ -35,7 +36,32 @@ struct AdminAuthMiddleware: RouterMiddleware {
         guard Self.isLoopback(context.remoteAddress) else {
             return .error("admin calls are allowed from loopback only while CACHE_ADMIN_TOKEN is unset", status: .forbidden)
         }
+        // Loopback is not enough when the connection only looks local: a reverse proxy on this
+        // host forwards everyone's requests, and a page whose name was re-pointed at 127.0.0.1
+        // (DNS rebinding) is same-origin to the browser but names its own host.
+        if Self.proxyFields.contains(where: { request.headers[$0] != nil }) {
+            return .error("admin calls through a proxy need CACHE_ADMIN_TOKEN to be set", status: .forbidden)
+        }
+        guard Self.isLoopbackHost(request.head.authority) else {
+            return .error("admin calls without CACHE_ADMIN_TOKEN must name a loopback host (localhost, 127.0.0.1, [::1])", status: .forbidden)
+        }
         return try await next(request, context)
+    }
+
+    /// Fields a reverse proxy adds.
+    static let proxyFields = ["Forwarded", "X-Forwarded-For", "X-Real-IP"].compactMap { HTTPField.Name($0) }
+
+    /// Whether a `Host` (authority) names this machine: `localhost`, `127.x.x.x` or `[::1]`,
+    /// with or without a port. A request without one (HTTP/1.0) is taken as local.
+    static func isLoopbackHost(_ authority: String?) -> Bool {
+        guard let authority, !authority.isEmpty else { return true }
+        var host = Substring(authority.lowercased())
+        if host.hasPrefix("[") {
+            guard let close = host.firstIndex(of: "]") else { return false }
+            return host[host.index(after: host.startIndex)..<close] == "::1"
+        }
+        if let colon = host.lastIndex(of: ":") { host = host[..<colon] }
+        return host == "localhost" || (host.hasPrefix("127.") && host.split(separator: ".").count == 4)
     }
 
     /// The origin a browser says a request comes from, when it is not this server's own; nil for
@@ -45,11 +71,16 @@ struct AdminAuthMiddleware: RouterMiddleware {
             return fields[.origin] ?? "(\(site))"
         }
         guard let origin = fields[.origin] else { return nil }
-        // Same origin: scheme://host[:port] naming the Host the request was sent to.
-        guard let separator = origin.range(of: "://"), let host = authority, !host.isEmpty,
-            origin[separator.upperBound...].lowercased() == host.lowercased()
-        else { return origin }
-        return nil
+        // Same origin: scheme://host[:port] naming the Host the request was sent to (a default
+        // port may be left out on either side).
+        guard let separator = origin.range(of: "://"), let host = authority, !host.isEmpty else { return origin }
+        let scheme = origin[..<separator.lowerBound].lowercased()
+        func withoutDefaultPort(_ text: Substring) -> Substring {
+            let defaultPort = scheme == "https" ? ":443" : ":80"
+            return text.hasSuffix(defaultPort) ? text.dropLast(defaultPort.count) : text
+        }
+        let originHost = withoutDefaultPort(Substring(origin[separator.upperBound...].lowercased()))
+        return originHost == withoutDefaultPort(Substring(host.lowercased())) ? nil : origin
     }
 
     static func isLoopback(_ address: SocketAddress?) -> Bool {

@@ -26,6 +26,8 @@ public struct ConnectionLimits: Sendable, Hashable {
     public var maximumHeaderFieldBytes = 16 * 1024
     /// Largest header section the HTTP decoder buffers.
     public var maximumHeaderBytes = 32 * 1024
+    /// Most header fields in a request.
+    public var maximumHeaderFields = 100
 
     /// The defaults.
     public init() {}
@@ -87,7 +89,7 @@ struct GuardedHTTP1Channel: ServerChildChannel {
                 additionalChannelHandlers: channelHandlers.value,
                 idleTimeout: nil,
                 httpDecoderConfiguration: .init(
-                    maxHeaderFieldSize: limits.maximumHeaderFieldBytes, maxHeaderListSize: limits.maximumHeaderBytes, maxHeaderFieldCount: 100)
+                    maxHeaderFieldSize: limits.maximumHeaderFieldBytes, maxHeaderListSize: limits.maximumHeaderBytes, maxHeaderFieldCount: limits.maximumHeaderFields)
             ))
         return inner.setup(channel: channel, logger: logger)
     }
@@ -145,6 +147,8 @@ final class ConnectionState {
     var outstanding = 0
     /// When the connection last became idle (opened, or its last answer was written).
     var idleSince = NIODeadline.now()
+    /// No further request is answered: the connection closes once the outstanding ones are.
+    var closing = false
 }
 
 /// First in the pipeline, before the HTTP decoder: notes when the bytes of a new request start
@@ -178,8 +182,6 @@ final class ConnectionGuard: ChannelDuplexHandler, RemovableChannelHandler {
     private var checks: RepeatedTask?
     /// Parts of the current request are dropped (it was rejected).
     private var dropping = false
-    /// No further request is read; the connection closes once the outstanding ones are answered.
-    private var closing = false
     private var bodyBytes = 0
 
     init(state: ConnectionState, limits: ConnectionLimits, logger: Logger) {
@@ -218,7 +220,7 @@ final class ConnectionGuard: ChannelDuplexHandler, RemovableChannelHandler {
         let part = unwrapInboundIn(data)
         switch part {
         case .head(let request):
-            guard !closing else {
+            guard !state.closing else {
                 dropping = true
                 return
             }
@@ -246,7 +248,7 @@ final class ConnectionGuard: ChannelDuplexHandler, RemovableChannelHandler {
                 // answer it in order any more.
                 logger.debug("closing a connection whose request body passed the limit")
                 dropping = true
-                closing = true
+                state.closing = true
                 context.close(promise: nil)
                 return
             }
@@ -272,7 +274,7 @@ final class ConnectionGuard: ChannelDuplexHandler, RemovableChannelHandler {
             return
         }
         state.idleSince = .now()
-        guard closing else {
+        guard state.closing else {
             context.write(data, promise: promise)
             return
         }
@@ -291,7 +293,10 @@ final class ConnectionGuard: ChannelDuplexHandler, RemovableChannelHandler {
     func errorCaught(context: ChannelHandlerContext, error: any Error) {
         // A request the HTTP decoder cannot read: answered with the JSON error every endpoint
         // uses (Hummingbird's own answer has no body), unless earlier answers are still due.
-        guard let parserError = error as? HTTPParserError, !closing, state.outstanding == 0 else {
+        guard let parserError = error as? HTTPParserError, !state.closing, state.outstanding == 0 else {
+            // Hummingbird answers it (or just closes) once the earlier answers are written; no
+            // request read meanwhile may be answered first.
+            state.closing = true
             context.fireErrorCaught(error)
             return
         }
@@ -309,7 +314,7 @@ final class ConnectionGuard: ChannelDuplexHandler, RemovableChannelHandler {
     /// and closes the connection; its remaining parts are dropped.
     private func reject(context: ChannelHandlerContext, status: HTTPResponse.Status, _ message: String, dataPath: Bool) {
         dropping = true
-        closing = true
+        state.closing = true
         guard state.outstanding == 0 else { return }
         var body = ByteBuffer()
         body.writeString("{\"error\":\"\(message)\",\"success\":false}")

@@ -26,6 +26,7 @@ final class L1FastPath: Sendable {
     /// keeps it bounded.
     private let keys = Mutex<[String: String]>([:])
     static let remembersTargets = 4096
+    static let longestRememberedTarget = 256
 
     init(service: IBGEService, answers: DataAnswers, registry: PrometheusCollectorRegistry, logger: Logger) {
         self.service = service
@@ -45,6 +46,8 @@ final class L1FastPath: Sendable {
             let parsed = try? DataRoutes.localidadesRequest(URI(target), service: service), IBGEService.isSingleEntry(parsed)
         else { return nil }
         let key = parsed.cacheKey
+        // Long targets (a query of parameters the answer ignores, say) are parsed each time.
+        guard target.utf8.count <= Self.longestRememberedTarget else { return key }
         keys.withLock { keys in
             if keys.count >= Self.remembersTargets { keys.removeAll(keepingCapacity: true) }
             keys[target] = key
@@ -53,7 +56,7 @@ final class L1FastPath: Sendable {
     }
 
     /// The answer from L1 to a GET or HEAD of `target`, or nil when the router must answer it.
-    func answer(target: String, acceptEncoding: String?, ifNoneMatch: String?) -> DataAnswers.Answer? {
+    func answer(target: String, isHead: Bool, acceptEncoding: String?, ifNoneMatch: String?) -> DataAnswers.Answer? {
         guard let key = cacheKey(target) else { return nil }
         let memory = service.cache.memory
         guard let (plain, refreshDue) = memory.lookupValue(key, consumeRefresh: false), !refreshDue else { return nil }
@@ -65,7 +68,7 @@ final class L1FastPath: Sendable {
             gzip = variant
         }
         if logger.logLevel <= .debug {
-            logger.debug("Request", metadata: ["hb.request.path": "\(target)", "fast_path": "l1"])
+            logger.debug("Request", metadata: ["hb.request.path": "\(target)", "hb.request.method": "\(isHead ? "HEAD" : "GET")", "fast_path": "l1"])
         }
         answered.increment()
         return answers.answer(ifNoneMatch: ifNoneMatch, plain: plain, gzip: gzip, now: memory.clock.nowMilliseconds())
@@ -106,12 +109,15 @@ final class L1FastPathHandler: ChannelInboundHandler, RemovableChannelHandler {
     init(fastPath: L1FastPath, state: ConnectionState, limits: ConnectionLimits) {
         self.fastPath = fastPath
         self.state = state
-        self.scanner = RequestHeadScanner(maximumTargetBytes: limits.maximumURIBytes, maximumFields: 100)
+        self.scanner = RequestHeadScanner(
+            maximumTargetBytes: limits.maximumURIBytes, maximumFields: limits.maximumHeaderFields,
+            maximumFieldBytes: limits.maximumHeaderFieldBytes, maximumHeadBytes: limits.maximumHeaderBytes)
         self.maximumHeadBytes = limits.maximumHeaderBytes + limits.maximumHeaderFieldBytes
     }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
-        guard !passthrough else {
+        guard !passthrough, !state.closing else {
+            passthrough = true
             context.fireChannelRead(data)
             return
         }
@@ -138,8 +144,9 @@ final class L1FastPathHandler: ChannelInboundHandler, RemovableChannelHandler {
                 scanned = 0
                 // A whole head is here, so `readSlice` cannot fail.
                 guard let request = bytes.readSlice(length: head.length) else { return }
-                if head.eligible, state.outstanding == 0, context.channel.isWritable,
-                    let answer = fastPath.answer(target: head.target, acceptEncoding: head.acceptEncoding, ifNoneMatch: head.ifNoneMatch)
+                if head.eligible, state.outstanding == 0, !state.closing, context.channel.isActive, isWritable(context),
+                    let answer = fastPath.answer(
+                        target: head.target, isHead: head.isHead, acceptEncoding: head.acceptEncoding, ifNoneMatch: head.ifNoneMatch)
                 {
                     write(answer, isHead: head.isHead, context: context)
                     state.idleSince = .now()
@@ -149,6 +156,11 @@ final class L1FastPathHandler: ChannelInboundHandler, RemovableChannelHandler {
                     // router has it (``ConnectionState/outstanding`` counts it) before the
                     // next request is looked at.
                     context.fireChannelRead(wrapInboundOut(request))
+                    if !head.keepsConnection || state.closing {
+                        // The decoder reads no further requests as HTTP/1.1 keep-alive ones.
+                        if bytes.readableBytes > 0 { handOver(bytes, context: context) } else { passthrough = true }
+                        return
+                    }
                 }
             }
         }
@@ -164,6 +176,17 @@ final class L1FastPathHandler: ChannelInboundHandler, RemovableChannelHandler {
         context.fireChannelReadComplete()
     }
 
+    /// Whether the client reads its answers: the channel is writable, or becomes so once the
+    /// answers written in this read are flushed (a large answer alone may pass the high-water
+    /// mark before the kernel has taken any of it).
+    private func isWritable(_ context: ChannelHandlerContext) -> Bool {
+        if context.channel.isWritable { return true }
+        guard unflushed else { return false }
+        unflushed = false
+        context.flush()
+        return context.channel.isWritable
+    }
+
     private func handOver(_ bytes: ByteBuffer, context: ChannelHandlerContext) {
         passthrough = true
         held = nil
@@ -172,11 +195,14 @@ final class L1FastPathHandler: ChannelInboundHandler, RemovableChannelHandler {
 
     /// Writes an answer as NIO's HTTP/1.1 encoder writes the router's: the status line, the
     /// fields in order, then `Date` and `Server` (as Hummingbird adds them); a 304 has no
-    /// `Content-Length`, a HEAD no body.
+    /// `Content-Length`, a HEAD no body. A small body is copied after the head (one buffer to
+    /// write); a large one is written as it is in L1 (no copy per answer, however many clients
+    /// are slow to read it).
     private func write(_ answer: DataAnswers.Answer, isHead: Bool, context: ChannelHandlerContext) {
         let notModified = answer.status == .notModified
         let withBody = !isHead && !notModified
-        var out = context.channel.allocator.buffer(capacity: 320 + (withBody ? answer.body.readableBytes : 0))
+        let copyBody = withBody && answer.body.readableBytes <= Self.copiedBodyBytes
+        var out = context.channel.allocator.buffer(capacity: 320 + (copyBody ? answer.body.readableBytes : 0))
         out.writeStaticString(notModified ? "HTTP/1.1 304 Not Modified\r\n" : "HTTP/1.1 200 OK\r\n")
         for field in answer.fields where !(notModified && field.name == .contentLength) {
             out.writeString(field.name.rawName)
@@ -189,13 +215,17 @@ final class L1FastPathHandler: ChannelInboundHandler, RemovableChannelHandler {
         out.writeStaticString("\r\nServer: ")
         out.writeString(DataAnswers.serverName)
         out.writeStaticString("\r\n\r\n")
-        if withBody {
+        if copyBody {
             var body = answer.body
             out.writeBuffer(&body)
         }
         context.write(wrapOutboundOut(out), promise: nil)
+        if withBody, !copyBody { context.write(wrapOutboundOut(answer.body), promise: nil) }
         unflushed = true
     }
+
+    /// Bodies up to this size are copied into the head's buffer.
+    static let copiedBodyBytes = 4096
 }
 
 /// The `Date` header's value, formatted once per second (RFC 9110 IMF-fixdate, as Hummingbird's).

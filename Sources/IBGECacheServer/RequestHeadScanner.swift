@@ -6,9 +6,12 @@ import NIOCore
 /// - a head with a body (`Content-Length`, `Transfer-Encoding`), or any byte it does not
 ///   accept, is ``Outcome/unframed``: the fast path then hands the connection's bytes to the
 ///   decoder from there on;
-/// - a well-framed head the fast path does not answer (another method, HTTP/1.0, `Connection`,
-///   `Upgrade`, `Expect`, a repeated field it reads) is still a whole request without a body,
-///   so it can be handed to the decoder on its own and the next request read here again.
+/// - a well-framed head the fast path does not answer (another method, a repeated field it
+///   reads, `Expect`, a field past the decoder's limits) is still a whole request without a
+///   body, so it can be handed to the decoder on its own and the next request read here again;
+/// - unless it ends HTTP/1.1 keep-alive (``Head/keepsConnection`` false: HTTP/1.0,
+///   `Connection` other than `keep-alive`, `Upgrade`, `CONNECT`): the decoder then stops reading
+///   requests, so every later byte must go to it too.
 struct RequestHeadScanner {
     /// What one well-framed request head says.
     struct Head {
@@ -16,6 +19,8 @@ struct RequestHeadScanner {
         var length: Int
         /// `GET` or `HEAD` over HTTP/1.1 with nothing that asks for more than a plain answer.
         var eligible: Bool
+        /// The connection stays an HTTP/1.1 keep-alive connection after this request.
+        var keepsConnection: Bool
         var isHead: Bool
         /// The request target (origin form), when eligible.
         var target: String
@@ -36,6 +41,10 @@ struct RequestHeadScanner {
     let maximumTargetBytes: Int
     /// Most header fields (more go to the decoder, which refuses them).
     let maximumFields: Int
+    /// Longest field (name and value) and request line the decoder accepts.
+    let maximumFieldBytes: Int
+    /// Largest header section the decoder accepts.
+    let maximumHeadBytes: Int
 
     /// Scans the readable bytes of `buffer`, resuming the search for the head's end at `from`.
     func scan(_ buffer: ByteBuffer, from: Int) -> Outcome {
@@ -93,11 +102,14 @@ struct RequestHeadScanner {
         let isGet = method.elementsEqual("GET".utf8)
         let isHead = method.elementsEqual("HEAD".utf8)
         var eligible = (isGet || isHead) && http11 && target.count <= maximumTargetBytes && target.first == UInt8(ascii: "/")
+            && requestLine.count <= maximumFieldBytes && head.count <= maximumHeadBytes
+        var keepsConnection = http11 && !method.elementsEqual("CONNECT".utf8)
         var acceptEncoding: String?
         var ifNoneMatch: String?
         var fields = 0
         while let line = lines.next() {
             fields += 1
+            if line.count > maximumFieldBytes { eligible = false }
             // field-name ":" OWS field-value OWS; no obs-fold, no space before the colon.
             guard let colon = line.firstIndex(of: UInt8(ascii: ":")), colon > line.startIndex else { return .unframed }
             let name = line[line.startIndex..<colon]
@@ -115,10 +127,14 @@ struct RequestHeadScanner {
             case 13 where Self.equalsLowercased(name, "if-none-match"):
                 if ifNoneMatch != nil { eligible = false }
                 ifNoneMatch = String(decoding: value, as: UTF8.self)
-            case 10 where Self.equalsLowercased(name, "connection"), 7 where Self.equalsLowercased(name, "upgrade"),
-                6 where Self.equalsLowercased(name, "expect"):
-                // Keep-alive is the default; anything else said here is the router's to handle.
-                if !(name.count == 10 && Self.equalsLowercased(value, "keep-alive")) { eligible = false }
+            case 10 where Self.equalsLowercased(name, "connection"), 7 where Self.equalsLowercased(name, "upgrade"):
+                // Keep-alive is the default; anything else said here (close, upgrade) ends it.
+                if !(name.count == 10 && Self.equalsLowercased(value, "keep-alive")) {
+                    eligible = false
+                    keepsConnection = false
+                }
+            case 6 where Self.equalsLowercased(name, "expect"):
+                eligible = false
             default:
                 break
             }
@@ -127,7 +143,7 @@ struct RequestHeadScanner {
         if fields > maximumFields { eligible = false }
         return .head(
             Head(
-                length: length, eligible: eligible, isHead: isHead,
+                length: length, eligible: eligible && keepsConnection, keepsConnection: keepsConnection, isHead: isHead,
                 target: eligible ? String(decoding: target, as: UTF8.self) : "", acceptEncoding: acceptEncoding, ifNoneMatch: ifNoneMatch))
     }
 

@@ -109,6 +109,17 @@ struct BrowserTests {
             #expect(status6 == 200, "the server's own pages")
             let status7 = try await clear([])
             #expect(status7 == 200, "curl, Python, the CLI")
+            // Same origin by Origin and Host alone (no Sec-Fetch-Site), a default port left out.
+            let sameOrigin = try await clear([("Origin", "http://127.0.0.1:\(port)")])
+            #expect(sameOrigin == 200)
+            let defaultPort = try await clear([("Origin", "http://localhost"), ("Host", "localhost:80")])
+            #expect(defaultPort == 200)
+            // DNS rebinding: same-origin to the browser, but the page's own host name.
+            let rebound = try await clear([("Origin", "http://rebind.example:\(port)"), ("Host", "rebind.example:\(port)"), ("Sec-Fetch-Site", "same-origin")])
+            #expect(rebound == 403)
+            // Through a proxy on this host, every client is loopback: not without a token.
+            let proxied = try await clear([("X-Forwarded-For", "203.0.113.9")])
+            #expect(proxied == 403)
         }
     }
 }

@@ -294,11 +294,13 @@ struct FrontDoorTests {
                 func normalized(_ reply: String) -> String {
                     reply.replacing(/Date: [^\r]*/, with: "Date: D").replacing(/max-age=[0-9]+/, with: "max-age=N")
                 }
-                let before = try await fastAnswers(fastPort)
+                var expectedFast = 0
                 for target in ["/api/v1/localidades/municipios/4208203", "/api/v1/localidades/estados/SC/municipios", "/api/v1/localidades/regioes"] {
                     for encoding in ["", "Accept-Encoding: gzip\r\n", "accept-encoding:  gzip  \r\n"] {
-                        let etag = try #require(try await fetch(routerPort, target, headers: encoding.isEmpty ? [] : [("Accept-Encoding", "gzip")]).header("etag"))
+                        let warm = try await fetch(routerPort, target, headers: encoding.isEmpty ? [] : [("Accept-Encoding", "gzip")])
+                        let etag = try #require(warm.header("etag"))
                         _ = try await fetch(fastPort, target, headers: encoding.isEmpty ? [] : [("Accept-Encoding", "gzip")])
+                        let before = try await fastAnswers(fastPort)
                         let request = "GET \(target) HTTP/1.1\r\nHost: x\r\n\(encoding)\r\n" + "HEAD \(target) HTTP/1.1\r\nHost: x\r\n\(encoding)\r\n"
                             + "GET \(target) HTTP/1.1\r\nHost: x\r\n\(encoding)If-None-Match: W/\(etag)\r\n\r\n"
                             + "GET /api/v1/localidades/regioes/9 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
@@ -306,9 +308,16 @@ struct FrontDoorTests {
                         let b = try await rawExchange(routerPort, request).reply
                         #expect(a.components(separatedBy: "HTTP/1.1 ").count == 5, "four answers: \(a.prefix(300))")
                         #expect(normalized(a) == normalized(b), "\(target) \(encoding)")
+                        let delta = try await fastAnswers(fastPort) - before
+                        // An answer past the channel's high-water mark (64 KiB) may still be in
+                        // the channel after its flush (the kernel decides how much it takes at
+                        // once); the requests behind it then go to the router, as they should.
+                        let large = warm.body.count > 64 * 1024
+                        #expect(large ? delta >= 1 : delta == 3, "GET, HEAD and If-None-Match were the fast path's: \(delta), \(target) \(encoding)")
+                        expectedFast += 3
                     }
                 }
-                #expect(try await fastAnswers(fastPort) - before >= 27, "the hits were the fast path's")
+                #expect(expectedFast == 27)
             }
         }
     }
@@ -320,7 +329,18 @@ struct FrontDoorTests {
             for target in ["/api/v1/localidades/municipios/4208203", "/api/v1/localidades/estados/SC"] {
                 #expect(try await fetch(port, target).status == 200)
             }
+            // A head sent in three pieces is the fast path's, once it is whole.
             let before = try await fastAnswers(port)
+            let split = try await rawExchange(
+                port,
+                pieces: [
+                    "GET /api/v1/localidades/municipios/4208203 HT", "TP/1.1\r\nHost: x\r",
+                    "\n\r\nGET /api/v1/localidades/regioes/9 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+                ]
+            ).reply
+            #expect(split.hasPrefix("HTTP/1.1 200 OK") && split.contains("\"id\":4208203") && split.components(separatedBy: "HTTP/1.1 ").count == 3)
+            #expect(try await fastAnswers(port) - before == 1)
+
             let florianopolis = "GET /api/v1/localidades/municipios/4208203 HTTP/1.1\r\nHost: x\r\n\r\n"
             let reply = try await rawExchange(
                 port,
@@ -341,7 +361,14 @@ struct FrontDoorTests {
             #expect(answers[4].hasPrefix("405") || answers[4].hasPrefix("404"), "\(answers[4].prefix(80))")
             #expect(answers[5].hasPrefix("200") && answers[5].contains("\"id\":4208203"))
             #expect(answers[6].hasPrefix("200") && answers[6].contains("\"sigla\":\"SC\""))
-            #expect(try await fastAnswers(port) - before >= 1, "the head sent in pieces was answered by the fast path")
+
+            // After a request that ends keep-alive (HTTP/1.0 here), the decoder reads no more
+            // requests, so neither does the fast path: a hit behind it is not answered.
+            let ended = try await rawExchange(
+                port, "GET /api/v1/localidades/estados/SC HTTP/1.0\r\n\r\n" + florianopolis, limit: .seconds(20)
+            ).reply
+            #expect(ended.components(separatedBy: "HTTP/1.").count == 2, "one answer: \(ended.prefix(300))")
+            #expect(ended.hasPrefix("HTTP/1.0 200") || ended.hasPrefix("HTTP/1.1 200"))
 
             // Lines ended by a bare LF are the decoder's to judge, at once (not held until the timeout).
             let bare = try await rawExchange(port, "GET /api/v1/localidades/estados/SC HTTP/1.1\nHost: x\nConnection: close\n\n", limit: .seconds(5))
