@@ -5,7 +5,7 @@ public import NIOCore
 /// ```
 /// offset  size  field
 /// 0       2     magic "IC"
-/// 2       1     format version (1)
+/// 2       1     format version (2; 1 is still read)
 /// 3       1     codec (0 raw bytes, 1 JSON)
 /// 4       8     fresh until, Unix ms, big-endian (logical expiry)
 /// 12      8     content tag, big-endian (``ContentTag`` of the payload; version 2)
