@@ -63,7 +63,7 @@ public final class IBGEService: Sendable {
     /// Whether the request's answer is one cache entry, under ``LocalidadesRequest/cacheKey``
     /// (not assembled from several, as a joined request is).
     public static func isSingleEntry(_ request: LocalidadesRequest) -> Bool {
-        !(request.ids.map { $0.count > 1 } ?? false) || request.child != nil || request.orderByName || request.flat
+        !request.isJoined || request.child != nil || request.orderByName || request.flat
     }
 
     /// The answer to the request with its validator and freshness: from the cache, the
@@ -144,8 +144,8 @@ public final class IBGEService: Sendable {
         guard let firstCode = codes.first else { return [:] }
         var answers: [Int: ByteBuffer] = Dictionary(uniqueKeysWithValues: codes.map { ($0, ByteBuffer(string: "[]")) })
         // One id is asked as `id|id`, so the answer is an array like the others.
-        let joinedIDs: [LocalidadeID] = codes.count > 1 ? codes.map { .code($0) } : [.code(firstCode), .code(firstCode)]
-        let joinedRequest = UpstreamRequest(LocalidadesRequest(level: level, ids: joinedIDs))
+        let joinedPath = codes.count > 1 ? codes.sorted().map(String.init).joined(separator: "|") : "\(firstCode)|\(firstCode)"
+        let joinedRequest = try UpstreamRequest(path: "v1/localidades/\(level.rawValue)/\(joinedPath)", query: [])
         let body = try await upstream.fetch(joinedRequest)
         guard let elements = JSONArraySplitter.elements(of: body) else {
             throw IBGEError(.upstreamFailed, "IBGE's answer to \(joinedRequest.path) is not a JSON array")

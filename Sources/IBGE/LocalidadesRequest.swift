@@ -64,7 +64,7 @@ public enum LocalidadeID: Sendable, Hashable, Comparable, CustomStringConvertibl
 }
 
 /// A request for the localidades API (`/api/v1/localidades/...`), validated and in canonical
-/// form: UF siglas resolved to codes, ids sorted, only the query parameters that change the
+/// form: UF siglas resolved to codes, ids de-duplicated and sorted, only the query parameters that change the
 /// answer kept. Its ``cacheKey`` is the same for every spelling of the same question.
 public struct LocalidadesRequest: Sendable, Hashable {
     /// The collection.
@@ -83,12 +83,16 @@ public struct LocalidadesRequest: Sendable, Hashable {
 
     /// Whether the answer is one object rather than an array (one id, no `|`, no child).
     public var isSingleObject: Bool { child == nil && ids?.count == 1 && !joinedIDs }
+    /// Whether the ids were joined with `|` (the answer is an array, even of one id).
+    public var isJoined: Bool { joinedIDs }
     private var joinedIDs: Bool
 
     /// Creates a request.
     public init(level: LocalidadesLevel, ids: [LocalidadeID]? = nil, child: LocalidadesLevel? = nil, orderByName: Bool = false, flat: Bool = false) {
         self.level = level
-        self.ids = ids?.sorted()
+        // One key per id set: every order and repetition of the same ids is the same request
+        // (IBGE answers each id once however often it is named).
+        self.ids = ids.map { Array(Set($0)).sorted() }
         self.child = child
         self.orderByName = orderByName
         self.flat = flat
