@@ -31,6 +31,10 @@ public final class IBGEService: Sendable {
     public let negativeTTL: Duration
     let logger: Logger
     private let fallbacks = Atomic<Int>(0)
+    /// Answers computed from embedded data for the cache (population): one per miss, none per hit.
+    private let derivedBodies = Atomic<Int>(0)
+    /// How many answers were computed from embedded data for the cache (population queries).
+    public var derivedAnswers: Int { derivedBodies.load(ordering: .relaxed) }
 
     /// Creates the service.
     public init(
@@ -170,10 +174,14 @@ public final class IBGEService: Sendable {
     public func mirrorAnswer(_ request: UpstreamRequest) async throws(IBGEError) -> CachedValue {
         let ttl = request.kind == .agregados ? agregadosTTL : self.ttl
         guard let upstream else {
-            guard let selector = request.populationSelector, let body = population.body(localidades: selector, snapshot: snapshot) else {
-                throw IBGEError(.notServed, "/api/\(request.path) is not in the embedded data; the mirror needs ENABLE_REAL_APIS=true for it")
+            let notServed = IBGEError(.notServed, "/api/\(request.path) is not in the embedded data; the mirror needs ENABLE_REAL_APIS=true for it")
+            // Checked without computing anything; the answer is computed only on a miss.
+            guard let selector = request.populationSelector, Population2022.isSelector(selector) else { throw notServed }
+            return try await cached(request.cacheKey, ttl: ttl) { () throws(IBGEError) in
+                self.derivedBodies.add(1, ordering: .relaxed)
+                guard let body = self.population.body(localidades: selector, snapshot: self.snapshot) else { throw notServed }
+                return body
             }
-            return try await cached(request.cacheKey, ttl: ttl) { () throws(IBGEError) in body }
         }
         do {
             return try await cached(request.cacheKey, ttl: ttl) { () async throws(IBGEError) in try await upstream.fetch(request) }

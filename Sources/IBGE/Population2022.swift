@@ -62,9 +62,39 @@ public struct Population2022: Sendable {
 
     /// Parses a SIDRA `localidades` selector: `N1[all]`, `N3[all]`, `N3[42,35]`, `N6[all]`,
     /// `N6[4208203,3550308]`, `N6[N3[42]]`, several joined with `|`. Nil for anything else.
+    /// Most `|`-separated parts a selector may have.
+    static let maximumParts = 32
+
+    /// Whether `selector` is a population query this type answers (checked without computing
+    /// it): at most ``maximumParts`` parts of `N1[all]`, `N3[all|codes]`, `N6[all|codes|N3[codes]]`.
+    public static func isSelector(_ selector: String) -> Bool {
+        let parts = selector.split(separator: "|")
+        guard !parts.isEmpty, parts.count <= maximumParts else { return false }
+        for part in parts {
+            guard part.count >= 4, part.hasSuffix("]"), let open = part.firstIndex(of: "[") else { return false }
+            let level = part[..<open]
+            let inside = part[part.index(after: open)..<part.index(before: part.endIndex)]
+            func codes(_ text: Substring, digits: Int) -> Bool {
+                text.split(separator: ",", omittingEmptySubsequences: false).allSatisfy { $0.count == digits && $0.allSatisfy { $0 >= "0" && $0 <= "9" } }
+            }
+            switch level {
+            case "N1": guard inside == "all" || inside == "1" else { return false }
+            case "N3": guard inside == "all" || codes(inside, digits: 2) else { return false }
+            case "N6":
+                if inside == "all" || codes(inside, digits: 7) { continue }
+                guard inside.hasPrefix("N3["), inside.hasSuffix("]"), codes(inside.dropFirst(3).dropLast(), digits: 2) else { return false }
+            default: return false
+            }
+        }
+        return true
+    }
+
     static func localities(_ selector: String, snapshot: IBGESnapshot) -> [Locality]? {
+        guard isSelector(selector) else { return nil }
         var result: [Locality] = []
-        for part in selector.split(separator: "|") {
+        // A level named twice (`N6[all]|N6[all]|…`) is expanded once.
+        var expanded = Set<Substring>()
+        for part in selector.split(separator: "|") where expanded.insert(part).inserted {
             guard part.count >= 4, part.hasSuffix("]"), let open = part.firstIndex(of: "[") else { return nil }
             let level = part[..<open]
             let inside = part[part.index(after: open)..<part.index(before: part.endIndex)]

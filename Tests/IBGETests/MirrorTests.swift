@@ -198,4 +198,26 @@ struct MirrorTests {
         await service.upstream?.shutdown()
         await fake.stop()
     }
+
+    @Test("population and any derived answer computed only on a miss; a level named many times is expanded once, and a selector of too many parts is refused unexpanded")
+    func populationOnlyOnMiss() async throws {
+        let service = IBGEService(
+            cache: TieredCache(l2: nil), snapshot: try IBGESnapshot.embedded(), population: try Population2022.embedded(), ttl: .seconds(3600))
+        let query = try UpstreamRequest(path: Population2022.path, query: [("localidades", "N6[N3[42]]")])
+        let first = try await service.mirror(query)
+        for _ in 0..<50 { #expect(try await service.mirror(query) == first) }
+        #expect(service.derivedAnswers == 1, "computed once, for the miss")
+
+        let once = try await service.mirror(try UpstreamRequest(path: Population2022.path, query: [("localidades", "N6[all]")]))
+        let repeated = Array(repeating: "N6[all]", count: 20).joined(separator: "|")
+        let twenty = try await service.mirror(try UpstreamRequest(path: Population2022.path, query: [("localidades", repeated)]))
+        #expect(twenty.readableBytes == once.readableBytes, "every município once")
+        let hundreds = Array(repeating: "N6[all]", count: 300).joined(separator: "|")
+        let computedBefore = service.derivedAnswers
+        let error = await #expect(throws: IBGEError.self) {
+            try await service.mirror(try UpstreamRequest(path: Population2022.path, query: [("localidades", hundreds)]))
+        }
+        #expect(error?.code == .notServed)
+        #expect(service.derivedAnswers == computedBefore, "refused before anything was computed")
+    }
 }
