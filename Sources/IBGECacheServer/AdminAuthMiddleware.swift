@@ -11,7 +11,9 @@ import NIOCore
 /// same machine must not clear or preload the cache with a form or a `fetch`. Browsers say where
 /// a request comes from (`Sec-Fetch-Site`, `Origin`); clients that are not browsers send neither.
 /// Without a token, a loopback request must also name a loopback host (against DNS rebinding)
-/// and not come through a proxy (`Forwarded`, `X-Forwarded-For`, `X-Real-IP`), where everyone is loopback.
+/// and not come through a proxy (`Forwarded`, `X-Forwarded-For`, `X-Real-IP`), where everyone is loopback,
+/// and carry no body a form could send (`application/x-www-form-urlencoded`, `multipart/form-data`,
+/// `text/plain`).
 struct AdminAuthMiddleware: RouterMiddleware {
     typealias Context = AppRequestContext
     let token: String?
@@ -45,7 +47,18 @@ struct AdminAuthMiddleware: RouterMiddleware {
         guard Self.isLoopbackHost(request.head.authority) else {
             return .error("admin calls without CACHE_ADMIN_TOKEN must name a loopback host (localhost, 127.0.0.1, [::1])", status: .forbidden)
         }
+        // What an HTML form can send without asking (even from a browser that leaves out
+        // Origin): refused; JSON or no body at all is what clients send.
+        if let type = request.headers[.contentType], Self.isFormContentType(type) {
+            return .error("admin calls without CACHE_ADMIN_TOKEN take a JSON body or none, not \(type.prefix(60))", status: .forbidden)
+        }
         return try await next(request, context)
+    }
+
+    /// The content types a form (a CORS "simple request") may send.
+    static func isFormContentType(_ value: String) -> Bool {
+        let mediaType = value.split(separator: ";", maxSplits: 1).first.map { $0.trimmingCharacters(in: .whitespaces).lowercased() } ?? ""
+        return mediaType == "application/x-www-form-urlencoded" || mediaType == "multipart/form-data" || mediaType == "text/plain"
     }
 
     /// Fields a reverse proxy adds.

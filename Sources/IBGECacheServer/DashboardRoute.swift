@@ -1,14 +1,31 @@
 import Hummingbird
 import NIOCore
 
-/// `GET /dashboard`: one self-contained page for operators that polls the admin JSON
-/// (status, health, metrics) every two seconds. No external scripts or styles.
+/// `GET /dashboard`: one page for operators that polls the admin JSON (status, health,
+/// metrics) every two seconds. No external resources: its script and style are
+/// `/dashboard/app.js` and `/dashboard/style.css`, so the page can send
+/// `Content-Security-Policy: default-src 'self'` (no inline script may run, whatever text the
+/// admin JSON carries) and every value is written with `textContent`, never parsed as HTML.
+
 struct DashboardRoute {
+    /// Headers of the page and its files: no caching, no MIME sniffing, no framing by other
+    /// sites, nothing loaded from elsewhere.
+    static func headers(contentType: String) -> HTTPFields {
+        [
+            .contentType: contentType, .cacheControl: "no-store", .contentSecurityPolicy: "default-src 'self'; frame-ancestors 'none'",
+            .xContentTypeOptions: "nosniff",
+        ]
+    }
+
     func register(on router: Router<AppRequestContext>) {
-        router.getAndHead("/dashboard") { _, _ -> Response in
-            Response(
-                status: .ok, headers: [.contentType: "text/html; charset=utf-8", .cacheControl: "no-store"],
-                body: .init(byteBuffer: ByteBuffer(string: Self.page)))
+        for (path, contentType, text) in [
+            ("/dashboard", "text/html; charset=utf-8", Self.page), ("/dashboard/app.js", "text/javascript; charset=utf-8", Self.script),
+            ("/dashboard/style.css", "text/css; charset=utf-8", Self.style),
+        ] {
+            let bytes = ByteBuffer(string: text)
+            router.getAndHead(RouterPath(path)) { _, _ -> Response in
+                Response(status: .ok, headers: Self.headers(contentType: contentType), body: .init(byteBuffer: bytes))
+            }
         }
     }
 
@@ -16,16 +33,8 @@ struct DashboardRoute {
         <!doctype html>
         <html lang="en"><head><meta charset="utf-8"><title>ibge-cache</title>
         <meta name="viewport" content="width=device-width, initial-scale=1">
-        <style>
-        body{font:14px/1.4 system-ui,sans-serif;margin:2rem;color:#222;background:#fafafa}
-        h1{font-size:1.3rem;margin:0 0 1rem} h2{font-size:1rem;margin:0 0 .5rem}
-        .grid{display:grid;grid-template-columns:repeat(auto-fit,minmax(260px,1fr));gap:1rem}
-        .card{background:#fff;border:1px solid #ddd;border-radius:6px;padding:1rem}
-        .state{font-weight:600;padding:.1rem .5rem;border-radius:4px}
-        .healthy,.up,.redis{background:#d9f2dc}.degraded,.memory-fallback,.down{background:#fde7c4}.unhealthy{background:#f8d0d0}
-        table{border-collapse:collapse;width:100%} td{padding:.15rem 0;border-bottom:1px solid #f0f0f0} td:last-child{text-align:right;font-variant-numeric:tabular-nums}
-        #error{color:#b00}
-        </style></head><body>
+        <link rel="stylesheet" href="/dashboard/style.css">
+        </head><body>
         <h1>ibge-cache <span id="health" class="state">…</span> <span id="backend" class="state">…</span></h1>
         <p id="error"></p>
         <div class="grid">
@@ -34,10 +43,42 @@ struct DashboardRoute {
         <div class="card"><h2>L1 (in-process)</h2><table id="l1"></table></div>
         <div class="card"><h2>Redis and IBGE</h2><table id="checks"></table></div>
         </div>
-        <script>
-        const rows = (id, pairs) => { document.getElementById(id).innerHTML =
-          pairs.map(([k, v]) => `<tr><td>${k}</td><td>${v ?? "—"}</td></tr>`).join(""); };
-        const label = (id, text) => { const e = document.getElementById(id); e.textContent = text; e.className = "state " + text; };
+        <script src="/dashboard/app.js"></script>
+        </body></html>
+        """
+
+    static let style = """
+        body{font:14px/1.4 system-ui,sans-serif;margin:2rem;color:#222;background:#fafafa}
+        h1{font-size:1.3rem;margin:0 0 1rem} h2{font-size:1rem;margin:0 0 .5rem}
+        .grid{display:grid;grid-template-columns:repeat(auto-fit,minmax(260px,1fr));gap:1rem}
+        .card{background:#fff;border:1px solid #ddd;border-radius:6px;padding:1rem}
+        .state{font-weight:600;padding:.1rem .5rem;border-radius:4px}
+        .healthy,.up,.redis{background:#d9f2dc}.degraded,.memory-fallback,.down{background:#fde7c4}.unhealthy{background:#f8d0d0}
+        table{border-collapse:collapse;width:100%} td{padding:.15rem 0;border-bottom:1px solid #f0f0f0} td:last-child{text-align:right;font-variant-numeric:tabular-nums}
+        #error{color:#b00}
+        """
+
+    static let script = """
+        "use strict";
+        // Every value is text (textContent): nothing the admin JSON says is parsed as HTML.
+        const rows = (id, pairs) => {
+          const table = document.getElementById(id);
+          table.replaceChildren(...pairs.map(([k, v]) => {
+            const row = document.createElement("tr");
+            for (const text of [k, v ?? "—"]) {
+              const cell = document.createElement("td");
+              cell.textContent = String(text);
+              row.appendChild(cell);
+            }
+            return row;
+          }));
+        };
+        const states = ["healthy", "degraded", "unhealthy", "redis", "memory", "memory-fallback", "up", "down"];
+        const label = (id, text) => {
+          const e = document.getElementById(id);
+          e.textContent = String(text);
+          e.className = "state " + (states.includes(text) ? text : "");
+        };
         async function refresh() {
           try {
             const [status, health, metrics] = await Promise.all(["status", "health", "metrics"].map(
@@ -61,6 +102,5 @@ struct DashboardRoute {
           } catch (e) { document.getElementById("error").textContent = "cannot reach the admin API: " + e; }
         }
         refresh(); setInterval(refresh, 2000);
-        </script></body></html>
         """
 }

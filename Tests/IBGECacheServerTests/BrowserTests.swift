@@ -117,9 +117,55 @@ struct BrowserTests {
             // DNS rebinding: same-origin to the browser, but the page's own host name.
             let rebound = try await clear([("Origin", "http://rebind.example:\(port)"), ("Host", "rebind.example:\(port)"), ("Sec-Fetch-Site", "same-origin")])
             #expect(rebound == 403)
+            // A form's body types are refused without a token, even with no Origin at all; JSON is not.
+            for type in ["application/x-www-form-urlencoded", "multipart/form-data; boundary=x", "text/plain;charset=UTF-8"] {
+                let form = try await clear([("Content-Type", type)])
+                #expect(form == 403, "\(type)")
+            }
+            let json = try await clear([("Content-Type", "application/json")])
+            #expect(json == 200)
             // Through a proxy on this host, every client is loopback: not without a token.
             let proxied = try await clear([("X-Forwarded-For", "203.0.113.9")])
             #expect(proxied == 403)
+        }
+    }
+
+    @Test("with CACHE_ADMIN_TOKEN set, the token decides: a form body with it is accepted, without it 401; cross-site markers are refused either way")
+    func adminWithToken() async throws {
+        let app = try await makeApp(["REDIS_URL": "none", "CACHE_ADMIN_TOKEN": "s3cret"])
+        try await withLiveServer(app) { port in
+            func clear(_ headers: [(String, String)]) async throws -> UInt {
+                try await fetch(port, "/api/ibge/cache/clear", method: .POST, headers: headers).status
+            }
+            let form = [("Content-Type", "application/x-www-form-urlencoded")]
+            let withToken = try await clear(form + [("Authorization", "Bearer s3cret")])
+            #expect(withToken == 200)
+            let withoutToken = try await clear(form)
+            #expect(withoutToken == 401)
+            let crossSite = try await clear(form + [("Authorization", "Bearer s3cret"), ("Origin", "http://evil.example")])
+            #expect(crossSite == 403)
+        }
+    }
+
+    @Test("the dashboard runs under its Content-Security-Policy and shows hostile text as text")
+    func dashboardEscapes() async throws {
+        try #require(toolExists("chromium"), "chromium is missing (scripts/test installs it from Debian's packages)")
+        // The key prefix reaches the page ("keys under <prefix>"); make it markup.
+        let app = try await makeApp(["REDIS_URL": "none", "IBGE_CACHE_PREFIX": "<b/id=injected>x</b>:"])
+        try await withLiveServer(app) { port in
+            for _ in 0..<3 { _ = try await fetch(port, "/api/v1/localidades/regioes") }
+            let profile = FileManager.default.temporaryDirectory.appendingPathComponent("chromium-\(UUID().uuidString)")
+            defer { try? FileManager.default.removeItem(at: profile) }
+            let run = try await runTool(
+                [
+                    "chromium", "--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--no-first-run",
+                    "--user-data-dir=\(profile.path)", "--virtual-time-budget=5000", "--dump-dom", "http://127.0.0.1:\(port)/dashboard",
+                ], limit: .seconds(120))
+            let dom = run.output
+            #expect(dom.contains("<td>hit rate</td>"), "the script ran under the policy: \(dom.prefix(1500))")
+            #expect(dom.contains("<td>total</td><td>3</td>") || dom.contains("<td>total</td><td>4</td>"), "the admin JSON was read")
+            #expect(dom.contains("keys under &lt;b"), "the prefix is shown as text")
+            #expect(!dom.contains("id=\"injected\""), "and not as markup")
         }
     }
 }

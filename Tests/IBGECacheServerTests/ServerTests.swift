@@ -208,9 +208,19 @@ struct AdminRouteTests {
             let page = try await client.execute(uri: "/dashboard", method: .get)
             #expect(page.status == .ok)
             #expect(page.headers[.contentType] == "text/html; charset=utf-8")
+            #expect(page.headers[.contentSecurityPolicy] == "default-src 'self'; frame-ancestors 'none'")
+            #expect(page.headers[.xContentTypeOptions] == "nosniff")
             let html = String(buffer: page.body)
-            for path in ["/api/ibge/cache/", "\"status\"", "\"health\"", "\"metrics\""] { #expect(html.contains(path)) }
-            #expect(!html.contains("http://") && !html.contains("https://"), "no external resources")
+            #expect(html.contains("<script src=\"/dashboard/app.js\"></script>") && !html.contains("<script>"), "no inline script")
+            let script = try await client.execute(uri: "/dashboard/app.js", method: .get)
+            #expect(script.headers[.contentType] == "text/javascript; charset=utf-8" && script.headers[.xContentTypeOptions] == "nosniff")
+            let code = String(buffer: script.body)
+            for path in ["/api/ibge/cache/", "\"status\"", "\"health\"", "\"metrics\""] { #expect(code.contains(path)) }
+            #expect(!code.contains("innerHTML") && code.contains("textContent"))
+            #expect(try await client.execute(uri: "/dashboard/style.css", method: .get).status == .ok)
+            for text in [html, code] {
+                #expect(!text.contains("http://") && !text.contains("https://"), "no external resources")
+            }
         }
     }
 
