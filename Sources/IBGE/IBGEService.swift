@@ -41,7 +41,8 @@ public final class IBGEService: Sendable {
         cache: TieredCache, snapshot: IBGESnapshot, population: Population2022, upstream: HTTPUpstream? = nil, ttl: Duration,
         agregadosTTL: Duration? = nil, negativeTTL: Duration = .seconds(300), logger: Logger = Logger(label: "ibge")
     ) {
-        self.negativeTTL = negativeTTL
+        // An empty answer is never kept longer than a real one would be.
+        self.negativeTTL = min(negativeTTL, ttl, agregadosTTL ?? ttl)
         self.cache = cache
         self.embedded = EmbeddedSource(snapshot: snapshot)
         self.population = population

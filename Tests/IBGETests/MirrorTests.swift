@@ -220,4 +220,16 @@ struct MirrorTests {
         #expect(error?.code == .notServed)
         #expect(service.derivedAnswers == computedBefore, "refused before anything was computed")
     }
+
+    @Test("the negative TTL is never longer than the configured TTL")
+    func negativeTTLWithinTTL() throws {
+        let snapshot = try IBGESnapshot.embedded()
+        let population = try Population2022.embedded()
+        let short = IBGEService(cache: TieredCache(l2: nil), snapshot: snapshot, population: population, ttl: .seconds(60))
+        #expect(short.negativeTTL == .seconds(60))
+        let agregados = IBGEService(cache: TieredCache(l2: nil), snapshot: snapshot, population: population, ttl: .seconds(3600), agregadosTTL: .seconds(30))
+        #expect(agregados.negativeTTL == .seconds(30))
+        let long = IBGEService(cache: TieredCache(l2: nil), snapshot: snapshot, population: population, ttl: .seconds(3600))
+        #expect(long.negativeTTL == .seconds(300))
+    }
 }
