@@ -184,6 +184,7 @@ let package = Package(
                 "TieredCache", "TieredCacheRedis", "Redis", "RESP", "TestSupport",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "MetricsTestKit", package: "swift-metrics"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             ],
             swiftSettings: swiftSettings
         ),

@@ -141,6 +141,7 @@ struct AdminRoutes {
             var l2_soft_timeouts: Int
             var backplane_sent: Int
             var backplane_received: Int
+            var background_jobs_refused: Int
             var load_ms: LoadMilliseconds?
 
             struct LoadMilliseconds: Encodable {
@@ -158,6 +159,7 @@ struct AdminRoutes {
                 l2_soft_timeouts = m.l2SoftTimeouts
                 backplane_sent = m.backplaneSent
                 backplane_received = m.backplaneReceived
+                background_jobs_refused = m.backgroundRefused
                 load_ms = m.loadMilliseconds.map { .init(p50: $0.p50, p90: $0.p90, p99: $0.p99, max: $0.max) }
                 hits = m.hits
                 misses = m.misses

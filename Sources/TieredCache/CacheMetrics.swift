@@ -48,6 +48,9 @@ public struct CacheMetrics: Sendable, Hashable {
     public var softTimeouts: Int
     /// L2 reads cut short by the L2 soft timeout (the source answered instead).
     public var l2SoftTimeouts: Int
+    /// Background jobs the queue refused (full or shut down): the work was done in the request
+    /// instead, or, for an eager refresh, left to the next miss.
+    public var backgroundRefused: Int = 0
     /// Load durations over the last 1,024 loads, in milliseconds: p50, p90, p99 and the maximum
     /// (nil before the first load).
     public var loadMilliseconds: LoadPercentiles?
@@ -104,6 +107,7 @@ extension TieredCache {
             eagerRefreshes: counters.eagerRefreshes.load(ordering: .relaxed),
             softTimeouts: counters.softTimeouts.load(ordering: .relaxed),
             l2SoftTimeouts: counters.l2SoftTimeouts.load(ordering: .relaxed),
+            backgroundRefused: counters.backgroundRefused.load(ordering: .relaxed),
             loadMilliseconds: loadDurations.percentiles([50, 90, 99, 100]).map { .init(p50: $0[0], p90: $0[1], p99: $0[2], max: $0[3]) }
         )
     }

@@ -97,7 +97,7 @@ extension TieredCache {
         let ttl = load.ttl(for: value, jitter: configuration.ttlJitter)
         let cached = storeL1(load.key, value: value, ttl: ttl, now: clock.nowMilliseconds())
         let entry = l2Entry(load.key, cached, ttl: ttl)
-        background.yield { await self.writeL2([entry]) }
+        if !submit({ await self.writeL2([entry]) }) { await writeL2([entry]) }
         return cached
     }
 
@@ -140,7 +140,7 @@ extension TieredCache {
     /// `soft`; past that, answer with the stale value and let the load finish and refresh the cache.
     private func loadWithinSoftTimeout(_ load: Load, soft: Duration, stale: CacheEnvelope, lock: LoadLock?) async throws -> CachedValue {
         let outcome = OneShot<CachedValue>()
-        let submitted = background.yield {
+        let submitted = submit {
             do {
                 outcome.succeed(try await self.loadAndStore(load))
             } catch {
@@ -148,8 +148,8 @@ extension TieredCache {
             }
             if let lock { await self.release(lock) }
         }
-        guard case .enqueued = submitted else {
-            // No background runner: load in the foreground.
+        guard submitted else {
+            // The queue did not take it: load in the foreground (only here, never twice).
             return try await loadAndStoreOrStale(load, stale: stale, lock: lock)
         }
         switch await outcome.wait(timeout: soft, clock: clock) {
@@ -167,17 +167,24 @@ extension TieredCache {
     }
 
     private func loadAndStoreOrStale(_ load: Load, stale: CacheEnvelope, lock: LoadLock?) async throws -> CachedValue {
-        defer { if let lock { background.yield { await self.release(lock) } } }
+        let result: Result<CachedValue, any Error>
         do {
-            return try await loadAndStore(load)
+            result = .success(try await loadAndStore(load))
         } catch {
-            return try serveStale(stale, for: load.key, after: error)
+            result = .failure(error)
+        }
+        // Released in the background, or here when the queue does not take it: never lost.
+        if let lock, !submit({ await self.release(lock) }) { await release(lock) }
+        switch result {
+        case .success(let value): return value
+        case .failure(let error): return try serveStale(stale, for: load.key, after: error)
         }
     }
 
     /// Eager refresh: load the key again in the background (once per process at a time).
     func startRefresh(_ load: Load) {
-        background.yield {
+        // Refused (counted) when the queue is full: the value then lives out its TTL.
+        submit {
             _ = try? await self.flights.run(load.key) {
                 let value = try await self.loadAndStore(load)
                 self.counters.eagerRefreshes.add(1, ordering: .relaxed)

@@ -1,24 +1,44 @@
 import Logging
 import ServiceLifecycle
+import Synchronization
 import Utilities
 
 extension TieredCache {
     /// Connects to the L2 store, watches it (probing with exponential backoff and jitter while
     /// it is down, pinging it while it is up), listens to the backplane, runs the background
     /// work and sweeps expired L1 entries, until cancelled or told to shut down gracefully.
+    ///
+    /// At a graceful shutdown the watch and the backplane stop at once, no new background job is
+    /// taken, and the queued ones still run (their number is logged); cancelled, the queued
+    /// jobs are not run and their number is logged.
     public func run() async throws {
-        await cancelWhenGracefulShutdown {
-            await withTaskGroup(of: Void.self) { group in
-                group.addTask { await self.watch() }
-                if let l2 = self.l2, l2.isShared, self.configuration.backplane {
-                    group.addTask { await self.listen() }
-                }
-                group.addTask {
-                    await withDiscardingTaskGroup { jobs in
-                        for await job in self.backgroundJobs {
-                            jobs.addTask { await job() }
+        await withTaskGroup(of: Void.self) { group in
+            group.addTask {
+                await cancelWhenGracefulShutdown {
+                    await withTaskGroup(of: Void.self) { watchers in
+                        watchers.addTask { await self.watch() }
+                        if let l2 = self.l2, l2.isShared, self.configuration.backplane {
+                            watchers.addTask { await self.listen() }
                         }
                     }
+                }
+                let queued = self.counters.backgroundQueued.load(ordering: .relaxed)
+                if !Task.isCancelled, queued > 0 {
+                    self.logger.info("shutting down: running the background jobs still queued", metadata: ["jobs": "\(queued)"])
+                }
+                // No new job is taken from here on; the runner below ends once the queue is empty.
+                self.background.finish()
+            }
+            group.addTask {
+                await withDiscardingTaskGroup { jobs in
+                    for await job in self.backgroundJobs {
+                        self.counters.backgroundQueued.subtract(1, ordering: .relaxed)
+                        jobs.addTask { await job() }
+                    }
+                }
+                let dropped = self.counters.backgroundQueued.load(ordering: .relaxed)
+                if dropped > 0 {
+                    self.logger.warning("cancelled: background jobs left unrun", metadata: ["jobs": "\(dropped)"])
                 }
             }
         }

@@ -67,10 +67,27 @@ public final class TieredCache: Service, Sendable {
         self.defaultTTLMilliseconds = configuration.defaultTTL.wholeMilliseconds
         self.logger = logger
         self.instanceID = String(UInt64.random(in: .min ... .max), radix: 36)
-        (self.backgroundJobs, self.background) = AsyncStream.makeStream(bufferingPolicy: .bufferingNewest(1024))
+        // When full, a new job is refused (``submit(_:)`` says so); the queued ones stay.
+        (self.backgroundJobs, self.background) = AsyncStream.makeStream(bufferingPolicy: .bufferingOldest(Self.backgroundQueueCapacity))
     }
 
     var clock: CacheClock { memory.clock }
+
+    /// Most background jobs waiting to start.
+    static let backgroundQueueCapacity = 1024
+
+    /// Hands `job` to the background runner. False when it is not taken (the queue is full, or
+    /// the cache has shut down), counted in ``CacheMetrics/backgroundRefused``: the caller then
+    /// does the work itself or gives it up knowingly. A job is never run twice nor dropped
+    /// unseen.
+    @discardableResult
+    func submit(_ job: @escaping @Sendable () async -> Void) -> Bool {
+        counters.backgroundQueued.add(1, ordering: .relaxed)
+        if case .enqueued = background.yield(job) { return true }
+        counters.backgroundQueued.subtract(1, ordering: .relaxed)
+        counters.backgroundRefused.add(1, ordering: .relaxed)
+        return false
+    }
 
     /// Which tier serves as the shared store right now.
     public var backend: Backend {

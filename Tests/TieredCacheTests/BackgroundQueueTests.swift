@@ -1,0 +1,41 @@
+import Logging
+import ServiceLifecycle
+import Synchronization
+import Testing
+
+@testable import TieredCache
+
+@Suite("The background job queue")
+struct BackgroundQueueTests {
+    @Test("the job queue never runs a job twice nor drops one silently; a graceful shutdown runs the queued jobs; after it, jobs are refused")
+    func jobQueue() async throws {
+        let cache = TieredCache(l2: nil)
+        let ran = Mutex<[Int: Int]>([:])
+        // Before the runner starts, the queue fills: past its capacity a job is refused (and
+        // counted), and the queued ones stay (before, the oldest was dropped and the new one
+        // both queued and run by its caller).
+        for i in 0..<TieredCache.backgroundQueueCapacity {
+            #expect(cache.submit { ran.withLock { $0[i, default: 0] += 1 } })
+        }
+        #expect(!cache.submit { ran.withLock { $0[-1, default: 0] += 1 } })
+        #expect(cache.metrics().backgroundRefused == 1)
+
+        // Shut down gracefully as soon as it runs: the queued jobs still run, once each.
+        var logger = Logger(label: "test")
+        logger.logLevel = .critical
+        let group = ServiceGroup(services: [cache], logger: logger)
+        try await withThrowingTaskGroup(of: Void.self) { tasks in
+            tasks.addTask { try await group.run() }
+            await group.triggerGracefulShutdown()
+            try await tasks.waitForAll()
+        }
+        let counts = ran.withLock { $0 }
+        #expect(counts.count == TieredCache.backgroundQueueCapacity)
+        #expect(counts.values.allSatisfy { $0 == 1 })
+        #expect(counts[-1] == nil)
+
+        // After the shutdown nothing is queued where nothing would run it: the caller is told.
+        #expect(!cache.submit {})
+        #expect(cache.metrics().backgroundRefused == 2)
+    }
+}
