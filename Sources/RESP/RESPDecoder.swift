@@ -51,8 +51,21 @@ public struct RESPDecoder: Sendable {
     ///   are needed, with `buffer` untouched.
     /// - Throws: ``RESPError`` when the bytes are not valid RESP or break a limit.
     public func decode(from buffer: inout ByteBuffer) throws(RESPError) -> RESPValue? {
+        var needed = 0
+        return try decode(from: &buffer, needing: &needed)
+    }
+
+    /// As ``decode(from:)``; when more bytes are needed, `needed` is set to the fewest readable
+    /// bytes the frame can be whole with (0 when not known), so a caller appending bytes need not
+    /// parse the frame again before that many have arrived (a large bulk string is parsed once,
+    /// not once per read).
+    public func decode(from buffer: inout ByteBuffer, needing needed: inout Int) throws(RESPError) -> RESPValue? {
         var parser = Parser(buffer: buffer, limits: limits)
-        guard let value = try parser.parseValue(depth: 0) else { return nil }
+        guard let value = try parser.parseValue(depth: 0) else {
+            needed = max(0, parser.needed - buffer.readerIndex)
+            return nil
+        }
+        needed = 0
         buffer.moveReaderIndex(to: parser.index)
         return value
     }
@@ -67,6 +80,8 @@ private struct Parser {
     let start: Int
     let end: Int
     var index: Int
+    /// When a frame is not whole: the index its bytes reach at least (0: not known).
+    var needed = 0
 
     init(buffer: ByteBuffer, limits: RESPDecoder.Limits) {
         self.buffer = buffer
@@ -148,7 +163,10 @@ private struct Parser {
 
     /// Reads `length` bytes plus the trailing CRLF.
     mutating func readBlob(length: Int) throws(RESPError) -> ByteBuffer? {
-        guard end - index >= length + 2 else { return nil }
+        guard end - index >= length + 2 else {
+            needed = index + length + 2
+            return nil
+        }
         guard byte(at: index + length) == cr, byte(at: index + length + 1) == lf else {
             throw error(.missingCRLF, at: index + length)
         }
@@ -208,7 +226,10 @@ private struct Parser {
             let elementCount = isPairs ? count * 2 : count
             // Every element takes at least three bytes ("_\r\n"): when they cannot all be here
             // yet, ask for more before allocating anything.
-            guard elementCount <= (end - index) / 3 else { return nil }
+            guard elementCount <= (end - index) / 3 else {
+                needed = index + elementCount * 3
+                return nil
+            }
             var elements: [RESPValue] = []
             elements.reserveCapacity(elementCount)
             for _ in 0..<elementCount {
@@ -229,8 +250,9 @@ private struct Parser {
                 }
                 return .map(pairs)
             default:
-                // An attribute is metadata about the value that follows it: skip it.
-                return try parseValue(depth: depth)
+                // An attribute is metadata about the value that follows it: skip it. It counts
+                // toward the depth, so endless attributes end at the limit, not the stack's.
+                return try parseValue(depth: depth + 1)
             }
 
         case UInt8(ascii: "_"):

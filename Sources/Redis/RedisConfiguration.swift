@@ -54,8 +54,12 @@ public struct RedisConfiguration: Sendable, Hashable {
     public var maximumReconnectBackoff: Duration
     /// The name the connections give themselves (`CLIENT SETNAME`), visible in `CLIENT LIST`.
     public var clientName: String?
-    /// Limits on the replies the server may send.
+    /// Limits on the replies the server may send: the longest bulk string.
     public var maximumReplyBytes: Int
+    /// Most bytes of replies a connection holds while a reply is incomplete (a whole `MGET` of
+    /// many values included); past it the connection is closed with a protocol error, so a
+    /// broken or hostile server cannot make the client buffer without bound.
+    public var maximumBufferedBytes: Int
 
     /// Creates a configuration.
     public init(
@@ -75,8 +79,10 @@ public struct RedisConfiguration: Sendable, Hashable {
         reconnectBackoff: Duration = .milliseconds(50),
         maximumReconnectBackoff: Duration = .seconds(2),
         clientName: String? = nil,
-        maximumReplyBytes: Int = 512 * 1024 * 1024
+        maximumReplyBytes: Int = 512 * 1024 * 1024,
+        maximumBufferedBytes: Int? = nil
     ) {
+        self.maximumBufferedBytes = maximumBufferedBytes ?? (maximumReplyBytes + 1024 * 1024)
         self.endpoint = endpoint
         self.tls = tls
         self.username = username

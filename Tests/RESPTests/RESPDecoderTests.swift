@@ -209,4 +209,26 @@ struct RESPEncoderTests {
         out.writeRESPValue(.null, resp2: true)
         #expect(String(buffer: out) == "$-1\r\n")
     }
+
+    @Test("attribute frames count toward the depth: endless ones are refused at the limit")
+    func attributesCountTowardDepth() throws {
+        var frames = ByteBuffer(string: String(repeating: "|1\r\n+k\r\n+v\r\n", count: 10_000) + "+OK\r\n")
+        #expect(throws: RESPError.self) { try RESPDecoder().decode(from: &frames) }
+        var few = ByteBuffer(string: String(repeating: "|1\r\n+k\r\n+v\r\n", count: 3) + "+OK\r\n")
+        #expect(try RESPDecoder().decode(from: &few) == .simpleString(ByteBuffer(string: "OK")))
+    }
+
+    @Test("an incomplete frame says how many bytes it needs at least, so it is not parsed again before")
+    func neededBytes() throws {
+        var needed = -1
+        var bulk = ByteBuffer(string: "$10\r\nabc")
+        #expect(try RESPDecoder().decode(from: &bulk, needing: &needed) == nil)
+        #expect(needed == 17 && bulk.readableBytes == 8)
+        var aggregate = ByteBuffer(string: "*100\r\n+a\r\n")
+        #expect(try RESPDecoder().decode(from: &aggregate, needing: &needed) == nil)
+        #expect(needed == 6 + 300)
+        var whole = ByteBuffer(string: "$3\r\nabc\r\n")
+        #expect(try RESPDecoder().decode(from: &whole, needing: &needed) == .bulkString(ByteBuffer(string: "abc")))
+        #expect(needed == 0)
+    }
 }

@@ -109,6 +109,29 @@ struct ConnectionPoolStateMachineTests {
         #expect(m.counts.open == 1)
     }
 
+    @Test("keep-alive pings do not make a connection used: pinged every interval, it still closes once idle past the idle timeout")
+    func pingsDoNotPostponeIdleClose() {
+        var m = machine(maximum: 3, minimum: 1)
+        _ = m.maintain(now: 0, isActive: { $0.active })
+        let a = FakeConnection()
+        let b = FakeConnection()
+        _ = m.connected(slot: 0, a, now: 0)
+        a.pending = 50
+        _ = acquire(&m, now: 0)  // opens slot 1
+        _ = m.connected(slot: 1, b, now: 0)
+        // Maintenance every second: pinged while alive, closed (one of two) past the idle timeout.
+        var closed = 0
+        var pings = 0
+        for second in 1...10 {
+            let step = m.maintain(now: Int64(second) * 1000, isActive: { $0.active })
+            closed += step.close.count
+            pings += step.ping.count
+        }
+        #expect(closed == 1, "before, each ping reset the idle clock and nothing ever closed")
+        #expect(pings > 0)
+        #expect(m.counts.open == 1)
+    }
+
     @Test("shutdown hands back every connection and refuses callers")
     func shutdown() {
         var m = machine()

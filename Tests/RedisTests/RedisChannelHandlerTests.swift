@@ -42,7 +42,8 @@ private struct Harness {
         let pushes = self.pushes
         handler = RedisChannelHandler(
             handshake: .init(RedisConfiguration(endpoint: .tcp(host: "h", port: 1))), completing: handshake, commandTimeout: .seconds(1),
-            decoderLimits: .default, stats: ConnectionStats(), onPush: { value in pushes.values.withLock { $0.append(value) } })
+            decoderLimits: .default, maximumBufferedBytes: 1024 * 1024, stats: ConnectionStats(),
+            onPush: { value in pushes.values.withLock { $0.append(value) } })
         try channel.pipeline.syncOperations.addHandler(handler)
         try channel.connect(to: SocketAddress(ipAddress: "127.0.0.1", port: 6379)).wait()
     }
@@ -106,6 +107,32 @@ struct RedisChannelHandlerTests {
         #expect(b.outcome.value == .bulkString(ByteBuffer(string: "B")))
         #expect(h.pushes.values.withLock { $0.count } == 2)
         #expect(h.channel.isActive)
+    }
+
+    @Test("a reply that passes the buffered-bytes cap before it is whole closes the connection with a protocol error")
+    func bufferedBytesCap() throws {
+        var h = try Harness()
+        try h.feed("%0\r\n")
+        let get = try h.send(RESPCommand("MGET", "a"))
+        // An aggregate whose elements never end (each within every per-frame limit).
+        try h.feed("*16000000\r\n")
+        let chunk = String(repeating: "+x\r\n", count: 64 * 1024)  // 256 KiB
+        for _ in 0..<3 { try h.feed(chunk) }
+        #expect(!get.outcome.isDone && h.channel.isActive, "under the cap (1 MiB) it waits")
+        try h.feed(chunk)
+        try h.feed(chunk)
+        #expect(get.outcome.error?.code == .protocolError, "\(String(describing: get.outcome.error))")
+        #expect(!h.channel.isActive)
+    }
+
+    @Test("endless attribute frames end at the depth limit with a protocol error, not in the stack")
+    func endlessAttributes() throws {
+        var h = try Harness()
+        try h.feed("%0\r\n")
+        let get = try h.send(RESPCommand("GET", "a"))
+        try h.feed(String(repeating: "|1\r\n+k\r\n+v\r\n", count: 100_000))
+        #expect(get.outcome.error?.code == .protocolError)
+        #expect(!h.channel.isActive)
     }
 
     @Test("a command cancelled in the middle of a pipeline fails at once; its reply is dropped and the connection goes on")

@@ -29,6 +29,10 @@ final class RedisChannelHandler: ChannelInboundHandler {
     private var machine: RedisConnectionStateMachine<EventLoopPromise<RESPValue>>
     private let decoder: RESPDecoder
     private var cumulation: ByteBuffer?
+    /// Bytes the frame at the head of `cumulation` needs at least before it is parsed again.
+    private var needed = 0
+    /// Most bytes of replies held while a reply is incomplete; past it the connection closes.
+    private let maximumBufferedBytes: Int
     private var context: ChannelHandlerContext?
     /// Completed with the protocol version when the handshake ends, or failed.
     private let handshake: EventLoopPromise<Int>
@@ -41,8 +45,10 @@ final class RedisChannelHandler: ChannelInboundHandler {
 
     init(
         handshake: RedisConnectionStateMachine<EventLoopPromise<RESPValue>>.Handshake, completing promise: EventLoopPromise<Int>,
-        commandTimeout: TimeAmount, decoderLimits: RESPDecoder.Limits, stats: ConnectionStats, onPush: (@Sendable (RESPValue) -> Void)?
+        commandTimeout: TimeAmount, decoderLimits: RESPDecoder.Limits, maximumBufferedBytes: Int, stats: ConnectionStats,
+        onPush: (@Sendable (RESPValue) -> Void)?
     ) {
+        self.maximumBufferedBytes = maximumBufferedBytes
         self.machine = RedisConnectionStateMachine(handshake: handshake, unsolicitedArraysArePushes: onPush != nil)
         self.handshake = promise
         self.deadlineCheckPeriod = max(.milliseconds(1), .nanoseconds(commandTimeout.nanoseconds / 4))
@@ -136,9 +142,15 @@ final class RedisChannelHandler: ChannelInboundHandler {
             buffer.writeBuffer(&incoming)
             incoming = buffer
         }
+        guard incoming.readableBytes <= maximumBufferedBytes else {
+            close(
+                RedisError(.protocolError, "a reply passed \(maximumBufferedBytes) bytes before it was whole (RedisConfiguration.maximumBufferedBytes)"),
+                context: context)
+            return
+        }
         var replies = 0
         do {
-            while !machine.isClosed, let value = try decoder.decode(from: &incoming) {
+            while !machine.isClosed, incoming.readableBytes >= needed, let value = try decoder.decode(from: &incoming, needing: &needed) {
                 perform(machine.received(value), context: context)
                 replies += 1
             }

@@ -50,7 +50,7 @@ extension RedisConnection {
                     try channel.pipeline.syncOperations.addHandler(
                         RedisChannelHandler(
                             handshake: .init(configuration), completing: handshake, commandTimeout: TimeAmount(configuration.commandTimeout),
-                            decoderLimits: limits, stats: stats, onPush: onPush))
+                            decoderLimits: limits, maximumBufferedBytes: configuration.maximumBufferedBytes, stats: stats, onPush: onPush))
                 }
             }
         let endpoint = configuration.endpoint

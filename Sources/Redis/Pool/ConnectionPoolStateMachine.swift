@@ -8,7 +8,9 @@ struct ConnectionPoolStateMachine<Connection: AnyObject> {
     enum Slot {
         case empty
         case connecting(attempt: Int)
-        case ready(Connection, lastUsed: Int64)
+        /// `lastUsed`: the last command (idleness counts from it); `lastPinged`: the last
+        /// keep-alive ping, which keeps the connection alive but does not make it used.
+        case ready(Connection, lastUsed: Int64, lastPinged: Int64)
         case backingOff(until: Int64, attempt: Int, error: RedisError)
     }
 
@@ -54,7 +56,7 @@ struct ConnectionPoolStateMachine<Connection: AnyObject> {
         var backoffEnds = Int64.max
         for index in slots.indices {
             switch slots[index] {
-            case .ready(let connection, _):
+            case .ready(let connection, _, _):
                 guard isActive(connection) else {
                     slots[index] = .empty
                     if openable == nil { openable = index }
@@ -77,7 +79,7 @@ struct ConnectionPoolStateMachine<Connection: AnyObject> {
         }
         let usable = best.flatMap { $0.pending < limits.maximumPendingPerConnection ? $0 : nil }
         func use(_ choice: (index: Int, connection: Connection, pending: Int), open: Int? = nil) -> Acquire {
-            slots[choice.index] = .ready(choice.connection, lastUsed: now)
+            slots[choice.index] = .ready(choice.connection, lastUsed: now, lastPinged: now)
             return .use(choice.connection, open: open)
         }
         // A connection that is not busy: share it (commands pipeline).
@@ -110,7 +112,7 @@ struct ConnectionPoolStateMachine<Connection: AnyObject> {
     /// A connection attempt finished. Returns a connection to close when the pool no longer wants it.
     mutating func connected(slot index: Int, _ connection: Connection, now: Int64) -> Connection? {
         guard !isShutdown, case .connecting = slots[index] else { return connection }
-        slots[index] = .ready(connection, lastUsed: now)
+        slots[index] = .ready(connection, lastUsed: now, lastPinged: now)
         return nil
     }
 
@@ -124,7 +126,7 @@ struct ConnectionPoolStateMachine<Connection: AnyObject> {
     /// Ready connections that `isActive` says are still open.
     func activeCount(_ isActive: (Connection) -> Bool) -> Int {
         slots.reduce(0) { count, slot in
-            if case .ready(let connection, _) = slot, isActive(connection) { return count + 1 }
+            if case .ready(let connection, _, _) = slot, isActive(connection) { return count + 1 }
             return count
         }
     }
@@ -137,22 +139,24 @@ struct ConnectionPoolStateMachine<Connection: AnyObject> {
         var close: [Connection] = []
         var live = 0
         for index in slots.indices {
-            if case .ready(let connection, _) = slots[index], !isActive(connection) { slots[index] = .empty }
+            if case .ready(let connection, _, _) = slots[index], !isActive(connection) { slots[index] = .empty }
             switch slots[index] {
             case .ready, .connecting: live += 1
             default: break
             }
         }
         for index in slots.indices {
-            guard case .ready(let connection, let lastUsed) = slots[index] else { continue }
+            guard case .ready(let connection, let lastUsed, let lastPinged) = slots[index] else { continue }
             let idle = now - lastUsed
             if idle >= limits.idleTimeoutMilliseconds && live > limits.minimumConnections {
                 slots[index] = .empty
                 close.append(connection)
                 live -= 1
-            } else if idle >= limits.keepAliveMilliseconds {
+            } else if now - max(lastUsed, lastPinged) >= limits.keepAliveMilliseconds {
+                // A ping keeps the connection alive; it does not make it used, so a connection
+                // above the minimum still closes once idle past the idle timeout.
                 ping.append(connection)
-                slots[index] = .ready(connection, lastUsed: now)
+                slots[index] = .ready(connection, lastUsed: lastUsed, lastPinged: now)
             }
         }
         var open: [Int] = []
@@ -177,7 +181,7 @@ struct ConnectionPoolStateMachine<Connection: AnyObject> {
         isShutdown = true
         var connections: [Connection] = []
         for index in slots.indices {
-            if case .ready(let connection, _) = slots[index] { connections.append(connection) }
+            if case .ready(let connection, _, _) = slots[index] { connections.append(connection) }
             slots[index] = .empty
         }
         return connections
