@@ -27,6 +27,9 @@ public func buildApplication(
     // A request never waits long for a connection: it goes to the source instead.
     redisConfiguration?.poolWaitTimeout = .milliseconds(50)
     redisConfiguration?.commandTimeout = .milliseconds(500)
+    // No value we store comes near these; a server that sends more is broken or hostile.
+    redisConfiguration?.maximumReplyBytes = 64 * 1024 * 1024
+    redisConfiguration?.maximumBufferedBytes = 128 * 1024 * 1024
     // The Redis client reports through swift-metrics into this registry; GET /metrics shows it.
     let registry = PrometheusCollectorRegistry()
     let metricsFactory = PrometheusMetricsFactory(registry: registry)
