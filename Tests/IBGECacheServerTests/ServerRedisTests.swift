@@ -3,6 +3,7 @@ import HTTPTypes
 import Hummingbird
 import HummingbirdTesting
 import IBGECacheServer
+import IBGETestSupport
 import NIOCore
 import Redis
 import TestSupport
@@ -102,6 +103,48 @@ struct ServerRedisTests {
                     #expect(try await eventually { try await joinedKeys() >= 100 })
                     #expect(try await joinedKeys() == 100)
                 }
+            }
+        }
+    }
+
+    @Test("derived values carry their source's freshness: a gzip variant lives as long as its plain value, and the variant of a snapshot fallback is never written to Redis")
+    func derivedFreshness() async throws {
+        try await RedisServerProcess.with { server in
+            try await withRedisClient(server.configuration()) { raw in
+                let fake = try await FakeIBGE.start()
+                let app = try await makeApp(["REDIS_URL": server.url, "ENABLE_REAL_APIS": "true", "IBGE_API_BASE_URL": fake.baseURL, "IBGE_CACHE_TTL_JITTER": "0"])
+                try await withLiveServer(app) { port in
+                    let gzip = [("Accept-Encoding", "gzip")]
+                    // Fresh from IBGE, the variant asked for 1.5 s after the plain value was stored:
+                    // it expires with the plain value, not a whole TTL after its own creation.
+                    #expect(try await fetch(port, "/api/v1/localidades/estados/SC/municipios").status == 200)
+                    try await Task.sleep(for: .milliseconds(1500))
+                    let fresh = try await fetch(port, "/api/v1/localidades/estados/SC/municipios", headers: gzip)
+                    #expect(fresh.header("content-encoding") == "gzip")
+                    var plainTTL = 0
+                    var variantTTL = 0
+                    #expect(
+                        try await eventually {
+                            var variant: String?
+                            for try await key in raw.scanKeys(matching: "ibge:v1:localidades/estados/42/municipios|gzip|*") { variant = key }
+                            guard let variant else { return false }
+                            variantTTL = try await raw.pttl(variant)
+                            plainTTL = try await raw.pttl("ibge:v1:localidades/estados/42/municipios")
+                            return variantTTL > 0 && plainTTL > 0
+                        })
+                    #expect(variantTTL <= plainTTL + 500, "variant \(variantTTL) ms, plain \(plainTTL) ms")
+
+                    // IBGE down, nothing cached for RR: the snapshot answers, and its variant stays out of Redis.
+                    fake.inject(.outage)
+                    let fallback = try await fetch(port, "/api/v1/localidades/estados/RR/municipios", headers: gzip)
+                    #expect(fallback.status == 200 && fallback.header("content-encoding") == "gzip")
+                    #expect(fallback.header("cache-control")?.hasPrefix("public, max-age=0") == true)
+                    try await Task.sleep(for: .milliseconds(300))
+                    var stored: [String] = []
+                    for try await key in raw.scanKeys(matching: "ibge:v1:localidades/estados/14/municipios*") { stored.append(key) }
+                    #expect(stored.isEmpty, "nothing of a fallback is stored as fresh: \(stored)")
+                }
+                await fake.stop()
             }
         }
     }
