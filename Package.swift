@@ -200,7 +200,7 @@ let package = Package(
         .testTarget(
             name: "IBGECacheServerTests",
             dependencies: [
-                "IBGECacheServer", "Redis", "TestSupport", "IBGETestSupport",
+                "IBGECacheServer", "Redis", "RESP", "TestSupport", "IBGETestSupport",
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "HummingbirdTesting", package: "hummingbird"),
                 .product(name: "HTTPTypes", package: "swift-http-types"),

@@ -36,10 +36,16 @@ struct AdminRoutes {
             var redis_error: String?
             var key_prefix: String
             var keys: Keys?
+            var redis_memory: RedisMemory?
             var l1: L1
             var source: String
             var ttl_seconds: Int64
             var uptime_seconds: Int64
+        }
+        struct RedisMemory: Encodable {
+            var used_bytes: Int
+            var max_bytes: Int
+            var policy: String
         }
         struct Keys: Encodable {
             var count: Int
@@ -57,7 +63,9 @@ struct AdminRoutes {
 
     func status() async -> Response {
         let metrics = cache.metrics()
-        let keys = cache.hasSharedStore ? await cache.l2Keys(sampleSize: 10) : nil
+        // Counted at most once per 10 s and up to 100,000 keys, whoever asks how often.
+        let overview = cache.hasSharedStore ? await cache.l2Overview() : nil
+        let keys = overview?.keys
         let l1 = cache.l1Status(sampleSize: 10)
         let body = StatusBody(
             status: .init(
@@ -67,6 +75,7 @@ struct AdminRoutes {
                 redis_error: cache.isRedisConnected ? nil : metrics.redisLastError,
                 key_prefix: configuration.keyPrefix,
                 keys: keys.map { .init(count: $0.count, sample: $0.sample, complete: $0.complete) },
+                redis_memory: overview?.memory.map { .init(used_bytes: $0.usedBytes, max_bytes: $0.maximumBytes, policy: $0.policy) },
                 l1: .init(
                     entries: l1.statistics.entries, bytes: l1.statistics.bytes, max_entries: l1.limits.maximumEntries,
                     max_bytes: l1.limits.maximumBytes, sample: l1.sample.map { configuration.keyPrefix + $0 }),

@@ -44,6 +44,9 @@ public protocol L2Store: Sendable {
     /// Checks that the store answers.
     func ping() async throws(L2StoreError)
 
+    /// The store's memory use and bound, when it has any to report (Redis: `INFO memory`).
+    func memory() async throws(L2StoreError) -> L2Memory?
+
     /// Takes the load lock of `key` for `lease` if nobody holds it; returns whether it did.
     func lock(_ key: String, token: String, lease: Duration) async throws(L2StoreError) -> Bool
 
@@ -86,6 +89,28 @@ public struct L2Entry: Sendable {
 }
 
 /// How many keys a store holds for the cache.
+/// How much memory a shared store uses, and its bound.
+public struct L2Memory: Sendable, Hashable {
+    /// Bytes in use (Redis `used_memory`).
+    public var usedBytes: Int
+    /// The bound (Redis `maxmemory`; 0: none).
+    public var maximumBytes: Int
+    /// What happens at the bound (Redis `maxmemory-policy`).
+    public var policy: String
+
+    /// Creates a report.
+    public init(usedBytes: Int, maximumBytes: Int, policy: String) {
+        self.usedBytes = usedBytes
+        self.maximumBytes = maximumBytes
+        self.policy = policy
+    }
+}
+
+extension L2Store {
+    /// No memory to report.
+    public func memory() async throws(L2StoreError) -> L2Memory? { nil }
+}
+
 public struct L2KeyCount: Sendable, Hashable {
     /// Keys counted.
     public var count: Int

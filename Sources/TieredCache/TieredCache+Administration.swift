@@ -12,6 +12,7 @@ extension TieredCache {
         do {
             let origin = noticeOrigin
             let removed = try await l2.remove(key, notify: origin)
+            forgetOverview()
             if origin != nil { counters.backplaneSent.add(1, ordering: .relaxed) }
             return (inMemory, removed)
         } catch {
@@ -36,11 +37,53 @@ extension TieredCache {
         do {
             let origin = noticeOrigin
             let removed = try await l2.removeAll(notify: origin)
+            forgetOverview()
             if origin != nil { counters.backplaneSent.add(1, ordering: .relaxed) }
             return ClearResult(memoryEntries: memoryEntries, l2Keys: removed)
         } catch {
             l2Failed(error)
             return ClearResult(memoryEntries: memoryEntries, l2Keys: nil)
+        }
+    }
+
+    /// What status shows of L2: its keys (counted up to a bound) and its memory.
+    public struct L2Overview: Sendable {
+        /// This cache's keys, or nil when they could not be counted.
+        public var keys: L2KeyCount?
+        /// The store's memory, when it reports it.
+        public var memory: L2Memory?
+    }
+
+    /// The L2 overview for status, cheap to ask for often: one walk of the keys at a time (a
+    /// request arriving during one gets the last overview), reused for `maxAge` unless this
+    /// instance writes to L2 meanwhile (other instances' writes show within `maxAge`), at most
+    /// `limit` keys walked, and a failure here never opens the circuit (an admin read is not a
+    /// probe of the store; the watch loop is). Nil when there is no usable L2 store.
+    public func l2Overview(maxAge: Duration = .seconds(10), limit: Int = 100_000, sampleSize: Int = 10) async -> L2Overview? {
+        guard let l2 = usableL2 else { return nil }
+        let now = clock.monotonicNanoseconds() / 1_000_000
+        let ageLimit = maxAge.wholeMilliseconds
+        let (cached, mustTake): (L2Overview?, Bool) = overview.withLock { state in
+            if let last = state.last, now - last.at < ageLimit { return (last.value, false) }
+            if state.taking { return (state.last?.value, false) }
+            state.taking = true
+            return (nil, true)
+        }
+        guard mustTake else { return cached }
+        let keys = try? await l2.count(limit: limit, sampleSize: sampleSize)
+        let memory = try? await l2.memory()
+        let value = L2Overview(keys: keys, memory: memory ?? nil)
+        overview.withLock { state in
+            state.taking = false
+            state.last = (clock.monotonicNanoseconds() / 1_000_000, value)
+        }
+        return value
+    }
+
+    /// This instance changed L2: the next status counts again.
+    func forgetOverview() {
+        overview.withLock { state in
+            if state.last != nil { state.last = nil }
         }
     }
 

@@ -36,6 +36,8 @@ public final class TieredCache: Service, Sendable {
     let hasL2: Bool
     let circuit: CircuitBreaker
     let flights = SingleFlight()
+    /// The last overview of L2 for status, and whether one is being taken.
+    let overview = Mutex<(last: (at: Int64, value: L2Overview)?, taking: Bool)>((nil, false))
     let counters = Counters()
     /// Durations of recent loads, for percentiles.
     let loadDurations = DurationSamples(capacity: 1024)
@@ -254,6 +256,7 @@ public final class TieredCache: Service, Sendable {
         do {
             let origin = noticeOrigin
             try await l2.write(entries, notify: origin)
+            forgetOverview()
             if origin != nil { counters.backplaneSent.add(entries.count, ordering: .relaxed) }
         } catch {
             l2Failed(error)

@@ -151,6 +151,30 @@ public final class RedisStore: L2Store {
         }
     }
 
+    public func memory() async throws(L2StoreError) -> L2Memory? {
+        let reply: RESPValue
+        do {
+            reply = try await client.send(RESPCommand("INFO", "memory"))
+        } catch {
+            throw Self.storeError(error)
+        }
+        let text: String
+        switch reply {
+        case .bulkString(let bytes): text = String(buffer: bytes)
+        case .verbatimString(_, let bytes): text = String(buffer: bytes)
+        default: return nil
+        }
+        var fields: [Substring: Substring] = [:]
+        for line in text.split(whereSeparator: \.isNewline) {
+            guard let colon = line.firstIndex(of: ":") else { continue }
+            fields[line[..<colon]] = line[line.index(after: colon)...]
+        }
+        guard let used = fields["used_memory"].flatMap({ Int($0) }) else { return nil }
+        return L2Memory(
+            usedBytes: used, maximumBytes: fields["maxmemory"].flatMap { Int($0) } ?? 0,
+            policy: fields["maxmemory_policy"].map(String.init) ?? "unknown")
+    }
+
     public func ping() async throws(L2StoreError) {
         do {
             _ = try await client.ping()

@@ -5,6 +5,7 @@ import HummingbirdTesting
 import IBGECacheServer
 import IBGETestSupport
 import NIOCore
+import RESP
 import Redis
 import TestSupport
 import Testing
@@ -145,6 +146,42 @@ struct ServerRedisTests {
                     #expect(stored.isEmpty, "nothing of a fallback is stored as fresh: \(stored)")
                 }
                 await fake.stop()
+            }
+        }
+    }
+
+    @Test("status without a full scan per request: twenty statuses in a row walk the keys at most twice; status shows Redis memory")
+    func cheapStatus() async throws {
+        try await RedisServerProcess.with { server in
+            try await withRedisClient(server.configuration()) { raw in
+                let app = try await makeApp(["REDIS_URL": server.url])
+                try await withLiveServer(app) { port in
+                    func status() async throws -> [String: Any] {
+                        let body = try object(ByteBuffer(bytes: try await fetch(port, "/api/ibge/cache/status").body))
+                        return try #require(body["status"] as? [String: Any])
+                    }
+                    #expect(try await eventually { try await status()["redis_connected"] as? Bool == true })
+                    for target in ["/api/v1/localidades/regioes", "/api/v1/localidades/estados"] { _ = try await fetch(port, target) }
+                    try await Task.sleep(for: .milliseconds(200))  // the writes to Redis land
+                    func scans() async throws -> Int {
+                        let text: String
+                        switch try await raw.send(RESPCommand("INFO", "commandstats")) {
+                        case .bulkString(let bytes), .verbatimString(_, let bytes): text = String(buffer: bytes)
+                        default: return -1
+                        }
+                        let line = text.split(whereSeparator: \.isNewline).first { $0.hasPrefix("cmdstat_scan:") }
+                        return line.flatMap { Int($0.split(separator: "=")[1].split(separator: ",")[0]) } ?? 0
+                    }
+                    let before = try await scans()
+                    var last: [String: Any] = [:]
+                    for _ in 0..<20 { last = try await status() }
+                    let walks = try await scans() - before
+                    #expect(walks >= 1 && walks <= 2, "\(walks) SCANs for 20 statuses")
+                    #expect((last["keys"] as? [String: Any])?["count"] as? Int == 2)
+                    let memory = try #require(last["redis_memory"] as? [String: Any])
+                    #expect((memory["used_bytes"] as? Int ?? 0) > 0)
+                    #expect(memory["policy"] as? String == "noeviction")
+                }
             }
         }
     }
