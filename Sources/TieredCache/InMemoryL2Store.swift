@@ -134,6 +134,16 @@ public final class InMemoryL2Store: L2Store {
         }
     }
 
+    public func renew(_ key: String, token: String, lease: Duration) async throws(L2StoreError) -> Bool {
+        try check()
+        let now = clock.nowMilliseconds()
+        return locks.withLock { locks in
+            guard let held = locks[key], held.token == token, held.expiresAt > now else { return false }
+            locks[key] = (token, now &+ lease.wholeMilliseconds)
+            return true
+        }
+    }
+
     public func unlock(_ key: String, token: String) async throws(L2StoreError) {
         try check()
         locks.withLock { locks in

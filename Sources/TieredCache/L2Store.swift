@@ -54,6 +54,10 @@ public protocol L2Store: Sendable {
     /// taken by another).
     func unlock(_ key: String, token: String) async throws(L2StoreError)
 
+    /// Extends the load lock of `key` to `lease` from now if it still holds `token`; returns
+    /// whether it did (false: it lapsed, and may be another's).
+    func renew(_ key: String, token: String, lease: Duration) async throws(L2StoreError) -> Bool
+
     /// The notices of every instance sharing the store (this one's included), until the task
     /// consuming them ends. Returns once listening.
     func notices() async throws(L2StoreError) -> AsyncStream<BackplaneNotice>

@@ -4,7 +4,7 @@ import NIOCore
 import Utilities
 
 /// A load lock held in the L2 store: the key it guards and the random token that proves it is ours.
-struct LoadLock {
+struct LoadLock: Sendable {
     var key: String
     var token: String
 }
@@ -18,16 +18,25 @@ extension TieredCache {
         /// No lock (none configured, no shared store, store unavailable, or the wait ran out):
         /// load anyway.
         case proceed
+        /// Another instance holds the lock and the caller's wait limit passed (it has a stale
+        /// value to answer with meanwhile).
+        case stillHeld
     }
 
     /// Takes the key's load lock in the shared store, or waits for the instance that holds it
     /// to write the value (polling, bounded by the lock's life); if that instance dies, its
     /// lock expires and a waiter takes it.
-    func acquireLoadLock(_ key: String) async -> LockOutcome {
+    ///
+    /// With `waitAtMost` (a caller with a stale value at hand), the wait ends after that long
+    /// with ``LockOutcome/stillHeld``: the holder renews its lease while its load runs, so
+    /// waiting for the lease to lapse could take as long as the load.
+    func acquireLoadLock(_ key: String, waitAtMost: Duration? = nil) async -> LockOutcome {
         guard let l2 = usableL2, l2.isShared, let lease = configuration.lockTimeout else { return .proceed }
         let lock = LoadLock(key: key, token: String(UInt64.random(in: .min ... .max), radix: 36))
         // On the monotonic clock: a step of wall time must not cut the wait short or stretch it.
-        let deadline = clock.monotonicNanoseconds() &+ (lease + Self.lockWaitSlack).wholeNanoseconds
+        let start = clock.monotonicNanoseconds()
+        let deadline = start &+ (lease + Self.lockWaitSlack).wholeNanoseconds
+        let patience = waitAtMost.map { start &+ $0.wholeNanoseconds }
         var pause = configuration.lockPollInterval
         var waited = false
         while clock.monotonicNanoseconds() < deadline {
@@ -56,6 +65,7 @@ extension TieredCache {
             }
             pause = min(pause * 2, .milliseconds(100))
             if let value = await readL2Fresh(key) { return .valueAppeared(value) }
+            if let patience, clock.monotonicNanoseconds() >= patience { return .stillHeld }
         }
         logger.warning("gave up waiting for another instance's load", metadata: ["key": "\(key)"])
         return .proceed
@@ -64,6 +74,29 @@ extension TieredCache {
     /// How long past a lock's lease a waiter keeps polling: one last look for the value
     /// before it loads the key itself.
     static let lockWaitSlack = Duration.milliseconds(100)
+
+    /// Runs `operation` while renewing `lock`'s lease every third of it (compare-and-PEXPIRE),
+    /// so a load longer than the lease keeps it: other instances wait for this one's value
+    /// instead of loading the key again. If this process dies, the renewals stop and the lease
+    /// lapses, so another instance takes over. Real time, as the store measures the lease.
+    func whileHolding<T: Sendable>(_ lock: LoadLock?, _ operation: () async throws -> T) async throws -> T {
+        guard let lock, let lease = configuration.lockTimeout, let l2 = usableL2 else { return try await operation() }
+        let logger = self.logger
+        return try await withThrowingTaskGroup(of: Void.self) { group in
+            group.addTask {
+                while !Task.isCancelled {
+                    try? await Task.sleep(for: lease / 3)
+                    guard !Task.isCancelled else { return }
+                    if (try? await l2.renew(lock.key, token: lock.token, lease: lease)) != true {
+                        logger.warning("load lock lapsed before the load ended", metadata: ["key": "\(lock.key)"])
+                        return
+                    }
+                }
+            }
+            defer { group.cancelAll() }
+            return try await operation()
+        }
+    }
 
     func release(_ lock: LoadLock) async {
         guard let l2 else { return }

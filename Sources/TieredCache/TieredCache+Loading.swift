@@ -46,16 +46,26 @@ extension TieredCache {
         counters.misses.add(1, ordering: .relaxed)
         // Across instances: one of them loads, the others wait for its value.
         var lock: LoadLock?
-        switch await acquireLoadLock(key) {
+        // With a stale value and a soft timeout, another instance's load is waited for no
+        // longer than the soft timeout: then the stale value answers, here and (from L1) for the
+        // next callers, until the fresh value arrives.
+        let soft = stale == nil ? nil : configuration.softTimeout
+        switch await acquireLoadLock(key, waitAtMost: soft) {
         case .acquired(let held): lock = held
         case .valueAppeared(let value): return value
         case .proceed: break
+        case .stillHeld:
+            if let stale {
+                counters.softTimeouts.add(1, ordering: .relaxed)
+                counters.staleServed.add(1, ordering: .relaxed)
+                return keepStale(stale, for: key)
+            }
         }
-        if let stale, let soft = configuration.softTimeout {
+        if let stale, let soft {
             return try await loadWithinSoftTimeout(load, soft: soft, stale: stale, lock: lock)
         }
         do {
-            let value = try await loadAndStore(load)
+            let value = try await whileHolding(lock) { try await loadAndStore(load) }
             if let lock { await release(lock) }
             return value
         } catch {
@@ -142,7 +152,7 @@ extension TieredCache {
         let outcome = OneShot<CachedValue>()
         let submitted = submit {
             do {
-                outcome.succeed(try await self.loadAndStore(load))
+                outcome.succeed(try await self.whileHolding(lock) { try await self.loadAndStore(load) })
             } catch {
                 outcome.fail(error)
             }
@@ -169,7 +179,7 @@ extension TieredCache {
     private func loadAndStoreOrStale(_ load: Load, stale: CacheEnvelope, lock: LoadLock?) async throws -> CachedValue {
         let result: Result<CachedValue, any Error>
         do {
-            result = .success(try await loadAndStore(load))
+            result = .success(try await whileHolding(lock) { try await loadAndStore(load) })
         } catch {
             result = .failure(error)
         }

@@ -202,6 +202,26 @@ public final class RedisStore: L2Store {
         }
     }
 
+    /// Extends the lock only if it still holds our token.
+    static let renewScript = RedisScript(
+        """
+        if redis.call("GET", KEYS[1]) == ARGV[1] then
+            return redis.call("PEXPIRE", KEYS[1], ARGV[2])
+        end
+        return 0
+        """)
+
+    public func renew(_ key: String, token: String, lease: Duration) async throws(L2StoreError) -> Bool {
+        do {
+            let reply = try await client.run(
+                Self.renewScript, keys: [lockKey(key)], arguments: [ByteBuffer(string: token), ByteBuffer(string: String(lease.wholeMilliseconds))])
+            if case .integer(let renewed) = reply { return renewed == 1 }
+            return false
+        } catch {
+            throw Self.storeError(error)
+        }
+    }
+
     public func unlock(_ key: String, token: String) async throws(L2StoreError) {
         do {
             _ = try await client.run(Self.releaseScript, keys: [lockKey(key)], arguments: [ByteBuffer(string: token)])

@@ -9,7 +9,7 @@ import Testing
 @Suite("The client against a hostile server")
 struct HostileServerTests {
     @Test(
-        "endless attribute frames, a 2 GiB bulk header, an endless array: a typed error, the connection closed, memory bounded, the process alive",
+        "endless attribute frames, a 2 GiB bulk header, an endless array: a typed error within seconds, memory bounded, the process alive",
         arguments: HostileRedisServer.Mode.allCases)
     func hostile(mode: HostileRedisServer.Mode) async throws {
         let server = try HostileRedisServer.start(mode)
@@ -28,8 +28,11 @@ struct HostileServerTests {
         // The broken connection is gone; the next command fails as cleanly (the same error on a
         // new connection, or the pool's backoff after the failure), and the process goes on.
         await #expect(throws: RedisError.self) { _ = try await client.send(RESPCommand("GET", "k")) }
+        // The process is shared with the rest of the suite, so this bound is loose; what it
+        // rules out is the 2 GiB the server declares, or the gigabyte an array of 16 million
+        // values would take. The per-connection bound itself is maximumBufferedBytes (32 MiB).
         let grown = (residentMemoryBytes() ?? 0) - before
-        #expect(grown < 96 * 1024 * 1024, "memory grew \(grown / 1_048_576) MiB")
+        #expect(grown < 512 * 1024 * 1024, "memory grew \(grown / 1_048_576) MiB")
         await client.shutdown()
     }
 }
