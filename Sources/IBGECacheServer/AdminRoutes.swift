@@ -151,6 +151,7 @@ struct AdminRoutes {
             var backplane_sent: Int
             var backplane_received: Int
             var background_jobs_refused: Int
+            var backplane_gaps: Int
             var load_ms: LoadMilliseconds?
 
             struct LoadMilliseconds: Encodable {
@@ -169,6 +170,7 @@ struct AdminRoutes {
                 backplane_sent = m.backplaneSent
                 backplane_received = m.backplaneReceived
                 background_jobs_refused = m.backgroundRefused
+                backplane_gaps = m.backplaneGaps
                 load_ms = m.loadMilliseconds.map { .init(p50: $0.p50, p90: $0.p90, p99: $0.p99, max: $0.max) }
                 hits = m.hits
                 misses = m.misses

@@ -16,6 +16,8 @@ final class Counters: Sendable {
     let softTimeouts = Atomic<Int>(0)
     let backplaneSent = Atomic<Int>(0)
     let backplaneReceived = Atomic<Int>(0)
+    /// Times backplane notices may have been lost (L1 flushed each time).
+    let backplaneGaps = Atomic<Int>(0)
     /// Background jobs the queue did not take (full, or shut down): the caller did the work
     /// itself or, for an eager refresh, gave it up.
     let backgroundRefused = Atomic<Int>(0)

@@ -51,6 +51,9 @@ public struct CacheMetrics: Sendable, Hashable {
     /// Background jobs the queue refused (full or shut down): the work was done in the request
     /// instead, or, for an eager refresh, left to the next miss.
     public var backgroundRefused: Int = 0
+    /// Times backplane notices may have been lost (the subscription dropped, or fell behind);
+    /// L1 was flushed each time.
+    public var backplaneGaps: Int = 0
     /// Load durations over the last 1,024 loads, in milliseconds: p50, p90, p99 and the maximum
     /// (nil before the first load).
     public var loadMilliseconds: LoadPercentiles?
@@ -108,6 +111,7 @@ extension TieredCache {
             softTimeouts: counters.softTimeouts.load(ordering: .relaxed),
             l2SoftTimeouts: counters.l2SoftTimeouts.load(ordering: .relaxed),
             backgroundRefused: counters.backgroundRefused.load(ordering: .relaxed),
+            backplaneGaps: counters.backplaneGaps.load(ordering: .relaxed),
             loadMilliseconds: loadDurations.percentiles([50, 90, 99, 100]).map { .init(p50: $0[0], p90: $0[1], p99: $0[2], max: $0[3]) }
         )
     }

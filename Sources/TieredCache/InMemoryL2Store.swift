@@ -166,6 +166,8 @@ public final class InMemoryL2Store: L2Store {
     }
 
     private func announce(_ notice: BackplaneNotice) {
-        for continuation in listeners.withLock({ Array($0.continuations.values) }) { continuation.yield(notice) }
+        for continuation in listeners.withLock({ Array($0.continuations.values) }) {
+            if case .dropped = continuation.yield(notice) { continuation.yield(BackplaneNotice(origin: "", operation: .lost, key: "")) }
+        }
     }
 }

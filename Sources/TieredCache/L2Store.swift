@@ -141,6 +141,9 @@ public struct BackplaneNotice: Sendable, Hashable {
         case remove
         /// Every key was removed.
         case clear
+        /// Notices may have been lost (the subscription dropped, or this listener fell behind):
+        /// anything in L1 may be stale.
+        case lost
     }
 
     /// The instance that made the change.

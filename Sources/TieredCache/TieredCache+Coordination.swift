@@ -139,6 +139,10 @@ extension TieredCache {
         switch notice.operation {
         case .set, .remove: memory.remove(notice.key)
         case .clear: memory.removeAll()
+        case .lost:
+            counters.backplaneGaps.add(1, ordering: .relaxed)
+            let dropped = memory.removeAll()
+            logger.warning("backplane notices may have been lost: L1 flushed", metadata: ["entries": "\(dropped)"])
         }
     }
 }

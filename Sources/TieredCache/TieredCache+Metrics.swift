@@ -35,6 +35,7 @@ final class MetricsExporter: Sendable {
             "softTimeouts": counter("ibge_cache_soft_timeouts_total"),
             "l2SoftTimeouts": counter("ibge_cache_l2_soft_timeouts_total"),
             "backgroundRefused": counter("ibge_cache_background_jobs_refused_total"),
+            "backplaneGaps": counter("ibge_cache_backplane_gaps_total"),
             "backplaneSent": counter("ibge_cache_backplane_messages_total", [("direction", "sent")]),
             "backplaneReceived": counter("ibge_cache_backplane_messages_total", [("direction", "received")]),
         ]
@@ -54,7 +55,7 @@ final class MetricsExporter: Sendable {
             "staleServed": m.staleServed, "coalesced": m.coalesced, "redisErrors": m.redisErrors, "invalidValues": m.invalidValues,
             "fallbackActivations": m.fallbackActivations, "l1Evictions": m.l1Evictions, "l1Expirations": m.l1Expirations,
             "lockWaits": m.lockWaits, "eagerRefreshes": m.eagerRefreshes, "softTimeouts": m.softTimeouts, "l2SoftTimeouts": m.l2SoftTimeouts,
-            "backgroundRefused": m.backgroundRefused,
+            "backgroundRefused": m.backgroundRefused, "backplaneGaps": m.backplaneGaps,
             "backplaneSent": m.backplaneSent, "backplaneReceived": m.backplaneReceived,
         ]
     }

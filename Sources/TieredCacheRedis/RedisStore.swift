@@ -242,6 +242,7 @@ public final class RedisStore: L2Store {
         let pending = MessageIterator(messages.makeAsyncIterator())
         return AsyncStream {
             while let message = await pending.iterator.next() {
+                if message.isGap { return BackplaneNotice(origin: "", operation: .lost, key: "") }
                 if let notice = Self.notice(from: message.payload) { return notice }
             }
             return nil

@@ -1,4 +1,6 @@
 import NIOCore
+import RESP
+import Redis
 import Synchronization
 import TestSupport
 import TieredCache
@@ -202,6 +204,25 @@ struct PolicyTests {
                 let m = b.metrics()
                 #expect(m.l2Hits == 2 && m.loads == 2, "two keys loaded, in one call")
                 #expect(await a.get("k4") == buffer("4"), "the loaded value reached L2")
+            }
+        }
+    }
+
+    @Test("backplane: when the subscription's connection is lost, the notices sent meanwhile may be lost, so L1 is flushed and counted")
+    func backplaneGap() async throws {
+        try await Harness.with(.redis) { h in
+            let a = h.cache()
+            let b = h.cache()
+            try await running([a, b], on: h.clock) {
+                #expect(await awaitBackplane(from: a, to: b))
+                await b.set("kept", value: buffer("v"))
+                #expect(b.memory.get("kept") == buffer("v"))
+                // Every subscription connection of the server is cut (as a network blip or a
+                // Redis restart would); a notice published before it is restored is lost.
+                _ = try await h.client().send(RESPCommand("CLIENT", "KILL", "TYPE", "pubsub"))
+                #expect(await eventually { b.metrics().backplaneGaps >= 1 }, "B heard that it may have missed notices")
+                #expect(b.memory.get("kept") == nil, "and flushed L1 rather than keep what may be stale")
+                #expect(await b.get("kept") == buffer("v"), "the value is still in Redis")
             }
         }
     }

@@ -13,12 +13,16 @@ public struct RedisMessage: Sendable, Equatable {
     public var pattern: String?
     /// The message.
     public var payload: ByteBuffer
+    /// Not a message: messages may have been lost before this point (the subscription's
+    /// connection was lost and restored, or the consumer fell 4,096 messages behind).
+    public var isGap: Bool
 
     /// Creates a message.
-    public init(channel: String, pattern: String?, payload: ByteBuffer) {
+    public init(channel: String, pattern: String?, payload: ByteBuffer, isGap: Bool = false) {
         self.channel = channel
         self.pattern = pattern
         self.payload = payload
+        self.isGap = isGap
     }
 }
 
@@ -154,6 +158,9 @@ final class RedisSubscriber: Sendable {
             return waiters
         }
         for waiter in waiters { waiter.fail(RedisError(.connectionClosed, "the subscription connection closed")) }
+        // What was published until the subscriptions are restored is lost: say so.
+        let targets = state.withLock { state in state.isShutdown ? [] : state.subscriptions.values.map(\.continuation) }
+        for continuation in targets { continuation.yield(RedisMessage(channel: "", pattern: nil, payload: ByteBuffer(), isGap: true)) }
     }
 
     /// Reconnects with exponential backoff (50 ms doubling to 5 s, ±25 % jitter) and subscribes
@@ -204,7 +211,12 @@ final class RedisSubscriber: Sendable {
 
     private func deliver(_ message: RedisMessage, to wants: (Subscription) -> Bool) {
         let targets = state.withLock { state in state.subscriptions.values.filter(wants).map(\.continuation) }
-        for continuation in targets { continuation.yield(message) }
+        for continuation in targets {
+            if case .dropped = continuation.yield(message) {
+                // The consumer fell behind and its oldest message was dropped: say so.
+                continuation.yield(RedisMessage(channel: "", pattern: nil, payload: ByteBuffer(), isGap: true))
+            }
+        }
     }
 
     func shutdown() async {
