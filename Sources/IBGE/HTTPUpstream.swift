@@ -27,13 +27,24 @@ public final class HTTPUpstream: Sendable {
         public var retryBackoff: Duration
         /// Largest body accepted (`/municipios` is 2.5 MB).
         public var maximumBodyBytes: Int
+        /// Requests to IBGE in flight at once (`IBGE_MAX_CONCURRENT_LOADS`); more wait in line.
+        public var maximumConcurrentRequests: Int
+        /// Requests that may wait in that line; past it a request fails at once (the cache then
+        /// answers from a stale value or the snapshot) instead of piling up on a slow IBGE.
+        public var maximumQueuedRequests: Int
+        /// Longest `Retry-After` honoured before a retry; a longer one ends the attempts.
+        public var maximumRetryAfter: Duration
 
         /// Creates a configuration.
         public init(
             baseURL: String = "https://servicodados.ibge.gov.br/api", connectTimeout: Duration = .seconds(3),
             requestTimeout: Duration = .seconds(20), maximumAttempts: Int = 3, retryBackoff: Duration = .milliseconds(200),
-            maximumBodyBytes: Int = 32 * 1024 * 1024
+            maximumBodyBytes: Int = 32 * 1024 * 1024, maximumConcurrentRequests: Int = 16, maximumQueuedRequests: Int = 256,
+            maximumRetryAfter: Duration = .seconds(5)
         ) {
+            self.maximumConcurrentRequests = max(1, maximumConcurrentRequests)
+            self.maximumQueuedRequests = max(0, maximumQueuedRequests)
+            self.maximumRetryAfter = maximumRetryAfter
             self.baseURL = baseURL
             self.connectTimeout = connectTimeout
             self.requestTimeout = requestTimeout
@@ -48,6 +59,7 @@ public final class HTTPUpstream: Sendable {
     private let client: HTTPClient
     private let logger: Logger
     private let lastOutcome = Mutex<Outcome?>(nil)
+    private let slots: ConcurrencyLimiter
 
     /// The result of the most recent fetch, for health checks (nothing is fetched to check health).
     public struct Outcome: Sendable {
@@ -68,7 +80,11 @@ public final class HTTPUpstream: Sendable {
         clientConfiguration.timeout = .init(connect: TimeAmount(configuration.connectTimeout), read: TimeAmount(configuration.requestTimeout))
         clientConfiguration.redirectConfiguration = .disallow
         self.client = HTTPClient(eventLoopGroupProvider: .singleton, configuration: clientConfiguration)
+        self.slots = ConcurrencyLimiter(limit: configuration.maximumConcurrentRequests, queue: configuration.maximumQueuedRequests)
     }
+
+    /// Requests to IBGE in flight now, and waiting for a slot.
+    public var inFlight: (running: Int, waiting: Int) { slots.counts }
 
     /// Fetches and validates one request, retrying what is worth retrying.
     public func fetch(_ request: UpstreamRequest) async throws(IBGEError) -> ByteBuffer {
@@ -76,14 +92,25 @@ public final class HTTPUpstream: Sendable {
         var lastError = IBGEError(.upstreamFailed, "no attempt made")
         var backoff = Backoff(initial: configuration.retryBackoff, maximum: configuration.retryBackoff * 64)
         for attempt in 1...max(1, configuration.maximumAttempts) {
-            do {
+            do throws(Failure) {
+                guard await slots.acquire() else {
+                    throw Failure(
+                        error: IBGEError(.upstreamFailed, "too many requests to IBGE waiting (\(configuration.maximumQueuedRequests)); not queued"),
+                        retryable: false)
+                }
+                defer { slots.release() }
                 let body = try await once(url)
                 lastOutcome.withLock { $0 = Outcome(at: .now, error: nil) }
                 return body
             } catch let failure {
                 lastError = failure.error
                 guard failure.retryable, attempt < configuration.maximumAttempts, !Task.isCancelled else { break }
-                let wait = backoff.next()
+                var wait = backoff.next()
+                if let asked = failure.retryAfter {
+                    // IBGE said when to come back: then, or not in this request if that is too far.
+                    guard asked <= configuration.maximumRetryAfter else { break }
+                    wait = max(wait, asked)
+                }
                 logger.debug("IBGE request failed, retrying", metadata: ["url": "\(url)", "attempt": "\(attempt)", "error": "\(failure.error)"])
                 try? await Task.sleep(for: wait)
             }
@@ -96,6 +123,8 @@ public final class HTTPUpstream: Sendable {
     private struct Failure: Error {
         var error: IBGEError
         var retryable: Bool
+        /// The wait IBGE asked for (`Retry-After` in seconds), if any.
+        var retryAfter: Duration? = nil
     }
 
     private func once(_ url: String) async throws(Failure) -> ByteBuffer {
@@ -123,7 +152,11 @@ public final class HTTPUpstream: Sendable {
         guard status == 200 else {
             let excerpt = String(buffer: body.getSlice(at: body.readerIndex, length: min(200, body.readableBytes)) ?? ByteBuffer())
             let retryable = status >= 500 || status == 429
-            throw Failure(error: IBGEError(.upstreamFailed, "IBGE answered \(status): \(excerpt)", upstreamStatus: Int(status)), retryable: retryable)
+            let retryAfter = response.headers.first(name: "Retry-After").flatMap { Int($0.trimmingCharacters(in: .whitespaces)) }
+                .map { Duration.seconds(max(0, min($0, 86_400))) }
+            throw Failure(
+                error: IBGEError(.upstreamFailed, "IBGE answered \(status): \(excerpt)", upstreamStatus: Int(status)), retryable: retryable,
+                retryAfter: retryAfter)
         }
         if let type = response.headers.first(name: "Content-Type")?.lowercased(), !type.contains("json") {
             throw Failure(error: IBGEError(.upstreamFailed, "IBGE answered \(type), not JSON (an error page?)"), retryable: true)
@@ -146,5 +179,66 @@ public final class HTTPUpstream: Sendable {
     deinit {
         // A client dropped without shutdown() (an error path) is shut down here rather than trap.
         client.shutdown { _ in }
+    }
+}
+
+/// At most `limit` holders at once, and at most `queue` waiting for a turn (in order); past
+/// that, ``acquire()`` refuses at once.
+final class ConcurrencyLimiter: Sendable {
+    private struct State {
+        var running = 0
+        var waiting: [CheckedContinuation<Void, Never>] = []
+    }
+    private let state = Mutex(State())
+    let limit: Int
+    let queue: Int
+
+    init(limit: Int, queue: Int) {
+        self.limit = limit
+        self.queue = queue
+    }
+
+    var counts: (running: Int, waiting: Int) { state.withLock { ($0.running, $0.waiting.count) } }
+
+    /// Takes a slot, waiting for one in line; false when the line is full (nothing taken).
+    func acquire() async -> Bool {
+        enum Decision { case granted, full, wait }
+        let decision: Decision = state.withLock { state in
+            if state.running < limit {
+                state.running += 1
+                return .granted
+            }
+            return state.waiting.count < queue ? .wait : .full
+        }
+        switch decision {
+        case .granted: return true
+        case .full: return false
+        case .wait:
+            await withCheckedContinuation { continuation in
+                let granted: Bool = state.withLock { state in
+                    // A slot may have come free meanwhile.
+                    if state.running < limit {
+                        state.running += 1
+                        return true
+                    }
+                    state.waiting.append(continuation)
+                    return false
+                }
+                if granted { continuation.resume() }
+            }
+            return true
+        }
+    }
+
+    /// Gives a slot back: to the first in line, if any (it keeps the count), else to the pool.
+    func release() {
+        let next: CheckedContinuation<Void, Never>? = state.withLock { state in
+            if state.waiting.isEmpty {
+                state.running -= 1
+                return nil
+            }
+            return state.waiting.removeFirst()
+        }
+        next?.resume()
     }
 }

@@ -61,7 +61,9 @@ public func buildApplication(
     )
     let upstream =
         configuration.enableRealAPIs
-        ? HTTPUpstream(configuration: .init(baseURL: configuration.upstreamBaseURL), logger: makeLogger("ibge-cache.upstream")) : nil
+        ? HTTPUpstream(
+            configuration: .init(baseURL: configuration.upstreamBaseURL, maximumConcurrentRequests: configuration.upstreamConcurrency),
+            logger: makeLogger("ibge-cache.upstream")) : nil
     let service = IBGEService(
         cache: cache, snapshot: snapshot, population: try Population2022.embedded(), upstream: upstream, ttl: configuration.ttl,
         agregadosTTL: configuration.agregadosTTL, logger: makeLogger("ibge-cache.ibge"))

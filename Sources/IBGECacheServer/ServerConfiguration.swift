@@ -45,6 +45,9 @@ public struct ServerConfiguration: Sendable {
     /// `HTTP_FAST_PATH`: answer L1 hits below the router (default true; false sends every
     /// request through the router, for comparison).
     public var fastPath: Bool
+    /// `IBGE_MAX_CONCURRENT_LOADS`: requests to IBGE in flight at once (default 16; up to 256
+    /// more wait in line, past that a load fails at once to the stale value or the snapshot).
+    public var upstreamConcurrency: Int
 
     /// The defaults of DESIGN.md.
     public init() {
@@ -64,6 +67,7 @@ public struct ServerConfiguration: Sendable {
         self.logLevel = .info
         self.connectionLimits = ConnectionLimits()
         self.fastPath = true
+        self.upstreamConcurrency = 16
         self.ttlJitter = 0.1
     }
 
@@ -128,6 +132,9 @@ public struct ServerConfiguration: Sendable {
         }
         if let seconds = try integer("HTTP_IDLE_TIMEOUT", 1...86400, "a whole number of seconds from 1 to 86400") {
             connectionLimits.idleTimeout = .seconds(seconds)
+        }
+        if let n = try integer("IBGE_MAX_CONCURRENT_LOADS", 1...1024, "a whole number of requests, 1 to 1024") {
+            upstreamConcurrency = n
         }
         if let n = try integer("MAX_CONNECTIONS", 1...1_000_000, "a whole number of connections, at least 1") {
             connectionLimits.maximumConnections = n

@@ -28,6 +28,8 @@ public final class FakeIBGE: Sendable {
         case outage
         /// Normal answers, after this delay.
         case latency(Duration)
+        /// This status with `Retry-After: seconds`, for the first `count` requests; then normal.
+        case retryAfter(count: Int, status: Int, seconds: Int)
     }
 
     /// The port it listens on.
@@ -42,7 +44,21 @@ public final class FakeIBGE: Sendable {
         var calls: [String: Int] = [:]
         var total = 0
         var overrides: [String: String] = [:]
+        var running = 0
+        var mostRunning = 0
     }
+
+    /// The most requests it was answering at once.
+    public var mostConcurrent: Int { state.withLock { $0.mostRunning } }
+
+    fileprivate func started() {
+        state.withLock { state in
+            state.running += 1
+            state.mostRunning = max(state.mostRunning, state.running)
+        }
+    }
+
+    fileprivate func finished() { state.withLock { $0.running -= 1 } }
 
     /// Answers `target` (path and raw query) with `body` from now on, as IBGE does when its data changes.
     public func override(_ target: String, body: String) {
@@ -112,6 +128,9 @@ public final class FakeIBGE: Sendable {
             if case .failFirst(let count, let status) = fault {
                 state.fault = count > 1 ? .failFirst(count - 1, status: status) : .none
             }
+            if case .retryAfter(let count, let status, let seconds) = fault {
+                state.fault = count > 1 ? .retryAfter(count: count - 1, status: status, seconds: seconds) : .none
+            }
             return fault
         }
     }
@@ -123,8 +142,15 @@ private final class SharedState: Sendable {
 
     func answer(_ request: Request, context: FakeContext, snapshot: IBGESnapshot, population: Population2022) async throws -> Response {
         let target = request.uri.path + (request.uri.query.map { "?" + $0 } ?? "")
-        let fault = owner.withLock { $0 }?.record(target) ?? .none
+        let owner = self.owner.withLock { $0 }
+        let fault = owner?.record(target) ?? .none
+        owner?.started()
+        defer { owner?.finished() }
         switch fault {
+        case .retryAfter(_, let status, let seconds):
+            var response = Self.json("{\"message\":\"erro \(status)\"}", status: .init(code: status))
+            response.headers[.retryAfter] = String(seconds)
+            return response
         case .status(let code), .failFirst(_, let code):
             return Self.json("{\"message\":\"erro \(code)\"}", status: .init(code: code))
         case .html:
@@ -139,7 +165,7 @@ private final class SharedState: Sendable {
         case .truncated, .none:
             break
         }
-        if let text = owner.withLock({ $0 })?.overridden(target) {
+        if let text = owner?.overridden(target) {
             return Response(status: .ok, headers: [.contentType: "application/json;charset=UTF-8"], body: .init(byteBuffer: ByteBuffer(string: text)))
         }
         guard var body = Self.body(request, snapshot: snapshot, population: population) else {
