@@ -176,9 +176,12 @@ public final class IBGEService: Sendable {
         let ttl = request.kind == .agregados ? agregadosTTL : self.ttl
         guard let upstream else {
             let notServed = IBGEError(.notServed, "/api/\(request.path) is not in the embedded data; the mirror needs ENABLE_REAL_APIS=true for it")
-            // Checked without computing anything; the answer is computed only on a miss.
-            guard let selector = request.populationSelector, Population2022.isSelector(selector) else { throw notServed }
-            return try await cached(request.cacheKey, ttl: ttl) { () throws(IBGEError) in
+            // Checked without computing anything, in canonical form (one key and one computation
+            // for every spelling, repeated codes once); the answer is computed only on a miss.
+            guard let raw = request.populationSelector, let selector = Population2022.canonicalSelector(raw),
+                let keyed = try? UpstreamRequest(path: request.path, query: [("localidades", selector)])
+            else { throw notServed }
+            return try await cached(keyed.cacheKey, ttl: ttl) { () throws(IBGEError) in
                 self.derivedBodies.add(1, ordering: .relaxed)
                 guard let body = self.population.body(localidades: selector, snapshot: self.snapshot) else { throw notServed }
                 return body

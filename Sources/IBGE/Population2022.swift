@@ -89,6 +89,57 @@ public struct Population2022: Sendable {
         return true
     }
 
+    /// Most codes a selector may name in all.
+    static let maximumCodes = 1000
+
+    /// `selector` in canonical form (parts and codes de-duplicated and sorted, `N1[1]` as
+    /// `N1[all]`), so every spelling of the same question is one cache key and one computation;
+    /// nil when it is not a selector this type answers, or names more than ``maximumCodes`` codes.
+    public static func canonicalSelector(_ selector: String) -> String? {
+        guard isSelector(selector) else { return nil }
+        var brasil = false
+        var allUFs = false
+        var allMunicipios = false
+        var ufs = Set<Int>()
+        var municipios = Set<Int>()
+        var municipiosOfUFs = Set<Int>()
+        var named = 0
+        for part in selector.split(separator: "|") {
+            guard let open = part.firstIndex(of: "[") else { return nil }
+            let level = part[..<open]
+            let inside = part[part.index(after: open)..<part.index(before: part.endIndex)]
+            func codes(_ text: Substring) -> [Int] { text.split(separator: ",").compactMap { Int($0) } }
+            switch level {
+            case "N1": brasil = true
+            case "N3":
+                if inside == "all" { allUFs = true } else { ufs.formUnion(codes(inside)); named += inside.split(separator: ",").count }
+            default:
+                if inside == "all" {
+                    allMunicipios = true
+                } else if inside.hasPrefix("N3[") {
+                    let list = inside.dropFirst(3).dropLast()
+                    municipiosOfUFs.formUnion(codes(list))
+                    named += list.split(separator: ",").count
+                } else {
+                    municipios.formUnion(codes(inside))
+                    named += inside.split(separator: ",").count
+                }
+            }
+            guard named <= maximumCodes else { return nil }
+        }
+        func list(_ codes: Set<Int>) -> String { codes.sorted().map(String.init).joined(separator: ",") }
+        var parts: [String] = []
+        if brasil { parts.append("N1[all]") }
+        if allUFs { parts.append("N3[all]") } else if !ufs.isEmpty { parts.append("N3[\(list(ufs))]") }
+        if allMunicipios {
+            parts.append("N6[all]")
+        } else {
+            if !municipiosOfUFs.isEmpty { parts.append("N6[N3[\(list(municipiosOfUFs))]]") }
+            if !municipios.isEmpty { parts.append("N6[\(list(municipios))]") }
+        }
+        return parts.joined(separator: "|")
+    }
+
     static func localities(_ selector: String, snapshot: IBGESnapshot) -> [Locality]? {
         guard isSelector(selector) else { return nil }
         var result: [Locality] = []

@@ -69,7 +69,12 @@ public struct UpstreamRequest: Sendable, Hashable {
 
     /// A localidades request in its canonical form.
     public init(_ request: LocalidadesRequest) {
-        path = "v1/localidades/" + request.canonicalPath.prefix { $0 != "?" }
+        var canonical = String(request.canonicalPath.prefix { $0 != "?" })
+        // One id named with `|` (an array answer): IBGE is asked `id|id`, never `id|`.
+        if request.isJoined, let ids = request.ids, ids.count == 1, let id = ids.first {
+            canonical = canonical.replacing("/\(id)|", with: "/\(id)|\(id)")
+        }
+        path = "v1/localidades/" + canonical
         var items: [QueryItem] = []
         if request.orderByName { items.append(QueryItem(name: "orderBy", value: "nome")) }
         if request.flat { items.append(QueryItem(name: "view", value: "nivelado")) }

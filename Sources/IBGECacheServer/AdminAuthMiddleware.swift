@@ -74,7 +74,12 @@ struct AdminAuthMiddleware: RouterMiddleware {
             return host[host.index(after: host.startIndex)..<close] == "::1"
         }
         if let colon = host.lastIndex(of: ":") { host = host[..<colon] }
-        return host == "localhost" || (host.hasPrefix("127.") && host.split(separator: ".").count == 4)
+        if host == "localhost" { return true }
+        // 127.x.x.x written as an address: four numbers 0–255, the first 127 (a name such as
+        // 127.attacker.example is a name, which can be re-pointed).
+        let parts = host.split(separator: ".", omittingEmptySubsequences: false)
+        return parts.count == 4 && parts[0] == "127"
+            && parts.allSatisfy { $0.count <= 3 && !$0.isEmpty && $0.allSatisfy { $0 >= "0" && $0 <= "9" } && (Int($0) ?? 256) <= 255 }
     }
 
     /// The origin a browser says a request comes from, when it is not this server's own; nil for

@@ -88,14 +88,16 @@ public func buildApplication(
         configuration: .init(address: .hostname(configuration.host, port: configuration.port), serverName: DataAnswers.serverName),
         logger: logger
     )
-    app.addServices(cache)
-    if let upstream {
-        app.addServices(UpstreamShutdown(upstream: upstream))
-    }
+    // Services stop in reverse order (the HTTP server, which Hummingbird adds last, first): the
+    // cache drains its queued background work while Redis and the upstream are still there.
     if let redis {
         // Keeps its minimum connection open and pings it; closes everything on shutdown.
         app.addServices(redis)
     }
+    if let upstream {
+        app.addServices(UpstreamShutdown(upstream: upstream))
+    }
+    app.addServices(cache)
     logger.info(
         "ibge-cache configured",
         metadata: [

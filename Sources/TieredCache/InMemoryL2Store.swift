@@ -167,7 +167,10 @@ public final class InMemoryL2Store: L2Store {
 
     private func announce(_ notice: BackplaneNotice) {
         for continuation in listeners.withLock({ Array($0.continuations.values) }) {
-            if case .dropped = continuation.yield(notice) { continuation.yield(BackplaneNotice(origin: "", operation: .lost, key: "")) }
+            // A listener this far behind is told once; it flushes L1 and catches up.
+            if case .dropped = continuation.yield(notice), notice.operation != .lost {
+                continuation.yield(BackplaneNotice(origin: "", operation: .lost, key: ""))
+            }
         }
     }
 }

@@ -35,7 +35,10 @@ extension TieredCache {
         let lock = LoadLock(key: key, token: String(UInt64.random(in: .min ... .max), radix: 36))
         // On the monotonic clock: a step of wall time must not cut the wait short or stretch it.
         let start = clock.monotonicNanoseconds()
-        let deadline = start &+ (lease + Self.lockWaitSlack).wholeNanoseconds
+        // The holder renews its lease while its load runs, so the lock is held as long as the
+        // load (at most the hard timeout); if the holder dies, the lease lapses and a waiter
+        // takes the lock. The wait is bounded by both.
+        let deadline = start &+ (renewalLimit + lease + Self.lockWaitSlack).wholeNanoseconds
         let patience = waitAtMost.map { start &+ $0.wholeNanoseconds }
         var pause = configuration.lockPollInterval
         var waited = false
@@ -71,6 +74,10 @@ extension TieredCache {
         return .proceed
     }
 
+    /// Longest a holder renews its lock, and so longest a waiter may wait: the hard timeout, or
+    /// five minutes without one.
+    var renewalLimit: Duration { configuration.hardTimeout ?? .seconds(300) }
+
     /// How long past a lock's lease a waiter keeps polling: one last look for the value
     /// before it loads the key itself.
     static let lockWaitSlack = Duration.milliseconds(100)
@@ -82,14 +89,20 @@ extension TieredCache {
     func whileHolding<T: Sendable>(_ lock: LoadLock?, _ operation: () async throws -> T) async throws -> T {
         guard let lock, let lease = configuration.lockTimeout, let l2 = usableL2 else { return try await operation() }
         let logger = self.logger
+        let limit = ContinuousClock.now + renewalLimit
         return try await withThrowingTaskGroup(of: Void.self) { group in
             group.addTask {
-                while !Task.isCancelled {
+                // Until the load ends, or at most the hard timeout (a hung load must not hold
+                // the lock for ever); a failed renewal is tried again, a refused one ends it.
+                while !Task.isCancelled, ContinuousClock.now < limit {
                     try? await Task.sleep(for: lease / 3)
                     guard !Task.isCancelled else { return }
-                    if (try? await l2.renew(lock.key, token: lock.token, lease: lease)) != true {
+                    do {
+                        if try await l2.renew(lock.key, token: lock.token, lease: lease) { continue }
                         logger.warning("load lock lapsed before the load ended", metadata: ["key": "\(lock.key)"])
                         return
+                    } catch {
+                        continue
                     }
                 }
             }

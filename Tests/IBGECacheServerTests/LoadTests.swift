@@ -73,7 +73,7 @@ struct LoadTests {
         }
     }
 
-    @Test("a slow IBGE and a stale value in Redis: 3 instances, 300 concurrent requests, each answered within the soft timeout + 0.5 s, and IBGE sees one load (the lock outlives it)")
+    @Test("a slow IBGE and a stale value in Redis: 3 instances, 300 concurrent requests, each answered within the soft timeout + 0.5 s; a 4th instance past the lease waits no longer; IBGE sees one load")
     func slowIBGEThreeInstances() async throws {
         try await RedisServerProcess.with { server in
             let fake = try await FakeIBGE.start()
@@ -84,17 +84,20 @@ struct LoadTests {
             let a = try await makeApp(environment)
             let b = try await makeApp(environment)
             let c = try await makeApp(environment)
+            let d = try await makeApp(environment)
             let target = "/api/v1/localidades/municipios/4208203"
             let upstreamPath = "/api/v1/localidades/municipios/4208203"
             try await withLiveServer(a) { portA in
                 try await withLiveServer(b) { portB in
                     try await withLiveServer(c) { portC in
+                      try await withLiveServer(d) { portD in
                         #expect(try await fetch(portA, target).status == 200)
                         #expect(fake.calls(upstreamPath) == 1)
                         // The value goes stale (TTL 1 s); Redis keeps it for the grace period.
                         try await Task.sleep(for: .milliseconds(1500))
                         fake.inject(.latency(.seconds(15)))
                         let ports = [portA, portB, portC]
+                        let burst = ContinuousClock.now
                         let slowest = try await withThrowingTaskGroup(of: Duration.self) { group in
                             for i in 0..<300 {
                                 group.addTask {
@@ -113,10 +116,17 @@ struct LoadTests {
                         // soft timeout + 0.5 s with 1 s of room for a slower machine.
                         print("slow IBGE, 300 requests on 3 instances: the slowest took \(slowest)")
                         #expect(slowest < .milliseconds(3500), "the slowest request took \(slowest)")
-                        // The one load ends after 15 s; no instance started another meanwhile
-                        // (the holder renewed its lease past the 10 s it started with).
-                        try await Task.sleep(for: .seconds(16))
-                        #expect(fake.calls(upstreamPath) == 2, "one load for 300 requests on 3 instances: \(fake.calls(upstreamPath) - 1)")
+                        // Past the lock's first 10 s lease, a fourth instance (nothing in its L1)
+                        // asks: the holder has renewed the lease, so it answers stale at the soft
+                        // timeout instead of taking the lock and loading again.
+                        try await Task.sleep(until: burst + .milliseconds(11_500))
+                        let lateStart = ContinuousClock.now
+                        let late = try await fetch(portD, target)
+                        #expect(late.status == 200 && ContinuousClock.now - lateStart < .milliseconds(3500))
+                        // The one load ends after 15 s; no instance started another meanwhile.
+                        try await Task.sleep(until: burst + .seconds(17))
+                        #expect(fake.calls(upstreamPath) == 2, "one load for 301 requests on 4 instances: \(fake.calls(upstreamPath) - 1)")
+                      }
                     }
                 }
             }

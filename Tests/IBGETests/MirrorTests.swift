@@ -207,6 +207,12 @@ struct MirrorTests {
         let first = try await service.mirror(query)
         for _ in 0..<50 { #expect(try await service.mirror(query) == first) }
         #expect(service.derivedAnswers == 1, "computed once, for the miss")
+        // Another spelling of the same question (repeated codes) is the same key: no computation.
+        let repeatedCodes = "N6[N3[" + Array(repeating: "42", count: 900).joined(separator: ",") + "]]"
+        #expect(try await service.mirror(try UpstreamRequest(path: Population2022.path, query: [("localidades", repeatedCodes)])) == first)
+        #expect(service.derivedAnswers == 1, "one key for every spelling")
+        #expect(Population2022.canonicalSelector("N6[4208203,3550308,4208203]|N1[1]|N3[42,35]") == "N1[all]|N3[35,42]|N6[3550308,4208203]")
+        #expect(Population2022.canonicalSelector("N6[" + Array(repeating: "4208203", count: 1001).joined(separator: ",") + "]") == nil, "at most 1000 codes")
 
         let once = try await service.mirror(try UpstreamRequest(path: Population2022.path, query: [("localidades", "N6[all]")]))
         let repeated = Array(repeating: "N6[all]", count: 20).joined(separator: "|")

@@ -220,6 +220,7 @@ struct PolicyTests {
                 // Every subscription connection of the server is cut (as a network blip or a
                 // Redis restart would); a notice published before it is restored is lost.
                 _ = try await h.client().send(RESPCommand("CLIENT", "KILL", "TYPE", "pubsub"))
+                // Once the subscription is back, B hears that it may have missed notices.
                 #expect(await eventually { b.metrics().backplaneGaps >= 1 }, "B heard that it may have missed notices")
                 #expect(b.memory.get("kept") == nil, "and flushed L1 rather than keep what may be stale")
                 #expect(await b.get("kept") == buffer("v"), "the value is still in Redis")

@@ -53,6 +53,8 @@ final class RedisSubscriber: Sendable {
         /// Waiting for the server's confirmation of `subscribe:<channel>` / `psubscribe:<pattern>`.
         var confirmations: [String: [Confirmation]] = [:]
         var reconnect: Task<Void, Never>?
+        /// When a consumer was last told of messages dropped for falling behind.
+        var lastDropGap: ContinuousClock.Instant?
         var isShutdown = false
 
         var channels: Set<String> { subscriptions.values.reduce(into: []) { $0.formUnion($1.channels) } }
@@ -158,7 +160,10 @@ final class RedisSubscriber: Sendable {
             return waiters
         }
         for waiter in waiters { waiter.fail(RedisError(.connectionClosed, "the subscription connection closed")) }
-        // What was published until the subscriptions are restored is lost: say so.
+    }
+
+    /// Tells every consumer that messages may have been lost before this point.
+    private func announceGap() {
         let targets = state.withLock { state in state.isShutdown ? [] : state.subscriptions.values.map(\.continuation) }
         for continuation in targets { continuation.yield(RedisMessage(channel: "", pattern: nil, payload: ByteBuffer(), isGap: true)) }
     }
@@ -177,6 +182,9 @@ final class RedisSubscriber: Sendable {
                 if !wanted.0.isEmpty { connection.sendWithoutReply(Self.command("SUBSCRIBE", wanted.0)) }
                 if !wanted.1.isEmpty { connection.sendWithoutReply(Self.command("PSUBSCRIBE", wanted.1)) }
                 logger.info("Redis subscriptions restored", metadata: ["channels": "\(wanted.0.count)", "patterns": "\(wanted.1.count)"])
+                // Whatever was published while the subscriptions were down is lost: say so now
+                // (not at the loss, when nothing newer could be heard to replace it).
+                announceGap()
                 return
             } catch {
                 // Try again after the next, longer, pause.
@@ -213,8 +221,15 @@ final class RedisSubscriber: Sendable {
         let targets = state.withLock { state in state.subscriptions.values.filter(wants).map(\.continuation) }
         for continuation in targets {
             if case .dropped = continuation.yield(message) {
-                // The consumer fell behind and its oldest message was dropped: say so.
-                continuation.yield(RedisMessage(channel: "", pattern: nil, payload: ByteBuffer(), isGap: true))
+                // The consumer fell behind and its oldest message was dropped: say so, at most
+                // once a second (a consumer far behind would otherwise be told at every message).
+                let now = ContinuousClock.now
+                let due = state.withLock { state in
+                    guard state.lastDropGap.map({ now - $0 >= .seconds(1) }) ?? true else { return false }
+                    state.lastDropGap = now
+                    return true
+                }
+                if due { continuation.yield(RedisMessage(channel: "", pattern: nil, payload: ByteBuffer(), isGap: true)) }
             }
         }
     }
