@@ -62,29 +62,36 @@ extension TieredCache {
     public func l2Overview(maxAge: Duration = .seconds(10), limit: Int = 100_000, sampleSize: Int = 10) async -> L2Overview? {
         guard let l2 = usableL2 else { return nil }
         let now = clock.monotonicNanoseconds() / 1_000_000
-        let ageLimit = maxAge.wholeMilliseconds
-        let (cached, mustTake): (L2Overview?, Bool) = overview.withLock { state in
-            if let last = state.last, now - last.at < ageLimit { return (last.value, false) }
-            if state.taking { return (state.last?.value, false) }
+        let (cached, mustTake, generation): (L2Overview?, Bool, Int) = overview.withLock { state in
+            if let last = state.last {
+                let age = now - last.at
+                let current = last.generation == state.writes
+                // Reused while current and young; never walked more than once a second.
+                if (current && age < maxAge.wholeMilliseconds) || age < OverviewState.minimumInterval {
+                    return (last.value, false, 0)
+                }
+            }
+            if state.taking { return (state.last?.value, false, 0) }
             state.taking = true
-            return (nil, true)
+            return (nil, true, state.writes)
         }
         guard mustTake else { return cached }
         let keys = try? await l2.count(limit: limit, sampleSize: sampleSize)
         let memory = try? await l2.memory()
         let value = L2Overview(keys: keys, memory: memory ?? nil)
+        let finished = clock.monotonicNanoseconds() / 1_000_000
         overview.withLock { state in
             state.taking = false
-            state.last = (clock.monotonicNanoseconds() / 1_000_000, value)
+            // Stamped with the writes it may have missed: one that landed during the walk makes
+            // it out of date at once.
+            state.last = (finished, generation, value)
         }
         return value
     }
 
     /// This instance changed L2: the next status counts again.
     func forgetOverview() {
-        overview.withLock { state in
-            if state.last != nil { state.last = nil }
-        }
+        overview.withLock { $0.writes &+= 1 }
     }
 
     /// Counts this cache's keys in L2 (walking at most `limit`) with a sample of `sampleSize`
@@ -129,4 +136,16 @@ extension TieredCache {
 
     /// Where the L2 store is (`redis://…`, `memory`), or nil without one.
     public var l2Location: String? { l2?.location }
+}
+
+/// What ``TieredCache/l2Overview(maxAge:limit:sampleSize:)`` remembers.
+struct OverviewState {
+    /// The last overview: when it was taken, the write count it saw, and what it found.
+    var last: (at: Int64, generation: Int, value: TieredCache.L2Overview)?
+    /// A walk is under way.
+    var taking = false
+    /// This instance's L2 writes so far.
+    var writes = 0
+    /// Least time between two walks, in milliseconds, however many writes there are.
+    static let minimumInterval: Int64 = 1000
 }

@@ -30,10 +30,17 @@ extension TieredCache {
                 self.background.finish()
             }
             group.addTask {
+                // At most this many jobs run at once; the others wait in the queue (whose bound
+                // then refuses more, see submit(_:)).
+                let slots = ConcurrencyLimiter(limit: Self.maximumRunningJobs, queue: 1)
                 await withDiscardingTaskGroup { jobs in
                     for await job in self.backgroundJobs {
                         self.counters.backgroundQueued.subtract(1, ordering: .relaxed)
-                        jobs.addTask { await job() }
+                        _ = await slots.acquire()
+                        jobs.addTask {
+                            await job()
+                            slots.release()
+                        }
                     }
                 }
                 let dropped = self.counters.backgroundQueued.load(ordering: .relaxed)

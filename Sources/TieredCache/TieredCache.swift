@@ -36,8 +36,9 @@ public final class TieredCache: Service, Sendable {
     let hasL2: Bool
     let circuit: CircuitBreaker
     let flights = SingleFlight()
-    /// The last overview of L2 for status, and whether one is being taken.
-    let overview = Mutex<(last: (at: Int64, value: L2Overview)?, taking: Bool)>((nil, false))
+    /// The last overview of L2 for status; whether one is being taken; and this instance's
+    /// L2 writes so far (an overview taken before the latest one is out of date).
+    let overview = Mutex<OverviewState>(OverviewState())
     let counters = Counters()
     /// Durations of recent loads, for percentiles.
     let loadDurations = DurationSamples(capacity: 1024)
@@ -77,6 +78,8 @@ public final class TieredCache: Service, Sendable {
 
     /// Most background jobs waiting to start.
     static let backgroundQueueCapacity = 1024
+    /// Most background jobs running at once.
+    static let maximumRunningJobs = 64
 
     /// Hands `job` to the background runner. False when it is not taken (the queue is full, or
     /// the cache has shut down), counted in ``CacheMetrics/backgroundRefused``: the caller then

@@ -38,4 +38,28 @@ struct BackgroundQueueTests {
         #expect(!cache.submit {})
         #expect(cache.metrics().backgroundRefused == 2)
     }
+
+    @Test("at most 64 background jobs run at once; the rest wait their turn and all run once")
+    func runningCap() async throws {
+        let cache = TieredCache(l2: nil)
+        let state = Mutex<(running: Int, most: Int, done: Int)>((0, 0, 0))
+        for _ in 0..<200 {
+            #expect(cache.submit {
+                state.withLock { $0.running += 1; $0.most = max($0.most, $0.running) }
+                try? await Task.sleep(for: .milliseconds(20))
+                state.withLock { $0.running -= 1; $0.done += 1 }
+            })
+        }
+        var logger = Logger(label: "test")
+        logger.logLevel = .critical
+        let group = ServiceGroup(services: [cache], logger: logger)
+        try await withThrowingTaskGroup(of: Void.self) { tasks in
+            tasks.addTask { try await group.run() }
+            await group.triggerGracefulShutdown()
+            try await tasks.waitForAll()
+        }
+        let final = state.withLock { $0 }
+        #expect(final.done == 200)
+        #expect(final.most <= TieredCache.maximumRunningJobs && final.most > 1, "at most \(TieredCache.maximumRunningJobs) at once: \(final.most)")
+    }
 }
