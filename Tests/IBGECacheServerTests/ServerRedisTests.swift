@@ -35,6 +35,10 @@ struct ServerRedisTests {
                     // A write may trail its request when Redis was slow (the L2 soft timeout): wait for it.
                     #expect(try await eventually { try await raw.dbsize() == expected + 1 })
                     #expect(try await raw.exists(["ibge:v1:localidades/municipios/4208203", "ibge:v1:localidades/estados/42"]) == 2)
+                    // Every key ibge-cache wrote expires (so maxmemory with a volatile policy can evict it).
+                    var withoutTTL: [String] = []
+                    for try await key in raw.scanKeys(matching: "ibge:*") where try await raw.pttl(key) < 0 { withoutTTL.append(key) }
+                    #expect(withoutTTL.isEmpty, "keys without a TTL: \(withoutTTL.prefix(5))")
 
                     // Status walks the keys at most once a second: the count catches up within it.
                     #expect(
