@@ -4,7 +4,6 @@ import HummingbirdCore
 import IBGE
 import Logging
 import NIOCore
-import NIOHTTPTypes
 import Prometheus
 import Synchronization
 import TieredCache

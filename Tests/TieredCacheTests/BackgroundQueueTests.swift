@@ -5,6 +5,18 @@ import Testing
 
 @testable import TieredCache
 
+/// Runs `cache` as a service and shuts it down gracefully as soon as it runs; returns when it has ended.
+func runUntilGracefulShutdown(_ cache: TieredCache) async throws {
+    var logger = Logger(label: "test")
+    logger.logLevel = .critical
+    let group = ServiceGroup(services: [cache], logger: logger)
+    try await withThrowingTaskGroup(of: Void.self) { tasks in
+        tasks.addTask { try await group.run() }
+        await group.triggerGracefulShutdown()
+        try await tasks.waitForAll()
+    }
+}
+
 @Suite("The background job queue")
 struct BackgroundQueueTests {
     @Test("the job queue never runs a job twice nor drops one silently; a graceful shutdown runs the queued jobs; after it, jobs are refused")
@@ -21,14 +33,7 @@ struct BackgroundQueueTests {
         #expect(cache.metrics().backgroundRefused == 1)
 
         // Shut down gracefully as soon as it runs: the queued jobs still run, once each.
-        var logger = Logger(label: "test")
-        logger.logLevel = .critical
-        let group = ServiceGroup(services: [cache], logger: logger)
-        try await withThrowingTaskGroup(of: Void.self) { tasks in
-            tasks.addTask { try await group.run() }
-            await group.triggerGracefulShutdown()
-            try await tasks.waitForAll()
-        }
+        try await runUntilGracefulShutdown(cache)
         let counts = ran.withLock { $0 }
         #expect(counts.count == TieredCache.backgroundQueueCapacity)
         #expect(counts.values.allSatisfy { $0 == 1 })
@@ -50,14 +55,7 @@ struct BackgroundQueueTests {
                 state.withLock { $0.running -= 1; $0.done += 1 }
             })
         }
-        var logger = Logger(label: "test")
-        logger.logLevel = .critical
-        let group = ServiceGroup(services: [cache], logger: logger)
-        try await withThrowingTaskGroup(of: Void.self) { tasks in
-            tasks.addTask { try await group.run() }
-            await group.triggerGracefulShutdown()
-            try await tasks.waitForAll()
-        }
+        try await runUntilGracefulShutdown(cache)
         let final = state.withLock { $0 }
         #expect(final.done == 200)
         #expect(final.most <= TieredCache.maximumRunningJobs && final.most > 1, "at most \(TieredCache.maximumRunningJobs) at once: \(final.most)")
