@@ -20,42 +20,6 @@ func redisConnected(_ client: some TestClientProtocol) async throws -> Bool {
 
 @Suite("HTTP with a real Redis", .serialized)
 struct ServerRedisTests {
-    @Test("preload warms every municipio and estado key in Redis; status counts them; clear spares foreign keys")
-    func preloadAndClear() async throws {
-        try await RedisServerProcess.with { server in
-            try await withRedisClient(server.configuration()) { raw in
-                let app = try await makeApp(["REDIS_URL": server.url])
-                try await app.test(.live) { client in
-                    #expect(try await redisConnected(client))
-                    try await raw.set("someone-else:key", value: ByteBuffer(string: "survives"))
-                    let preload = try await client.execute(uri: "/api/ibge/cache/preload", method: .post)
-                    #expect(preload.status == .ok)
-                    let expected = 3 + 5 + 27 * 2 + 5571
-                    #expect((try object(preload.body)["preloaded"] as? [String: Any])?["keys"] as? Int == expected)
-                    // A write may trail its request when Redis was slow (the L2 soft timeout): wait for it.
-                    #expect(try await eventually { try await raw.dbsize() == expected + 1 })
-                    #expect(try await raw.exists(["ibge:v1:localidades/municipios/4208203", "ibge:v1:localidades/estados/42"]) == 2)
-                    // Every key ibge-cache wrote expires (so maxmemory with a volatile policy can evict it).
-                    var withoutTTL: [String] = []
-                    for try await key in raw.scanKeys(matching: "ibge:*") where try await raw.pttl(key) < 0 { withoutTTL.append(key) }
-                    #expect(withoutTTL.isEmpty, "keys without a TTL: \(withoutTTL.prefix(5))")
-
-                    // Status walks the keys at most once a second: the count catches up within it.
-                    #expect(
-                        try await eventually {
-                            let status = try object(try await client.execute(uri: "/api/ibge/cache/status", method: .get).body)
-                            return ((status["status"] as? [String: Any])?["keys"] as? [String: Any])?["count"] as? Int == expected
-                        })
-
-                    let cleared = try object(try await client.execute(uri: "/api/ibge/cache/clear", method: .post).body)
-                    #expect((cleared["cleared"] as? [String: Any])?["redis_keys"] as? Int == expected)
-                    #expect(try await raw.dbsize() == 1)
-                    #expect(try await raw.get("someone-else:key") == ByteBuffer(string: "survives"))
-                }
-            }
-        }
-    }
-
     @Test("derived values carry their source's freshness: a gzip variant lives as long as its plain value, and the variant of a snapshot fallback is never written to Redis")
     func derivedFreshness() async throws {
         try await RedisServerProcess.with { server in
