@@ -26,7 +26,7 @@ struct GzipVariants {
         let variantKey = DataAnswers.gzipKey(key, plainTag: plain.tag)
         let remaining = plain.freshUntil - cache.memory.clock.nowMilliseconds()
         if remaining >= 1000 {
-            return try? await cache.getOrLoadValue(variantKey, ttl: min(ttl, .milliseconds(remaining))) {
+            return try? await cache.getOrLoadValue(variantKey, ttl: ttl, freshNoLaterThan: plain.freshUntil) {
                 var input = body
                 return try input.compress(with: .gzip)
             }

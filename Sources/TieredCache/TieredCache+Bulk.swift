@@ -85,7 +85,7 @@ extension TieredCache {
         var entries: [L2Entry] = []
         for key in missing {
             guard let value = loaded[key] else { continue }
-            let ttl = load.ttl(for: value, jitter: configuration.ttlJitter)
+            let ttl = load.ttl(for: value, jitter: configuration.ttlJitter, now: now)
             let cached = storeL1(key, value: value, ttl: ttl, now: now)
             found[key] = cached
             entries.append(l2Entry(key, cached, ttl: ttl))

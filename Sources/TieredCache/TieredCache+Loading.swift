@@ -12,13 +12,18 @@ extension TieredCache {
         var negativeTTL: Duration?
         var isNegative: (@Sendable (ByteBuffer) -> Bool)?
         var loader: @Sendable () async throws -> ByteBuffer
+        /// When the value must stop being fresh at the latest (milliseconds on the cache's
+        /// clock), whatever its TTL and jitter: a derived value expires with its source.
+        var freshNoLaterThan: Int64? = nil
 
-        /// The TTL for a value: the negative TTL for negative answers, plus jitter.
-        func ttl(for value: ByteBuffer, jitter: Double) -> Duration {
+        /// The TTL for a value stored at `now`: the negative TTL for negative answers, plus
+        /// jitter, cut at ``freshNoLaterThan``.
+        func ttl(for value: ByteBuffer, jitter: Double, now: Int64) -> Duration {
             var base = ttl
             if let negativeTTL, let isNegative, isNegative(value) { base = negativeTTL }
-            guard jitter > 0 else { return base }
-            return base * (1 + Double.random(in: 0...jitter))
+            if jitter > 0 { base = base * (1 + Double.random(in: 0...jitter)) }
+            guard let freshNoLaterThan else { return base }
+            return min(base, .milliseconds(max(0, freshNoLaterThan - now)))
         }
     }
 
@@ -97,15 +102,16 @@ extension TieredCache {
     /// Runs the loader (within the hard timeout) and writes its value to both tiers.
     func loadAndStore(_ load: Load) async throws -> CachedValue {
         let value = try await runLoader(load)
-        return await store(load.key, value: value, ttl: load.ttl(for: value, jitter: configuration.ttlJitter), tagNow: true)
+        return await store(load.key, value: value, ttl: load.ttl(for: value, jitter: configuration.ttlJitter, now: clock.nowMilliseconds()), tagNow: true)
     }
 
     /// Loads without touching L2 on the way (no lock), storing in L1 at once and in L2 in the
     /// background.
     private func loadWithoutWaitingOnL2(_ load: Load) async throws -> CachedValue {
         let value = try await runLoader(load)
-        let ttl = load.ttl(for: value, jitter: configuration.ttlJitter)
-        let cached = storeL1(load.key, value: value, ttl: ttl, now: clock.nowMilliseconds())
+        let now = clock.nowMilliseconds()
+        let ttl = load.ttl(for: value, jitter: configuration.ttlJitter, now: now)
+        let cached = storeL1(load.key, value: value, ttl: ttl, now: now)
         let entry = l2Entry(load.key, cached, ttl: ttl)
         if !submit({ await self.writeL2([entry]) }) { await writeL2([entry]) }
         return cached

@@ -168,14 +168,21 @@ public final class TieredCache: Service, Sendable {
 
     /// As ``getOrLoad(_:ttl:negativeTTL:isNegative:loader:)``, with the value's tag and
     /// freshness (for HTTP validators and `max-age`).
+    ///
+    /// `freshNoLaterThan` (milliseconds on the cache's clock, ``MemoryStore/clock``) caps the freshness of a loaded value,
+    /// whenever it is stored: a value derived from another (a compressed variant) then expires
+    /// with its source even when the load took a while.
     public func getOrLoadValue(
         _ key: String,
         ttl: Duration? = nil,
+        freshNoLaterThan: Int64? = nil,
         negativeTTL: Duration? = nil,
         isNegative: (@Sendable (ByteBuffer) -> Bool)? = nil,
         loader: @escaping @Sendable () async throws -> ByteBuffer
     ) async throws -> CachedValue {
-        let load = Load(key: key, ttl: ttl ?? configuration.defaultTTL, negativeTTL: negativeTTL, isNegative: isNegative, loader: loader)
+        let load = Load(
+            key: key, ttl: ttl ?? configuration.defaultTTL, negativeTTL: negativeTTL, isNegative: isNegative, loader: loader,
+            freshNoLaterThan: freshNoLaterThan)
         if let (value, refresh) = memory.lookupValue(key, consumeRefresh: true) {
             if refresh { startRefresh(load) }
             return value

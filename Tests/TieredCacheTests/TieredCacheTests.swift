@@ -131,6 +131,22 @@ struct TieredCacheMemoryTests {
         #expect(expiresAt >= start + 30_000 && expiresAt <= start + 33_000, "cached for the negative TTL, not the hour")
     }
 
+    @Test("a derived value stops being fresh with its source, however long its load took and whatever its jitter")
+    func freshNoLaterThan() async throws {
+        let clock = ManualClock()
+        let cache = TieredCache(l2: InMemoryL2Store(clock: .manual(clock)), clock: .manual(clock))
+        let sourceFreshUntil = clock.now + 10_000
+        let derived = try await cache.getOrLoadValue("k|derived", ttl: .seconds(100), freshNoLaterThan: sourceFreshUntil) {
+            clock.advance(by: .seconds(4))  // a slow load: the cap is absolute, not "10 s from the ask"
+            return buffer("v")
+        }
+        #expect(derived.freshUntil == sourceFreshUntil)
+        #expect(cache.memory.entry("k|derived")?.expiresAt == sourceFreshUntil)
+        // Without a cap, the same load is fresh for its TTL (plus jitter) from when it was stored.
+        let plain = try await cache.getOrLoadValue("k", ttl: .seconds(100)) { buffer("v") }
+        #expect(plain.freshUntil >= clock.now + 100_000)
+    }
+
     @Test("a loader past the hard timeout fails with a timeout error when the clock passes it")
     func hardTimeout() async throws {
         let clock = ManualClock()
