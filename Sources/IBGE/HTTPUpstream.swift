@@ -34,14 +34,29 @@ public final class HTTPUpstream: Sendable {
         public var maximumQueuedRequests: Int
         /// Longest `Retry-After` honoured before a retry; a longer one ends the attempts.
         public var maximumRetryAfter: Duration
+        /// Fetches in a row that fail (after their retries) before the circuit opens and
+        /// requests fail at once (`IBGE_CIRCUIT_FAILURES`; 0 turns the circuit off).
+        public var circuitFailureThreshold: Int
+        /// How long the circuit stays open before one request probes IBGE
+        /// (`IBGE_CIRCUIT_OPEN_SECONDS`).
+        public var circuitOpenDuration: Duration
+        /// How long IBGE's 4xx answer to a URL is remembered and repeated without asking again.
+        public var clientErrorLifetime: Duration
+        /// Most 4xx answers remembered at once.
+        public var maximumRememberedClientErrors: Int
 
         /// Creates a configuration.
         public init(
             baseURL: String = "https://servicodados.ibge.gov.br/api", connectTimeout: Duration = .seconds(3),
             requestTimeout: Duration = .seconds(20), maximumAttempts: Int = 3, retryBackoff: Duration = .milliseconds(200),
             maximumBodyBytes: Int = 32 * 1024 * 1024, maximumConcurrentRequests: Int = 16, maximumQueuedRequests: Int = 256,
-            maximumRetryAfter: Duration = .seconds(5)
+            maximumRetryAfter: Duration = .seconds(5), circuitFailureThreshold: Int = 5, circuitOpenDuration: Duration = .seconds(15),
+            clientErrorLifetime: Duration = .seconds(30), maximumRememberedClientErrors: Int = 4096
         ) {
+            self.circuitFailureThreshold = max(0, circuitFailureThreshold)
+            self.circuitOpenDuration = circuitOpenDuration
+            self.clientErrorLifetime = clientErrorLifetime
+            self.maximumRememberedClientErrors = maximumRememberedClientErrors
             self.maximumConcurrentRequests = max(1, maximumConcurrentRequests)
             self.maximumQueuedRequests = max(0, maximumQueuedRequests)
             self.maximumRetryAfter = maximumRetryAfter
@@ -60,6 +75,8 @@ public final class HTTPUpstream: Sendable {
     private let logger: Logger
     private let lastOutcome = Mutex<Outcome?>(nil)
     private let slots: ConcurrencyLimiter
+    let circuit: UpstreamCircuit
+    let clientErrors: ClientErrorMemory
 
     /// The result of the most recent fetch, for health checks (nothing is fetched to check health).
     public struct Outcome: Sendable {
@@ -81,29 +98,76 @@ public final class HTTPUpstream: Sendable {
         clientConfiguration.redirectConfiguration = .disallow
         self.client = HTTPClient(eventLoopGroupProvider: .singleton, configuration: clientConfiguration)
         self.slots = ConcurrencyLimiter(limit: configuration.maximumConcurrentRequests, queue: configuration.maximumQueuedRequests)
+        self.circuit = UpstreamCircuit(threshold: configuration.circuitFailureThreshold, openDuration: configuration.circuitOpenDuration)
+        self.clientErrors = ClientErrorMemory(
+            lifetime: configuration.clientErrorLifetime, maximumEntries: configuration.maximumRememberedClientErrors)
+    }
+
+    /// The circuit breaker's state: whether requests fail at once now (IBGE failed
+    /// ``Configuration/circuitFailureThreshold`` times in a row), how often it opened.
+    public var circuitState: (isOpen: Bool, openings: Int) {
+        let snapshot = circuit.snapshot
+        return (snapshot.isOpen, snapshot.openings)
     }
 
     /// Requests to IBGE in flight now, and waiting for a slot.
     public var inFlight: (running: Int, waiting: Int) { slots.counts }
 
     /// Fetches and validates one request, retrying what is worth retrying.
+    ///
+    /// Fails at once, without asking IBGE, while the circuit is open, and with IBGE's own
+    /// answer when it refused the same URL with a 4xx within ``Configuration/clientErrorLifetime``.
     public func fetch(_ request: UpstreamRequest) async throws(IBGEError) -> ByteBuffer {
         let url = request.url(base: configuration.baseURL)
-        var lastError = IBGEError(.upstreamFailed, "no attempt made")
+        if let refused = clientErrors.error(for: url) { throw refused }
+        let probe: Bool
+        switch circuit.admit() {
+        case .closed: probe = false
+        case .probe: probe = true
+        case .open(let remaining, let failures):
+            let wait = remaining > .zero ? "for \(Int((remaining / .seconds(1)).rounded(.up))) s more" : "until a probe answers"
+            throw IBGEError(.upstreamFailed, "IBGE failed \(failures) times in a row; not asked \(wait) (circuit open)")
+        }
+        switch await attempts(url) {
+        case .success(let body):
+            circuit.succeeded(probe: probe)
+            lastOutcome.withLock { $0 = Outcome(at: .now, error: nil) }
+            return body
+        case .failure(let failure):
+            if failure.isClientError {
+                // IBGE answered, about this request: not a failure of IBGE.
+                circuit.succeeded(probe: probe)
+                clientErrors.remember(failure.error, for: url)
+            } else if failure.countsAgainstIBGE, !Task.isCancelled {
+                if circuit.failed(probe: probe) {
+                    logger.warning(
+                        "IBGE failing: circuit open, requests answered from the cache or the snapshot without asking IBGE",
+                        metadata: ["seconds": "\(configuration.circuitOpenDuration.components.seconds)", "error": "\(failure.error)"])
+                }
+                lastOutcome.withLock { $0 = Outcome(at: .now, error: failure.error) }
+            } else {
+                // Refused here, or given up by its caller: says nothing about IBGE.
+                circuit.abandoned(probe: probe)
+            }
+            throw failure.error
+        }
+    }
+
+    /// The attempts at one URL (the first and its retries), within the concurrency cap.
+    private func attempts(_ url: String) async -> Result<ByteBuffer, Failure> {
+        var lastFailure = Failure(error: IBGEError(.upstreamFailed, "no attempt made"), retryable: false, countsAgainstIBGE: false)
         var backoff = Backoff(initial: configuration.retryBackoff, maximum: configuration.retryBackoff * 64)
         for attempt in 1...max(1, configuration.maximumAttempts) {
             do throws(Failure) {
                 guard await slots.acquire() else {
                     throw Failure(
                         error: IBGEError(.upstreamFailed, "too many requests to IBGE waiting (\(configuration.maximumQueuedRequests)); not queued"),
-                        retryable: false)
+                        retryable: false, countsAgainstIBGE: false)
                 }
                 defer { slots.release() }
-                let body = try await once(url)
-                lastOutcome.withLock { $0 = Outcome(at: .now, error: nil) }
-                return body
+                return .success(try await once(url))
             } catch let failure {
-                lastError = failure.error
+                lastFailure = failure
                 guard failure.retryable, attempt < configuration.maximumAttempts, !Task.isCancelled else { break }
                 var wait = backoff.next()
                 if let asked = failure.retryAfter {
@@ -115,9 +179,7 @@ public final class HTTPUpstream: Sendable {
                 try? await Task.sleep(for: wait)
             }
         }
-        let failure = lastError
-        lastOutcome.withLock { $0 = Outcome(at: .now, error: failure) }
-        throw failure
+        return .failure(lastFailure)
     }
 
     private struct Failure: Error {
@@ -125,6 +187,16 @@ public final class HTTPUpstream: Sendable {
         var retryable: Bool
         /// The wait IBGE asked for (`Retry-After` in seconds), if any.
         var retryAfter: Duration? = nil
+        /// Whether it says IBGE is failing (for the circuit and health); a request refused
+        /// here (the line to IBGE full) does not.
+        var countsAgainstIBGE = true
+
+        /// IBGE refused the request itself (a 4xx other than 408 and 429): the same request
+        /// will be refused again, and IBGE is working.
+        var isClientError: Bool {
+            guard let status = error.upstreamStatus else { return false }
+            return (400..<500).contains(status) && status != 408 && status != 429
+        }
     }
 
     private func once(_ url: String) async throws(Failure) -> ByteBuffer {

@@ -60,8 +60,10 @@ extension IBGEService {
             if let last = upstream.lastResult, let error = last.error {
                 degraded = true
                 let ago = (ContinuousClock.now - last.at).components.seconds
+                let circuit = upstream.circuitState.isOpen ? "; circuit open: requests answered without asking IBGE until a probe succeeds" : ""
                 source = .init(
-                    status: .down, detail: "IBGE API at \(upstream.configuration.baseURL) failed \(ago) s ago: \(error.message); \(fallbacks)")
+                    status: .down,
+                    detail: "IBGE API at \(upstream.configuration.baseURL) failed \(ago) s ago: \(error.message)\(circuit); \(fallbacks)")
             } else {
                 source = .init(status: .up, detail: "IBGE API at \(upstream.configuration.baseURL); \(fallbacks)")
             }

@@ -17,7 +17,7 @@ struct AdminRoutes {
         group.getAndHead("status") { _, _ in await status() }
         group.getAndHead("health") { _, _ in await health() }
         group.getAndHead("metrics") { _, _ -> Response in
-            .json(MetricsBody(success: true, metrics: .init(cache.metrics(), embeddedFallbacks: service.embeddedFallbacks)))
+            .json(MetricsBody(success: true, metrics: .init(cache.metrics(), embeddedFallbacks: service.embeddedFallbacks, circuit: service.upstream?.circuitState)))
         }
         group.post("clear") { _, _ in await clear() }
         group.post("preload") { request, context in await preload(request, context: context) }
@@ -152,6 +152,10 @@ struct AdminRoutes {
             var backplane_received: Int
             var background_jobs_refused: Int
             var backplane_gaps: Int
+            /// With ENABLE_REAL_APIS: whether requests to IBGE fail at once now, and how often
+            /// that circuit opened.
+            var upstream_circuit_open: Bool?
+            var upstream_circuit_openings: Int?
             var load_ms: LoadMilliseconds?
 
             struct LoadMilliseconds: Encodable {
@@ -161,8 +165,10 @@ struct AdminRoutes {
                 var max: Double
             }
 
-            init(_ m: CacheMetrics, embeddedFallbacks: Int) {
+            init(_ m: CacheMetrics, embeddedFallbacks: Int, circuit: (isOpen: Bool, openings: Int)?) {
                 embedded_fallbacks = embeddedFallbacks
+                upstream_circuit_open = circuit?.isOpen
+                upstream_circuit_openings = circuit?.openings
                 lock_waits = m.lockWaits
                 eager_refreshes = m.eagerRefreshes
                 soft_timeouts = m.softTimeouts

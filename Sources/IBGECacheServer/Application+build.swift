@@ -62,7 +62,9 @@ public func buildApplication(
     let upstream =
         configuration.enableRealAPIs
         ? HTTPUpstream(
-            configuration: .init(baseURL: configuration.upstreamBaseURL, maximumConcurrentRequests: configuration.upstreamConcurrency),
+            configuration: .init(
+                baseURL: configuration.upstreamBaseURL, maximumConcurrentRequests: configuration.upstreamConcurrency,
+                circuitFailureThreshold: configuration.upstreamCircuitFailures, circuitOpenDuration: configuration.upstreamCircuitOpen),
             logger: makeLogger("ibge-cache.upstream")) : nil
     let service = IBGEService(
         cache: cache, snapshot: snapshot, population: try Population2022.embedded(), upstream: upstream, ttl: configuration.ttl,
@@ -73,7 +75,7 @@ public func buildApplication(
     router.add(middleware: LogRequestsMiddleware(.debug))
     DataRoutes(service: service, answers: answers).register(on: router)
     AdminRoutes(service: service, configuration: configuration, startedAt: .now).register(on: router)
-    PrometheusRoute(cache: cache, registry: registry).register(on: router)
+    PrometheusRoute(cache: cache, upstream: upstream, registry: registry).register(on: router)
     DashboardRoute().register(on: router)
     try OpenAPIRoute().register(on: router)
 

@@ -1,4 +1,5 @@
 import Hummingbird
+import IBGE
 import NIOCore
 import Prometheus
 import TieredCache
@@ -7,12 +8,31 @@ import TieredCache
 /// Redis client's — in the Prometheus text exposition format (0.0.4), by swift-prometheus.
 struct PrometheusRoute {
     let cache: TieredCache
+    let upstream: HTTPUpstream?
     let registry: PrometheusCollectorRegistry
 
     func register(on router: Router<AppRequestContext>) {
+        // The IBGE circuit breaker's state, set at each scrape (with ENABLE_REAL_APIS).
+        let circuit = upstream.map { _ in
+            (
+                open: registry.makeGauge(
+                    descriptor: .init(
+                        namespace: "ibge", subsystem: "upstream", metricName: "circuit", unitName: "open",
+                        helpText: "1 while requests to IBGE fail at once after repeated failures")),
+                openings: registry.makeGauge(
+                    descriptor: .init(
+                        namespace: "ibge", subsystem: "upstream", metricName: "circuit", unitName: "openings",
+                        helpText: "times the circuit on IBGE opened since the start"))
+            )
+        }
         router.getAndHead("/metrics") { _, _ -> Response in
             // Hand the counters' latest gains to swift-metrics, so the scrape is exactly current.
             cache.exportMetrics()
+            if let upstream, let circuit {
+                let state = upstream.circuitState
+                circuit.open.set(to: state.isOpen ? 1.0 : 0.0)
+                circuit.openings.set(to: Double(state.openings))
+            }
             return Response(
                 status: .ok, headers: [.contentType: "text/plain; version=0.0.4; charset=utf-8"],
                 body: .init(byteBuffer: ByteBuffer(bytes: registry.emitToBuffer())))

@@ -48,6 +48,12 @@ public struct ServerConfiguration: Sendable {
     /// `IBGE_MAX_CONCURRENT_LOADS`: requests to IBGE in flight at once (default 16; up to 256
     /// more wait in line, past that a load fails at once to the stale value or the snapshot).
     public var upstreamConcurrency: Int
+    /// `IBGE_CIRCUIT_FAILURES`: IBGE requests failing in a row before the circuit opens and
+    /// requests fail at once to the stale value or the snapshot (default 5; 0 turns it off).
+    public var upstreamCircuitFailures: Int
+    /// `IBGE_CIRCUIT_OPEN_SECONDS`: how long the circuit stays open before one request probes
+    /// IBGE (default 15).
+    public var upstreamCircuitOpen: Duration
 
     /// The defaults of DESIGN.md.
     public init() {
@@ -68,6 +74,8 @@ public struct ServerConfiguration: Sendable {
         self.connectionLimits = ConnectionLimits()
         self.fastPath = true
         self.upstreamConcurrency = 16
+        self.upstreamCircuitFailures = 5
+        self.upstreamCircuitOpen = .seconds(15)
         self.ttlJitter = 0.1
     }
 
@@ -135,6 +143,12 @@ public struct ServerConfiguration: Sendable {
         }
         if let n = try integer("IBGE_MAX_CONCURRENT_LOADS", 1...1024, "a whole number of requests, 1 to 1024") {
             upstreamConcurrency = n
+        }
+        if let n = try integer("IBGE_CIRCUIT_FAILURES", 0...1000, "a whole number of failures, 0 (off) to 1000") {
+            upstreamCircuitFailures = n
+        }
+        if let seconds = try integer("IBGE_CIRCUIT_OPEN_SECONDS", 1...3600, "a whole number of seconds from 1 to 3600") {
+            upstreamCircuitOpen = .seconds(seconds)
         }
         if let n = try integer("MAX_CONNECTIONS", 1...1_000_000, "a whole number of connections, at least 1") {
             connectionLimits.maximumConnections = n

@@ -15,6 +15,7 @@ struct ServerConfigurationTests {
         #expect(c.host == "127.0.0.1" && c.port == 8080)
         #expect(c.adminToken == nil)
         #expect(c.keyPrefix == "ibge:")
+        #expect(c.upstreamCircuitFailures == 5 && c.upstreamCircuitOpen == .seconds(15))
     }
 
     @Test("every variable is read")
@@ -23,7 +24,9 @@ struct ServerConfigurationTests {
             "REDIS_URL": "redis://:pw@10.1.2.3:6380/4", "IBGE_CACHE_TTL": "60", "ENABLE_REAL_APIS": "true",
             "IBGE_API_BASE_URL": "http://127.0.0.1:9999/api/", "HOST": "0.0.0.0", "PORT": "9090", "CACHE_ADMIN_TOKEN": "t0k",
             "IBGE_CACHE_PREFIX": "ibge-test:", "IBGE_CACHE_L1_MAX_ENTRIES": "5000", "IBGE_CACHE_L1_MAX_MB": "64", "LOG_LEVEL": "debug",
+            "IBGE_CIRCUIT_FAILURES": "0", "IBGE_CIRCUIT_OPEN_SECONDS": "30",
         ])
+        #expect(c.upstreamCircuitFailures == 0 && c.upstreamCircuitOpen == .seconds(30))
         #expect(c.redis?.endpoint == .tcp(host: "10.1.2.3", port: 6380) && c.redis?.database == 4 && c.redis?.password == "pw")
         #expect(c.redisURLDescription == "redis://:***@10.1.2.3:6380/4")
         #expect(c.ttl == .seconds(60) && c.enableRealAPIs)
@@ -48,6 +51,8 @@ struct ServerConfigurationTests {
             (["ENABLE_REAL_APIS": "maybe"], "invalid ENABLE_REAL_APIS='maybe'"),
             (["IBGE_API_BASE_URL": "ftp://x"], "invalid IBGE_API_BASE_URL='ftp://x'"),
             (["LOG_LEVEL": "loud"], "invalid LOG_LEVEL='loud'"),
+            (["IBGE_CIRCUIT_FAILURES": "-1"], "invalid IBGE_CIRCUIT_FAILURES='-1'"),
+            (["IBGE_CIRCUIT_OPEN_SECONDS": "0"], "invalid IBGE_CIRCUIT_OPEN_SECONDS='0'"),
         ])
     func invalid(environment: [String: String], message: String) {
         let error = #expect(throws: ConfigurationError.self) { try ServerConfiguration(environment: environment) }

@@ -1,17 +1,80 @@
 import Foundation
 import IBGETestSupport
 import NIOCore
+import TestSupport
 import Testing
 
 @testable import IBGE
 
 @Suite("Upstream amplification: Retry-After and a cap on concurrent requests")
 struct UpstreamAmplificationTests {
-    func upstream(_ fake: FakeIBGE, concurrency: Int = 16, queue: Int = 256) -> HTTPUpstream {
+    func upstream(
+        _ fake: FakeIBGE, concurrency: Int = 16, queue: Int = 256, attempts: Int = 3, circuitFailures: Int = 5,
+        circuitOpen: Duration = .seconds(15), clientErrorLifetime: Duration = .seconds(30)
+    ) -> HTTPUpstream {
         HTTPUpstream(
             configuration: .init(
-                baseURL: fake.baseURL, connectTimeout: .seconds(2), requestTimeout: .seconds(10), maximumAttempts: 3, retryBackoff: .milliseconds(5),
-                maximumConcurrentRequests: concurrency, maximumQueuedRequests: queue))
+                baseURL: fake.baseURL, connectTimeout: .seconds(2), requestTimeout: .seconds(10), maximumAttempts: attempts,
+                retryBackoff: .milliseconds(5), maximumConcurrentRequests: concurrency, maximumQueuedRequests: queue,
+                circuitFailureThreshold: circuitFailures, circuitOpenDuration: circuitOpen, clientErrorLifetime: clientErrorLifetime))
+    }
+
+    @Test("a short negative cache for upstream 4xx: a refused URL is refused again without asking IBGE, until its error expires; IBGE is not marked failing")
+    func clientErrorsRemembered() async throws {
+        let fake = try await FakeIBGE.start()
+        let client = upstream(fake, circuitFailures: 3, clientErrorLifetime: .seconds(1))
+        fake.inject(.status(404))
+        let missing = try UpstreamRequest(path: "v1/localidades/estados/42", query: [])
+        for _ in 0..<20 {
+            let error = await #expect(throws: IBGEError.self) { try await client.fetch(missing) }
+            #expect(error?.upstreamStatus == 404)
+        }
+        #expect(fake.calls("/api/v1/localidades/estados/42") == 1, "IBGE asked once for twenty refusals")
+        #expect(client.circuitState.isOpen == false, "a 4xx is IBGE answering: the circuit stays closed")
+        #expect(client.lastResult?.error == nil, "and health does not call IBGE failing")
+        // Another URL is asked on its own.
+        let other = try UpstreamRequest(path: "v3/agregados/9998/periodos/2022/variaveis/1", query: [])
+        _ = await #expect(throws: IBGEError.self) { try await client.fetch(other) }
+        #expect(fake.calls("/api/v3/agregados/9998/periodos/2022/variaveis/1") == 1)
+        // Once the error expires, IBGE is asked again (and now answers).
+        fake.inject(.none)
+        #expect(await eventually { (try? await client.fetch(missing)) != nil })
+        #expect(fake.calls("/api/v1/localidades/estados/42") == 2)
+        await client.shutdown()
+        await fake.stop()
+    }
+
+    @Test("a circuit on the upstream: after consecutive failures requests fail fast without reaching IBGE; one probe closes it, a failed probe opens it again")
+    func circuitBreaker() async throws {
+        let fake = try await FakeIBGE.start()
+        let client = upstream(fake, attempts: 1, circuitFailures: 3, circuitOpen: .milliseconds(500))
+        let request = try UpstreamRequest(path: "v1/localidades/estados/42", query: [])
+        fake.inject(.status(503))
+        for _ in 0..<3 { _ = await #expect(throws: IBGEError.self) { try await client.fetch(request) } }
+        #expect(fake.totalCalls == 3)
+        #expect(client.circuitState == (isOpen: true, openings: 1))
+        // Open: twenty requests fail at once, IBGE sees none of them.
+        for _ in 0..<20 {
+            let error = await #expect(throws: IBGEError.self) { try await client.fetch(request) }
+            #expect(error?.message.contains("circuit open") == true, "\(error?.message ?? "")")
+        }
+        #expect(fake.totalCalls == 3)
+
+        // A probe that fails opens it again: exactly one more request reached IBGE.
+        #expect(await eventually { _ = try? await client.fetch(request); return fake.totalCalls == 4 })
+        #expect(client.circuitState == (isOpen: true, openings: 2))
+        _ = await #expect(throws: IBGEError.self) { try await client.fetch(request) }
+        #expect(fake.totalCalls == 4, "open again after the failed probe")
+
+        // IBGE back: the next probe succeeds and closes the circuit; requests go through again.
+        fake.inject(.none)
+        #expect(await eventually { (try? await client.fetch(request)) != nil })
+        #expect(fake.totalCalls == 5, "one probe, no request before it")
+        #expect(client.circuitState.isOpen == false)
+        _ = try await client.fetch(request)
+        #expect(fake.totalCalls == 6)
+        await client.shutdown()
+        await fake.stop()
     }
 
     @Test("Retry-After is honoured: a 503 asking for 1 s is retried after 1 s, not 5 ms; one asking for 60 s is not retried at all")
