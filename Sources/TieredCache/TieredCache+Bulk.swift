@@ -7,9 +7,11 @@ extension TieredCache {
     /// absent keys are absent from the result). Loaded values are written to both tiers in one
     /// round trip.
     ///
-    /// Unlike ``getOrLoad(_:ttl:negativeTTL:isNegative:loader:)`` there is no single-flight or
-    /// lock across keys; when the loader fails, keys with a stale value in L2 get it, and the
-    /// error is thrown only if some key has neither.
+    /// Single-flight per key, as ``getOrLoad(_:ttl:negativeTTL:isNegative:loader:)``: keys
+    /// another caller (single or bulk) is loading in this process are waited for, not loaded
+    /// again; the loader gets only the keys this call leads. There is no lock across instances.
+    /// When the loader fails, keys with a stale value in L2 get it, and the error is thrown only
+    /// if some key has neither.
     public func getMany(
         _ keys: [String],
         ttl: Duration? = nil,
@@ -28,6 +30,19 @@ extension TieredCache {
         isNegative: (@Sendable (ByteBuffer) -> Bool)? = nil,
         loader: @Sendable ([String]) async throws -> [String: ByteBuffer]
     ) async throws -> [String: CachedValue] {
+        try await bulk(keys, ttl: ttl, negativeTTL: negativeTTL, isNegative: isNegative, lookAgain: true, loader: loader)
+    }
+
+    /// `lookAgain`: whether keys whose flight ended without a value for this caller (its leader
+    /// cancelled, or its loader did not find them) are looked up once more.
+    private func bulk(
+        _ keys: [String],
+        ttl: Duration?,
+        negativeTTL: Duration?,
+        isNegative: (@Sendable (ByteBuffer) -> Bool)?,
+        lookAgain: Bool,
+        loader: @Sendable ([String]) async throws -> [String: ByteBuffer]
+    ) async throws -> [String: CachedValue] {
         var found: [String: CachedValue] = [:]
         var missing: [String] = []
         for key in Set(keys) {
@@ -35,6 +50,57 @@ extension TieredCache {
         }
         guard !missing.isEmpty else { return found }
         missing.sort()
+
+        // This call loads the keys no one else is loading, and waits for the others.
+        let (led, others) = flights.claim(missing)
+        let outcome: Result<[String: CachedValue], any Error>
+        do {
+            outcome = .success(try await loadMany(led, ttl: ttl, negativeTTL: negativeTTL, isNegative: isNegative, loader: loader))
+        } catch {
+            outcome = .failure(error)
+        }
+        switch outcome {
+        case .success(let values):
+            flights.finish(Dictionary(uniqueKeysWithValues: led.map { key in (key, values[key].map { Result.success($0) }) }))
+            found.merge(values) { _, new in new }
+        case .failure(let error):
+            flights.finish(Dictionary(uniqueKeysWithValues: led.map { ($0, Result.failure(error)) }))
+            throw error
+        }
+        var again: [String] = []
+        for key in others {
+            switch try await flights.join(key) {
+            case .value(let value, _):
+                // Nothing was cached when this caller asked: a miss, served by another caller's load.
+                counters.coalesced.add(1, ordering: .relaxed)
+                counters.misses.add(1, ordering: .relaxed)
+                found[key] = value
+            case .retry:
+                again.append(key)
+            }
+        }
+        if lookAgain, !again.isEmpty {
+            let more = try await bulk(again, ttl: ttl, negativeTTL: negativeTTL, isNegative: isNegative, lookAgain: false, loader: loader)
+            found.merge(more) { _, new in new }
+        }
+        return found
+    }
+
+    /// The leader's way for keys L1 lacks: one L2 read, then one loader call for the rest.
+    private func loadMany(
+        _ keys: [String],
+        ttl: Duration?,
+        negativeTTL: Duration?,
+        isNegative: (@Sendable (ByteBuffer) -> Bool)?,
+        loader: @Sendable ([String]) async throws -> [String: ByteBuffer]
+    ) async throws -> [String: CachedValue] {
+        var found: [String: CachedValue] = [:]
+        var missing: [String] = []
+        // A flight that ended between this caller's look at L1 and its claim filled L1.
+        for key in keys {
+            if let (value, _) = memory.lookupValue(key, consumeRefresh: false) { found[key] = value } else { missing.append(key) }
+        }
+        guard !missing.isEmpty else { return found }
 
         var stale: [String: CachedValue] = [:]
         if let l2 = usableL2 {

@@ -76,6 +76,9 @@ public final class TieredCache: Service, Sendable {
 
     var clock: CacheClock { memory.clock }
 
+    /// Callers waiting for another caller's load of their key in this process now.
+    package var loadWaiters: Int { flights.waiting }
+
     /// Most background jobs waiting to start.
     static let backgroundQueueCapacity = 1024
     /// Most background jobs running at once.

@@ -131,6 +131,43 @@ struct TieredCacheMemoryTests {
         #expect(expiresAt >= start + 30_000 && expiresAt <= start + 33_000, "cached for the negative TTL, not the hour")
     }
 
+    @Test("getMany single-flight: keys another caller (bulk or single) is loading are waited for, not loaded again")
+    func getManySingleFlight() async throws {
+        let cache = TieredCache(l2: nil)
+        let gate = Gate()
+        let loaded = LockedList()
+        let loader: @Sendable ([String]) async throws -> [String: ByteBuffer] = { keys in
+            loaded.append(keys)
+            try await gate.wait()
+            return Dictionary(uniqueKeysWithValues: keys.map { ($0, buffer("v-\($0)")) })
+        }
+        let answers = try await withThrowingTaskGroup(of: [String: ByteBuffer].self) { group in
+            group.addTask { try await cache.getMany(["a", "b", "c"], loader: loader) }
+            #expect(await eventually { gate.arrivals == 1 })
+            for _ in 0..<10 { group.addTask { try await cache.getMany(["b", "c", "d"], loader: loader) } }
+            for _ in 0..<10 {
+                group.addTask {
+                    let a = try await cache.getOrLoad("a") {
+                        loaded.append(["a"])
+                        return buffer("v-a")
+                    }
+                    return ["a": a]
+                }
+            }
+            // One more load (of d, the only key no one was loading); every other caller waits.
+            #expect(await eventually { gate.arrivals == 2 && cache.loadWaiters == 19 }, "\(gate.arrivals) loads, \(cache.loadWaiters) waiting")
+            gate.open()
+            return try await group.reduce(into: [[String: ByteBuffer]]()) { $0.append($1) }
+        }
+        #expect(loaded.all.flatMap { $0 }.sorted() == ["a", "b", "c", "d"], "each key loaded once: \(loaded.all)")
+        #expect(answers.count == 21)
+        for answer in answers {
+            for (key, value) in answer { #expect(value == buffer("v-\(key)")) }
+        }
+        #expect(answers.filter { Set($0.keys) == ["b", "c", "d"] }.count == 10)
+        #expect(cache.metrics().coalesced >= 19, "each waiter counted")
+    }
+
     @Test("a derived value stops being fresh with its source, however long its load took and whatever its jitter")
     func freshNoLaterThan() async throws {
         let clock = ManualClock()
