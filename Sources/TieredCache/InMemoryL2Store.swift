@@ -123,6 +123,13 @@ public final class InMemoryL2Store: L2Store {
         try check()
     }
 
+    /// A shared store stands for a server with its own clock (the one it was given); a store
+    /// of this process alone has none.
+    public func time() async throws(L2StoreError) -> Int64? {
+        try check()
+        return isShared ? clock.nowMilliseconds() : nil
+    }
+
     public func lock(_ key: String, token: String, lease: Duration) async throws(L2StoreError) -> Bool {
         try check()
         let now = clock.nowMilliseconds()

@@ -47,6 +47,10 @@ public protocol L2Store: Sendable {
     /// The store's memory use and bound, when it has any to report (Redis: `INFO memory`).
     func memory() async throws(L2StoreError) -> L2Memory?
 
+    /// The store's clock, in milliseconds since 1970, when it has its own (Redis: `TIME`):
+    /// instances sharing the store judge freshness on it rather than on their own clocks.
+    func time() async throws(L2StoreError) -> Int64?
+
     /// Takes the load lock of `key` for `lease` if nobody holds it; returns whether it did.
     func lock(_ key: String, token: String, lease: Duration) async throws(L2StoreError) -> Bool
 
@@ -113,6 +117,9 @@ public struct L2Memory: Sendable, Hashable {
 extension L2Store {
     /// No memory to report.
     public func memory() async throws(L2StoreError) -> L2Memory? { nil }
+
+    /// No clock of its own: the process's clock is the store's.
+    public func time() async throws(L2StoreError) -> Int64? { nil }
 }
 
 public struct L2KeyCount: Sendable, Hashable {

@@ -109,7 +109,7 @@ extension TieredCache {
                 let now = clock.nowMilliseconds()
                 var stillMissing: [String] = []
                 for (key, read) in zip(missing, reads) {
-                    switch read {
+                    switch onLocalClock(read) {
                     case .hit(let envelope) where envelope.freshUntil > now:
                         counters.l2Hits.add(1, ordering: .relaxed)
                         found[key] = fillL1(key, envelope)

@@ -46,6 +46,13 @@ extension TieredCache {
         /// is written back in the background), so a slow store never makes a request slower
         /// than the source (nil: wait as long as the store does).
         public var l2SoftTimeout: Duration?
+        /// Freshness written to and read from a shared store is judged on the store's clock
+        /// (Redis `TIME`, read when the store connects and every ``clockSyncInterval``), so
+        /// instances whose clocks differ agree on when a value stops being fresh. An offset
+        /// larger than this is not believed (logged, and this process's clock is used).
+        public var maximumClockOffset: Duration
+        /// How often the store's clock is read again.
+        public var clockSyncInterval: Duration
 
         /// Creates a configuration.
         public init(
@@ -64,8 +71,12 @@ extension TieredCache {
             failSafeThrottle: Duration = .seconds(30),
             softTimeout: Duration? = nil,
             hardTimeout: Duration? = nil,
-            l2SoftTimeout: Duration? = nil
+            l2SoftTimeout: Duration? = nil,
+            maximumClockOffset: Duration = .seconds(300),
+            clockSyncInterval: Duration = .seconds(60)
         ) {
+            self.maximumClockOffset = maximumClockOffset
+            self.clockSyncInterval = clockSyncInterval
             self.defaultTTL = defaultTTL
             self.gracePeriod = gracePeriod
             self.memory = memory

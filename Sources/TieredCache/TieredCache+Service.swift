@@ -54,12 +54,16 @@ extension TieredCache {
     private func watch() async {
         var backoff = Backoff(initial: configuration.minimumRecoveryBackoff, maximum: configuration.maximumRecoveryBackoff)
         var sinceSweep = Duration.zero
+        var sinceClockSync = Duration.zero
         var reportedFirstFailure = false
         while !Task.isCancelled {
             var pause = configuration.healthCheckInterval
             if let l2 {
                 if circuit.isOpen {
                     if await pingL2() != nil {
+                        // Before any value crosses the boundary: the store's clock judges freshness.
+                        await syncClockWithStore()
+                        sinceClockSync = .zero
                         if circuit.reset(now: clock.nowMilliseconds()) {
                             logger.info("L2 store connected", metadata: ["store": "\(l2.location)"])
                             if configuration.backplane, l2.isShared, circuit.snapshot.openings > 0 {
@@ -80,6 +84,11 @@ extension TieredCache {
                     }
                 } else {
                     _ = await pingL2()
+                    sinceClockSync += pause
+                    if sinceClockSync >= configuration.clockSyncInterval {
+                        await syncClockWithStore()
+                        sinceClockSync = .zero
+                    }
                 }
             }
             exportMetrics()

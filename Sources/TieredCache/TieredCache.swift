@@ -36,6 +36,9 @@ public final class TieredCache: Service, Sendable {
     let hasL2: Bool
     let circuit: CircuitBreaker
     let flights = SingleFlight()
+    /// Milliseconds to add to ``clock`` to read the shared store's clock (see
+    /// ``Configuration/maximumClockOffset``); freshness crosses the L2 boundary through it.
+    let storeClockOffset = Atomic<Int64>(0)
     /// The last overview of L2 for status; whether one is being taken; and this instance's
     /// L2 writes so far (an overview taken before the latest one is out of date).
     let overview = Mutex<OverviewState>(OverviewState())
@@ -75,6 +78,10 @@ public final class TieredCache: Service, Sendable {
     }
 
     var clock: CacheClock { memory.clock }
+
+    /// Milliseconds this process's clock is behind the shared store's (negative: ahead), as
+    /// last measured and believed.
+    package var clockOffsetMilliseconds: Int64 { storeClockOffset.load(ordering: .relaxed) }
 
     /// Callers waiting for another caller's load of their key in this process now.
     package var loadWaiters: Int { flights.waiting }
@@ -230,7 +237,9 @@ public final class TieredCache: Service, Sendable {
     /// The L2 entry of a value: its envelope (with its tag), kept for its TTL plus the grace period.
     func l2Entry(_ key: String, _ cached: CachedValue, ttl: Duration) -> L2Entry {
         L2Entry(
-            key: key, envelope: CacheEnvelope(freshUntil: cached.freshUntil, payload: cached.value, tag: cached.tag),
+            key: key,
+            envelope: CacheEnvelope(
+                freshUntil: cached.freshUntil &+ storeClockOffset.load(ordering: .relaxed), payload: cached.value, tag: cached.tag),
             lifetime: ttl + configuration.gracePeriod)
     }
 
@@ -255,11 +264,45 @@ public final class TieredCache: Service, Sendable {
                 counters.l2SoftTimeouts.add(1, ordering: .relaxed)
                 return .tooSlow
             case .hit, .miss:
-                return read
+                return onLocalClock(read)
             }
         } catch {
             l2Failed(error)
             return .miss
+        }
+    }
+
+    /// A read from L2 with its freshness moved from the store's clock to this process's.
+    func onLocalClock(_ read: L2Read) -> L2Read {
+        let offset = storeClockOffset.load(ordering: .relaxed)
+        guard offset != 0, case .hit(var envelope) = read else { return read }
+        envelope.freshUntil = envelope.freshUntil &- offset
+        return .hit(envelope)
+    }
+
+    /// Measures the offset between this process's clock and the shared store's (half the
+    /// round trip counted as the store's answer time); believes it within
+    /// ``Configuration/maximumClockOffset``, and ignores differences under 20 ms (the resolution
+    /// of the coarse clock and of one round trip).
+    func syncClockWithStore() async {
+        guard let l2, l2.isShared else { return }
+        let before = clock.nowMilliseconds()
+        let started = clock.monotonicNanoseconds()
+        guard let storeNow = try? await l2.time() else { return }
+        let roundTrip = (clock.monotonicNanoseconds() - started) / 1_000_000
+        // Too slow an answer says too little about when the store read its clock.
+        guard roundTrip <= 100 else { return }
+        var offset = storeNow - (before + roundTrip / 2)
+        if abs(offset) < 20 { offset = 0 }
+        if abs(offset) > configuration.maximumClockOffset.wholeMilliseconds {
+            logger.warning(
+                "the L2 store's clock differs from this process's by more than the allowed offset: judging freshness on this process's clock",
+                metadata: ["offset_ms": "\(offset)", "allowed_ms": "\(configuration.maximumClockOffset.wholeMilliseconds)"])
+            offset = 0
+        }
+        let previous = storeClockOffset.exchange(offset, ordering: .relaxed)
+        if abs(offset - previous) >= 1000 {
+            logger.info("judging freshness on the L2 store's clock", metadata: ["offset_ms": "\(offset)"])
         }
     }
 

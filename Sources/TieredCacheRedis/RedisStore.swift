@@ -175,6 +175,21 @@ public final class RedisStore: L2Store {
             policy: fields["maxmemory_policy"].map(String.init) ?? "unknown")
     }
 
+    public func time() async throws(L2StoreError) -> Int64? {
+        let reply: RESPValue
+        do {
+            reply = try await client.send(RESPCommand("TIME"))
+        } catch {
+            throw Self.storeError(error)
+        }
+        // [seconds, microseconds], as bulk strings.
+        guard case .array(let parts) = reply, parts.count == 2,
+            let seconds = parts[0].string.flatMap({ Int64($0) }), let micros = parts[1].string.flatMap({ Int64($0) }),
+            (0..<(Int64(1) << 40)).contains(seconds), (0..<1_000_000).contains(micros)
+        else { throw L2StoreError(.rejected, "TIME answered \(reply)") }
+        return seconds * 1000 + micros / 1000
+    }
+
     public func ping() async throws(L2StoreError) {
         do {
             _ = try await client.ping()

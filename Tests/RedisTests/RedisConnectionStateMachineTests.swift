@@ -192,6 +192,22 @@ struct RedisConnectionStateMachineTests {
         #expect(subscriber.inFlight == 0)
     }
 
+    @Test("on a RESP2 subscriber, a message arriving while a PING waits is still a push; the PING gets its pong")
+    func subscriberPing() {
+        var subscriber = active(unsolicitedArraysArePushes: true)
+        _ = subscriber.send(id: 1, promise: "ping", expectsReply: true)
+        guard case .push = subscriber.received(.array([bulk("message"), bulk("ch"), bulk("hi")])) else {
+            Issue.record("the message is a push, not the PING's reply")
+            return
+        }
+        guard case .succeed(let id, let promise, let value) = subscriber.received(.array([bulk("pong"), bulk("")])) else {
+            Issue.record("the pong answers the PING")
+            return
+        }
+        #expect(id == 1 && promise == "ping" && value == .array([bulk("pong"), bulk("")]))
+        #expect(subscriber.inFlight == 0)
+    }
+
     @Test("the connection closing during the handshake fails the handshake")
     func closeDuringHandshake() {
         var machine = Machine(handshake: .init(RedisConfiguration(endpoint: .tcp(host: "h", port: 1))))

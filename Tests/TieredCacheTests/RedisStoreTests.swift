@@ -38,6 +38,52 @@ struct RedisStoreTests {
         }
     }
 
+    @Test("freshness judged against one clock: an instance whose clock runs 40 s ahead reads and writes freshness on Redis's clock; an offset past the bound is not believed")
+    func oneClock() async throws {
+        try await RedisServerProcess.with { server in
+            func cache(_ clock: CacheClock) -> TieredCache {
+                TieredCache(
+                    configuration: .init(healthCheckInterval: .milliseconds(50), ttlJitter: 0),
+                    l2: RedisStore(client: RedisClient(configuration: server.configuration())), clock: clock)
+            }
+            let realNow = CacheClock.system.nowMilliseconds()
+            let aheadClock = ManualClock(start: realNow + 40_000)
+            let farClock = ManualClock(start: realNow + 600_000)
+            let a = cache(.system)
+            let ahead = cache(.manual(aheadClock))
+            let far = cache(.manual(farClock))
+            let raw = RedisClient(configuration: server.configuration())
+            try await withRunning([a.run, ahead.run, far.run]) {
+                #expect(await eventually { a.isRedisConnected && ahead.isRedisConnected && far.isRedisConnected })
+                #expect(abs(a.clockOffsetMilliseconds) < 1000, "same host: \(a.clockOffsetMilliseconds) ms")
+                // The manual clocks stand still while real time goes on: the instance "ahead" is
+                // 40 s ahead minus however long the start took.
+                let elapsed = CacheClock.system.nowMilliseconds() - realNow
+                #expect(
+                    (-41_000...(-40_000 + elapsed + 1000)).contains(ahead.clockOffsetMilliseconds),
+                    "40 s ahead: \(ahead.clockOffsetMilliseconds) ms, \(elapsed) ms after the start")
+                #expect(far.clockOffsetMilliseconds == 0, "10 min is past the 5 min bound: its own clock is used")
+
+                // What the instance ahead writes carries Redis's time, not its own.
+                await ahead.set("j", value: buffer("from ahead"), ttl: .seconds(60))
+                let stored = try CacheEnvelope(decoding: try #require(try await raw.get("ibge:j")))
+                let latest = CacheClock.system.nowMilliseconds() + 60_000
+                #expect(
+                    (realNow + 59_000...latest + 1000).contains(stored.freshUntil),
+                    "fresh until \(stored.freshUntil), Redis's clock + 60 s is at most \(latest), not its own \(aheadClock.now + 60_000)")
+
+                // A value A stored fresh for 60 s, read by the instance ahead when its own clock
+                // reads 65 s past that write (25 s on Redis's): still fresh, no load.
+                await a.set("k", value: buffer("from A"), ttl: .seconds(60))
+                aheadClock.advance(by: .seconds(25))
+                let loads = CountingLoader()
+                #expect(try await ahead.getOrLoad("k", ttl: .seconds(60)) { try await loads.load("reloaded") } == buffer("from A"))
+                #expect(loads.count == 0, "judged on Redis's clock, the value is fresh")
+            }
+            await raw.shutdown()
+        }
+    }
+
     @Test("two instances asking for one cold key at once: one load, the other waits for its value")
     func oneLoadAcrossInstances() async throws {
         try await RedisServerProcess.with { server in

@@ -124,6 +124,10 @@ struct RedisConnectionStateMachine<Promise> {
     private var pending = Deque<Pending>()
     /// Whether arrays that arrive with no command waiting are pushes (a RESP2 subscriber).
     private let unsolicitedArraysArePushes: Bool
+    /// The first element of a RESP2 subscriber's pushes (a PING's reply there is `pong`).
+    static var subscriberPushKinds: Set<String> {
+        ["message", "pmessage", "smessage", "subscribe", "psubscribe", "ssubscribe", "unsubscribe", "punsubscribe", "sunsubscribe"]
+    }
 
     init(handshake: Handshake, unsolicitedArraysArePushes: Bool = false) {
         self.state = .idle(handshake)
@@ -185,6 +189,13 @@ struct RedisConnectionStateMachine<Promise> {
             return nextStep(remaining, protocolVersion: version)
         case .active:
             if case .push = value { return .push(value) }
+            // A RESP2 subscriber's messages are arrays like replies: told apart by their kind,
+            // so one arriving while a PING waits is not taken for the PING's reply.
+            if unsolicitedArraysArePushes, case .array(let elements) = value, let kind = elements.first?.string?.lowercased(),
+                Self.subscriberPushKinds.contains(kind)
+            {
+                return .push(value)
+            }
             guard let first = pending.popFirst() else {
                 if unsolicitedArraysArePushes, case .array = value { return .push(value) }
                 return close(RedisError(.protocolError, "reply with no command waiting for it: \(value)"))

@@ -33,6 +33,10 @@ public struct RedisMessage: Sendable, Equatable {
 /// exponential backoff and jitter, and every channel and pattern still wanted is subscribed
 /// again: a subscription survives a server restart (messages published while it was down are
 /// lost, as Redis pub/sub does not keep them).
+///
+/// The connection is pinged every ``RedisConfiguration/keepAliveInterval``; one that does not
+/// answer within the command timeout (a peer gone without a FIN, a NAT that forgot the flow)
+/// is closed and opened again, and the consumers are told that messages may have been lost.
 final class RedisSubscriber: Sendable {
     private let configuration: RedisConfiguration
     private let eventLoopGroup: any EventLoopGroup
@@ -53,6 +57,7 @@ final class RedisSubscriber: Sendable {
         /// Waiting for the server's confirmation of `subscribe:<channel>` / `psubscribe:<pattern>`.
         var confirmations: [String: [Confirmation]] = [:]
         var reconnect: Task<Void, Never>?
+        var keepAlive: Task<Void, Never>?
         /// When a consumer was last told of messages dropped for falling behind.
         var lastDropGap: ContinuousClock.Instant?
         var isShutdown = false
@@ -140,6 +145,10 @@ final class RedisSubscriber: Sendable {
             }
             if isNew {
                 connection.channel.closeFuture.whenComplete { [weak self] _ in self?.connectionLost(connection) }
+                state.withLock { state in
+                    guard !state.isShutdown, state.keepAlive == nil else { return }
+                    state.keepAlive = Task { [weak self] in await self?.keepAlive() }
+                }
             }
             return connection
         } catch {
@@ -160,6 +169,25 @@ final class RedisSubscriber: Sendable {
             return waiters
         }
         for waiter in waiters { waiter.fail(RedisError(.connectionClosed, "the subscription connection closed")) }
+    }
+
+    /// Pings the connection while there is one; closes it when a PING goes unanswered within
+    /// the command timeout (the close reopens it and announces the gap).
+    private func keepAlive() async {
+        while !Task.isCancelled {
+            try? await Task.sleep(for: configuration.keepAliveInterval)
+            guard let connection = state.withLock({ $0.isShutdown ? nil : $0.connection }), connection.isActive else {
+                if state.withLock({ $0.isShutdown }) { return }
+                continue
+            }
+            do {
+                _ = try await connection.send(RESPCommand("PING"))
+            } catch {
+                guard !Task.isCancelled else { return }
+                logger.warning("the subscription connection did not answer a PING: reopening it", metadata: ["error": "\(error)"])
+                await connection.close()
+            }
+        }
     }
 
     /// Tells every consumer that messages may have been lost before this point.
@@ -235,12 +263,13 @@ final class RedisSubscriber: Sendable {
     }
 
     func shutdown() async {
-        let (connection, subscriptions, reconnect) = state.withLock { state in
+        let (connection, subscriptions, reconnect, keepAlive) = state.withLock { state in
             state.isShutdown = true
             defer { state.subscriptions = [:] }
-            return (state.connection, Array(state.subscriptions.values), state.reconnect)
+            return (state.connection, Array(state.subscriptions.values), state.reconnect, state.keepAlive)
         }
         reconnect?.cancel()
+        keepAlive?.cancel()
         for subscription in subscriptions { subscription.continuation.finish() }
         await connection?.close()
     }
