@@ -14,11 +14,24 @@ import NIOCore
 /// and not come through a proxy (`Forwarded`, `X-Forwarded-For`, `X-Real-IP`), where everyone is loopback,
 /// and carry no body a form could send (`application/x-www-form-urlencoded`, `multipart/form-data`,
 /// `text/plain`).
+///
+/// With `ALLOWED_HOSTS`, every admin call (reads too) must name one of those hosts or a loopback
+/// one (else 421): a page whose name was re-pointed at this server cannot read the status either.
+/// With `TRUSTED_PROXIES`, a request from one of those addresses is judged by the client address
+/// it forwards (`X-Forwarded-For`, the rightmost entry that is not itself a trusted proxy, or
+/// `X-Real-IP`), not refused for coming through a proxy.
 struct AdminAuthMiddleware: RouterMiddleware {
     typealias Context = AppRequestContext
     let token: String?
+    var allowedHosts: [String]? = nil
+    var trustedProxies: Set<String> = []
 
     func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
+        if let allowedHosts, !Self.isAllowedHost(request.head.authority, allowedHosts) {
+            return .error(
+                "this server does not answer admin calls for host '\((request.head.authority ?? "").prefix(100))' (ALLOWED_HOSTS)",
+                status: .misdirectedRequest)
+        }
         guard request.method != .get, request.method != .head else { return try await next(request, context) }
         if let origin = Self.crossSiteOrigin(request.headers, authority: request.head.authority) {
             return .error("admin calls are refused from another site's page (Origin: \(origin.prefix(100)))", status: .forbidden)
@@ -35,14 +48,22 @@ struct AdminAuthMiddleware: RouterMiddleware {
             }
             return try await next(request, context)
         }
-        guard Self.isLoopback(context.remoteAddress) else {
-            return .error("admin calls are allowed from loopback only while CACHE_ADMIN_TOKEN is unset", status: .forbidden)
-        }
-        // Loopback is not enough when the connection only looks local: a reverse proxy on this
-        // host forwards everyone's requests, and a page whose name was re-pointed at 127.0.0.1
-        // (DNS rebinding) is same-origin to the browser but names its own host.
-        if Self.proxyFields.contains(where: { request.headers[$0] != nil }) {
-            return .error("admin calls through a proxy need CACHE_ADMIN_TOKEN to be set", status: .forbidden)
+        let peer = context.remoteAddress?.ipAddress
+        if let peer, trustedProxies.contains(Self.normalized(peer)) {
+            // A proxy we trust: judge the client it forwards (none forwarded: the peer itself).
+            guard Self.isLoopback(ip: Self.forwardedClient(request.headers, trusted: trustedProxies) ?? peer) else {
+                return .error("admin calls are allowed from loopback only while CACHE_ADMIN_TOKEN is unset", status: .forbidden)
+            }
+        } else {
+            guard Self.isLoopback(context.remoteAddress) else {
+                return .error("admin calls are allowed from loopback only while CACHE_ADMIN_TOKEN is unset", status: .forbidden)
+            }
+            // Loopback is not enough when the connection only looks local: a reverse proxy on this
+            // host forwards everyone's requests, and a page whose name was re-pointed at 127.0.0.1
+            // (DNS rebinding) is same-origin to the browser but names its own host.
+            if Self.proxyFields.contains(where: { request.headers[$0] != nil }) {
+                return .error("admin calls through a proxy need CACHE_ADMIN_TOKEN (or the proxy in TRUSTED_PROXIES)", status: .forbidden)
+            }
         }
         guard Self.isLoopbackHost(request.head.authority) else {
             return .error("admin calls without CACHE_ADMIN_TOKEN must name a loopback host (localhost, 127.0.0.1, [::1])", status: .forbidden)
@@ -99,6 +120,52 @@ struct AdminAuthMiddleware: RouterMiddleware {
         }
         let originHost = withoutDefaultPort(Substring(origin[separator.upperBound...].lowercased()))
         return originHost == withoutDefaultPort(Substring(host.lowercased())) ? nil : origin
+    }
+
+    /// Whether `authority` names a host of `allowed` (a leading dot allows the subdomains too:
+    /// `.example.com`) or a loopback host; the port is not compared.
+    static func isAllowedHost(_ authority: String?, _ allowed: [String]) -> Bool {
+        guard let authority, !authority.isEmpty else { return false }
+        if isLoopbackHost(authority) { return true }
+        var host = Substring(authority.lowercased())
+        if host.hasPrefix("[") {
+            guard let close = host.firstIndex(of: "]") else { return false }
+            host = host[...close]
+        } else if let colon = host.lastIndex(of: ":") {
+            host = host[..<colon]
+        }
+        return allowed.contains { name in
+            name.hasPrefix(".") ? (host.hasSuffix(name) || host == name.dropFirst()) : host == name
+        }
+    }
+
+    /// The client a trusted proxy forwards: the rightmost `X-Forwarded-For` entry that is not
+    /// itself a trusted proxy (entries to its left are the client's to write), else `X-Real-IP`.
+    static func forwardedClient(_ fields: HTTPFields, trusted: Set<String>) -> String? {
+        if let name = HTTPField.Name("X-Forwarded-For") {
+            let entries = fields[values: name].flatMap { $0.split(separator: ",") }.map { normalized($0.trimmingCharacters(in: .whitespaces)) }
+            if !entries.isEmpty {
+                return entries.reversed().first { !trusted.contains($0) } ?? entries.first
+            }
+        }
+        if let name = HTTPField.Name("X-Real-IP"), let value = fields[name] { return normalized(value.trimmingCharacters(in: .whitespaces)) }
+        return nil
+    }
+
+    /// An address as `TRUSTED_PROXIES` lists it: lowercased, without brackets or an IPv4-mapped prefix.
+    static func normalized(_ address: String) -> String {
+        var text = address.lowercased()
+        if text.hasPrefix("["), let close = text.firstIndex(of: "]") { text = String(text[text.index(after: text.startIndex)..<close]) }
+        if text.hasPrefix("::ffff:"), text.contains(".") { text = String(text.dropFirst(7)) }
+        return text
+    }
+
+    /// Whether an address written as text is loopback (127.x.x.x, ::1).
+    static func isLoopback(ip: String) -> Bool {
+        let text = normalized(ip)
+        if text == "::1" { return true }
+        let parts = text.split(separator: ".", omittingEmptySubsequences: false)
+        return parts.count == 4 && parts[0] == "127" && parts.allSatisfy { !$0.isEmpty && $0.count <= 3 && $0.allSatisfy(\.isNumber) }
     }
 
     static func isLoopback(_ address: SocketAddress?) -> Bool {

@@ -1,5 +1,6 @@
 public import Logging
 public import Redis
+import NIOCore
 
 /// Everything the server reads from its environment, validated.
 ///
@@ -54,6 +55,12 @@ public struct ServerConfiguration: Sendable {
     /// `IBGE_CIRCUIT_OPEN_SECONDS`: how long the circuit stays open before one request probes
     /// IBGE (default 15).
     public var upstreamCircuitOpen: Duration
+    /// `ALLOWED_HOSTS`: host names admin calls must name (`.example.com` for its subdomains;
+    /// loopback names always pass), against DNS rebinding; nil (unset): any host.
+    public var allowedHosts: [String]?
+    /// `TRUSTED_PROXIES`: addresses of reverse proxies whose `X-Forwarded-For`/`X-Real-IP` say
+    /// who the client is, for the admin loopback rule (unset: none).
+    public var trustedProxies: Set<String>
 
     /// The defaults of DESIGN.md.
     public init() {
@@ -76,6 +83,8 @@ public struct ServerConfiguration: Sendable {
         self.upstreamConcurrency = 16
         self.upstreamCircuitFailures = 5
         self.upstreamCircuitOpen = .seconds(15)
+        self.allowedHosts = nil
+        self.trustedProxies = []
         self.ttlJitter = 0.1
     }
 
@@ -149,6 +158,20 @@ public struct ServerConfiguration: Sendable {
         }
         if let seconds = try integer("IBGE_CIRCUIT_OPEN_SECONDS", 1...3600, "a whole number of seconds from 1 to 3600") {
             upstreamCircuitOpen = .seconds(seconds)
+        }
+        if let text = value("ALLOWED_HOSTS") {
+            let hosts = text.split(separator: ",").map { String($0).trimmingWhitespace().lowercased() }.filter { !$0.isEmpty }
+            guard !hosts.isEmpty, hosts.allSatisfy({ $0.count <= 253 && !$0.contains(where: { $0.isWhitespace || $0 == "/" || $0 == "@" }) }) else {
+                throw ConfigurationError(variable: "ALLOWED_HOSTS", value: text, expected: "host names separated by commas, such as cache.example.com,.example.org")
+            }
+            allowedHosts = hosts
+        }
+        if let text = value("TRUSTED_PROXIES") {
+            let addresses = text.split(separator: ",").map { String($0).trimmingWhitespace() }.filter { !$0.isEmpty }
+            guard !addresses.isEmpty, addresses.allSatisfy({ (try? SocketAddress(ipAddress: $0, port: 0)) != nil }) else {
+                throw ConfigurationError(variable: "TRUSTED_PROXIES", value: text, expected: "IP addresses separated by commas, such as 127.0.0.1,::1")
+            }
+            trustedProxies = Set(addresses.map { AdminAuthMiddleware.normalized($0) })
         }
         if let n = try integer("MAX_CONNECTIONS", 1...1_000_000, "a whole number of connections, at least 1") {
             connectionLimits.maximumConnections = n

@@ -130,6 +130,42 @@ struct BrowserTests {
         }
     }
 
+    @Test("ALLOWED_HOSTS keeps a rebound name from reading admin answers (421); TRUSTED_PROXIES judges the client a trusted proxy forwards")
+    func allowedHostsAndTrustedProxies() async throws {
+        let app = try await makeApp(["REDIS_URL": "none", "ALLOWED_HOSTS": "cache.example.com,.example.org", "TRUSTED_PROXIES": "127.0.0.1"])
+        try await withLiveServer(app) { port in
+            func status(_ host: String) async throws -> UInt {
+                try await fetch(port, "/api/ibge/cache/status", headers: [("Host", host)]).status
+            }
+            let rebound = try await status("rebind.example:\(port)")
+            #expect(rebound == 421, "a page whose name was re-pointed here cannot read the status")
+            let listed = try await status("cache.example.com")
+            let sub = try await status("a.example.org:\(port)")
+            let apex = try await status("example.org")
+            let local = try await status("localhost:\(port)")
+            #expect(listed == 200 && sub == 200 && apex == 200 && local == 200)
+            let unlisted = try await status("other.example.com")
+            #expect(unlisted == 421)
+            // Data paths answer any host (their answers are public, CORS *).
+            #expect(try await fetch(port, "/api/v1/localidades/regioes", headers: [("Host", "rebind.example")]).status == 200)
+
+            // The peer (127.0.0.1) is a trusted proxy: the client it forwards decides.
+            func clear(_ headers: [(String, String)]) async throws -> UInt {
+                try await fetch(port, "/api/ibge/cache/clear", method: .POST, headers: [("Host", "localhost")] + headers).status
+            }
+            let remote = try await clear([("X-Forwarded-For", "203.0.113.9")])
+            #expect(remote == 403, "a remote client through the proxy")
+            let spoofed = try await clear([("X-Forwarded-For", "127.0.0.1, 203.0.113.9")])
+            #expect(spoofed == 403, "the client wrote the left part; the proxy appended the real address")
+            let localClient = try await clear([("X-Forwarded-For", "127.0.0.1")])
+            #expect(localClient == 200, "a loopback client through the proxy")
+            let realIP = try await clear([("X-Real-IP", "198.51.100.7")])
+            #expect(realIP == 403)
+            let direct = try await clear([])
+            #expect(direct == 200, "nothing forwarded: the peer itself, loopback")
+        }
+    }
+
     @Test("with CACHE_ADMIN_TOKEN set, the token decides: a form body with it is accepted, without it 401; cross-site markers are refused either way")
     func adminWithToken() async throws {
         let app = try await makeApp(["REDIS_URL": "none", "CACHE_ADMIN_TOKEN": "s3cret"])
