@@ -153,9 +153,15 @@ extension TieredCache {
         case .set, .remove: memory.remove(notice.key)
         case .clear: memory.removeAll()
         case .lost:
+            // A listener far behind hears this often: each flush is cheap after the first (L1
+            // holds only what was added since), and the warning is logged at most once a second.
             counters.backplaneGaps.add(1, ordering: .relaxed)
             let dropped = memory.removeAll()
-            logger.warning("backplane notices may have been lost: L1 flushed", metadata: ["entries": "\(dropped)"])
+            let now = clock.monotonicNanoseconds()
+            let last = lastGapWarning.load(ordering: .relaxed)
+            if now - last >= 1_000_000_000, lastGapWarning.compareExchange(expected: last, desired: now, ordering: .relaxed).exchanged {
+                logger.warning("backplane notices may have been lost: L1 flushed", metadata: ["entries": "\(dropped)"])
+            }
         }
     }
 }

@@ -63,7 +63,16 @@ extension TieredCache {
             if let stale {
                 counters.softTimeouts.add(1, ordering: .relaxed)
                 counters.staleServed.add(1, ordering: .relaxed)
-                return keepStale(stale, for: key)
+                let kept = keepStale(stale, for: key)
+                // The holder's value may have landed (and its notice passed, with nothing in L1
+                // to drop) between the last poll and now: look once more, so the stale value
+                // does not stay pinned for the throttle period. Notices from now on drop it.
+                submit {
+                    if case .hit(let envelope) = await self.readL2(key), envelope.freshUntil > self.clock.nowMilliseconds() {
+                        _ = self.fillL1(key, envelope)
+                    }
+                }
+                return kept
             }
         }
         if let stale, let soft {

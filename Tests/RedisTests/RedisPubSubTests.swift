@@ -79,6 +79,40 @@ struct RedisPubSubTests {
         }
     }
 
+    @Test("consumers that fall behind are each told of the gap, after their last lost message")
+    func consumersBehind() async throws {
+        try await RedisServerProcess.with { server in
+            let client = RedisClient(configuration: server.configuration())
+            defer { Task { await client.shutdown() } }
+            let a = try await client.subscribe(to: ["flood"])
+            let b = try await client.subscribe(to: ["flood"])
+            // Neither reads while 5,000 messages (more than the 4,096 a consumer holds) arrive,
+            // pipelined in batches.
+            let total = 5000
+            for batch in stride(from: 0, to: total, by: 500) {
+                _ = try await client.pipeline((batch..<batch + 500).map { RESPCommand("PUBLISH", "flood", "m\($0)") })
+            }
+            // Both consumers get everything up to the last message (what is left after the drops).
+            func read(_ stream: AsyncStream<RedisMessage>) async -> [RedisMessage] {
+                var seen: [RedisMessage] = []
+                for await message in stream {
+                    seen.append(message)
+                    if message.payload == ByteBuffer(string: "m\(total - 1)") { break }
+                }
+                return seen
+            }
+            for stream in [a, b] {
+                let seen = await read(stream)
+                // The stream holds only the newest 4,096: the oldest were dropped, and a notice of
+                // the gap is among what it still holds (one sent at the first drop would itself
+                // have been pushed out by the messages after it).
+                #expect(seen.first?.payload != ByteBuffer(string: "m0"), "the oldest were dropped")
+                #expect(seen.contains { $0.isGap }, "told of the gap")
+                #expect(seen.filter { !$0.isGap }.count < total)
+            }
+        }
+    }
+
     @Test("ending the stream unsubscribes on the server")
     func unsubscribeOnEnd() async throws {
         try await RedisServerProcess.with { server in

@@ -58,8 +58,6 @@ final class RedisSubscriber: Sendable {
         var confirmations: [String: [Confirmation]] = [:]
         var reconnect: Task<Void, Never>?
         var keepAlive: Task<Void, Never>?
-        /// When a consumer was last told of messages dropped for falling behind.
-        var lastDropGap: ContinuousClock.Instant?
         var isShutdown = false
 
         var channels: Set<String> { subscriptions.values.reduce(into: []) { $0.formUnion($1.channels) } }
@@ -249,15 +247,11 @@ final class RedisSubscriber: Sendable {
         let targets = state.withLock { state in state.subscriptions.values.filter(wants).map(\.continuation) }
         for continuation in targets {
             if case .dropped = continuation.yield(message) {
-                // The consumer fell behind and its oldest message was dropped: say so, at most
-                // once a second (a consumer far behind would otherwise be told at every message).
-                let now = ContinuousClock.now
-                let due = state.withLock { state in
-                    guard state.lastDropGap.map({ now - $0 >= .seconds(1) }) ?? true else { return false }
-                    state.lastDropGap = now
-                    return true
-                }
-                if due { continuation.yield(RedisMessage(channel: "", pattern: nil, payload: ByteBuffer(), isGap: true)) }
+                // The consumer fell behind and its oldest message was dropped: say so, after the
+                // drop, every time (an earlier notice of a gap may have been read already, or
+                // dropped too). A consumer's reaction (flushing what it holds) costs little when
+                // repeated, since nothing was added in between.
+                continuation.yield(RedisMessage(channel: "", pattern: nil, payload: ByteBuffer(), isGap: true))
             }
         }
     }
