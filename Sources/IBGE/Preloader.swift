@@ -65,9 +65,13 @@ public struct Preloader: Sendable {
     }
 
     /// The data preload answers from: a snapshot built from IBGE's current list bodies when
-    /// there is an upstream and they can be had and decoded, else the embedded snapshot. The
-    /// lists are fetched, not cached here: the batches cache them with the rest (and count them).
-    private func source() async -> EmbeddedSource {
+    /// there is an upstream, the embedded snapshot when there is none. The lists are fetched,
+    /// not cached here: the batches cache them with the rest (and count them).
+    ///
+    /// Nil when IBGE's lists cannot be had: the embedded data is then not stored as IBGE's
+    /// answer (it would be served as fresh for a whole TTL); the keys not already cached are
+    /// reported as failed, and a later preload fills them from IBGE.
+    private func source() async -> EmbeddedSource? {
         guard let upstream = service.upstream else { return service.embedded }
         do {
             let regioes = try await upstream.fetch(UpstreamRequest(LocalidadesRequest(level: .regioes)))
@@ -77,8 +81,10 @@ public struct Preloader: Sendable {
                 regioes: Data(regioes.readableBytesView), estados: Data(estados.readableBytesView), municipios: Data(municipios.readableBytesView))
             return EmbeddedSource(snapshot: fresh)
         } catch {
-            service.logger.warning("preload: IBGE's lists are not available, warming from the embedded snapshot", metadata: ["error": "\(error)"])
-            return service.embedded
+            service.logger.warning(
+                "preload: IBGE's lists are not available: nothing is loaded, the keys not cached yet are reported as failed",
+                metadata: ["error": "\(error)"])
+            return nil
         }
     }
 
@@ -120,7 +126,7 @@ public struct Preloader: Sendable {
     }
 
     /// Warms one batch; returns how many keys it loaded and how many it could not.
-    private static func warm(_ batch: [LocalidadesRequest], from source: EmbeddedSource, service: IBGEService) async -> (loaded: Int, failed: Int) {
+    private static func warm(_ batch: [LocalidadesRequest], from source: EmbeddedSource?, service: IBGEService) async -> (loaded: Int, failed: Int) {
         let byKey = Dictionary(batch.map { ($0.cacheKey, $0) }, uniquingKeysWith: { first, _ in first })
         let loaded = LoadCount()
         do {
@@ -129,7 +135,7 @@ public struct Preloader: Sendable {
             ) { missing in
                 var bodies: [String: ByteBuffer] = [:]
                 for key in missing {
-                    guard let request = byKey[key], let body = try? source.body(for: request) else { continue }
+                    guard let request = byKey[key], let body = try? source?.body(for: request) else { continue }
                     bodies[key] = body
                 }
                 loaded.value.add(bodies.count, ordering: .relaxed)

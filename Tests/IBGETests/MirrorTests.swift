@@ -165,6 +165,27 @@ struct MirrorTests {
         await fake.stop()
     }
 
+    @Test("preload during an IBGE outage reports the failures and stores nothing of the snapshot as IBGE's answer; what was cached stays counted as cached")
+    func preloadDuringOutage() async throws {
+        let fake = try await FakeIBGE.start()
+        let service = try mirrorService(fake)
+        // One key cached from IBGE before the outage.
+        _ = try await service.body(for: service.request(path: "municipios/4208203", query: []))
+        fake.inject(.outage)
+        let result = await service.preload(.uf(42))
+        #expect(result.keys == 2 + 295)
+        #expect(result.loaded == 0, "nothing loaded from the embedded data")
+        #expect(result.failed == result.keys - 1, "every key not cached yet is a failure: \(result)")
+        #expect(result.alreadyCached == 1)
+        #expect(service.cache.memory.statistics.entries == 1, "only the value IBGE gave is cached")
+        // IBGE back: the next preload fills them from IBGE.
+        fake.inject(.none)
+        let again = await service.preload(.uf(42))
+        #expect(again.failed == 0 && again.loaded == again.keys - 1)
+        await service.upstream?.shutdown()
+        await fake.stop()
+    }
+
     @Test("a slow IBGE times out: 504-class error for what nothing else can answer, the snapshot for localidades")
     func slowUpstream() async throws {
         let fake = try await FakeIBGE.start()
