@@ -31,11 +31,9 @@ struct GzipVariants {
                 return try input.compress(with: .gzip)
             }
         }
-        if let (kept, _) = cache.memory.lookupValue(variantKey, consumeRefresh: false) { return kept }
-        var input = body
-        guard let compressed = try? input.compress(with: .gzip) else { return nil }
-        let now = cache.memory.clock.nowMilliseconds()
-        cache.memory.set(variantKey, value: compressed, expiresAt: now + Self.unfreshSeconds * 1000)
-        return CachedValue(value: compressed, tag: ContentTag.of(compressed), freshUntil: 0)
+        return try? await cache.memoized(variantKey, lifetime: .seconds(Self.unfreshSeconds)) {
+            var input = body
+            return try input.compress(with: .gzip)
+        }
     }
 }

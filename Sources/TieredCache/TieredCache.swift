@@ -214,6 +214,25 @@ public final class TieredCache: Service, Sendable {
         }
     }
 
+    /// A value kept in this process's L1 only, for `lifetime`, computed by `compute` when L1
+    /// lacks it: once at a time per key (callers that arrive meanwhile wait for that result).
+    /// It is not fresh (``CachedValue/freshUntil`` is 0) and never reaches L2: for what is
+    /// derived from an answer that is not fresh itself, such as the compressed body of a
+    /// fallback, so an outage does not compress per request.
+    public func memoized(_ key: String, lifetime: Duration, compute: @Sendable () async throws -> ByteBuffer) async throws -> CachedValue {
+        while true {
+            if let (kept, _) = memory.lookupValue(key, consumeRefresh: false) { return kept }
+            let outcome = try await flights.run(key) {
+                let value = try await compute()
+                let cached = CachedValue(value: value, tag: ContentTag.of(value), freshUntil: 0)
+                let now = clock.nowMilliseconds()
+                memory.set(key, cached, expiresAt: now &+ lifetime.wholeMilliseconds, now: now)
+                return cached
+            }
+            if case .value(let value, _) = outcome { return value }
+        }
+    }
+
     // MARK: - Tiers
 
     /// Stores a value in L1 with its eager-refresh time; returns it with when it stops being

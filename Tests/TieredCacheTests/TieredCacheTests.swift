@@ -168,6 +168,29 @@ struct TieredCacheMemoryTests {
         #expect(cache.metrics().coalesced >= 19, "each waiter counted")
     }
 
+    @Test("memoized: an L1-only value computed once at a time, kept for its lifetime, never fresh, never in L2")
+    func memoized() async throws {
+        let clock = ManualClock()
+        let l2 = InMemoryL2Store(clock: .manual(clock))
+        let cache = TieredCache(l2: l2, clock: .manual(clock))
+        let gate = Gate()
+        let loader = CountingLoader(gate: gate)
+        let values = try await withThrowingTaskGroup(of: CachedValue.self) { group in
+            for _ in 0..<20 {
+                group.addTask { try await cache.memoized("k|gzip", lifetime: .seconds(10)) { try await loader.load("z") } }
+            }
+            #expect(await eventually { gate.arrivals == 1 && cache.loadWaiters == 19 })
+            gate.open()
+            return try await group.reduce(into: [CachedValue]()) { $0.append($1) }
+        }
+        #expect(loader.count == 1, "computed once for twenty callers")
+        #expect(values.allSatisfy { $0.value == buffer("z") && $0.freshUntil == 0 })
+        #expect(try await l2.read("k|gzip") == .miss, "never written to L2")
+        clock.advance(by: .seconds(11))
+        _ = try await cache.memoized("k|gzip", lifetime: .seconds(10)) { try await loader.load("z") }
+        #expect(loader.count == 2, "computed again after its lifetime")
+    }
+
     @Test("a derived value stops being fresh with its source, however long its load took and whatever its jitter")
     func freshNoLaterThan() async throws {
         let clock = ManualClock()
