@@ -15,23 +15,16 @@ import NIOCore
 /// and carry no body a form could send (`application/x-www-form-urlencoded`, `multipart/form-data`,
 /// `text/plain`).
 ///
-/// With `ALLOWED_HOSTS`, every admin call (reads too) must name one of those hosts or a loopback
-/// one (else 421): a page whose name was re-pointed at this server cannot read the status either.
-/// With `TRUSTED_PROXIES`, a request from one of those addresses is judged by the client address
-/// it forwards (`X-Forwarded-For`, the rightmost entry that is not itself a trusted proxy, or
-/// `X-Real-IP`), not refused for coming through a proxy.
+/// With `TRUSTED_PROXIES`, a request from one of those addresses is judged by the client it
+/// forwards, not refused for coming through a proxy: the rightmost `X-Forwarded-For` entry that is
+/// not itself a trusted proxy, and `X-Real-IP`; every one present must be loopback, and a request
+/// that forwards neither (or only `Forwarded`, which is not read) is refused.
 struct AdminAuthMiddleware: RouterMiddleware {
     typealias Context = AppRequestContext
     let token: String?
-    var allowedHosts: [String]? = nil
     var trustedProxies: Set<String> = []
 
     func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
-        if let allowedHosts, !Self.isAllowedHost(request.head.authority, allowedHosts) {
-            return .error(
-                "this server does not answer admin calls for host '\((request.head.authority ?? "").prefix(100))' (ALLOWED_HOSTS)",
-                status: .misdirectedRequest)
-        }
         guard request.method != .get, request.method != .head else { return try await next(request, context) }
         if let origin = Self.crossSiteOrigin(request.headers, authority: request.head.authority) {
             return .error("admin calls are refused from another site's page (Origin: \(origin.prefix(100)))", status: .forbidden)
@@ -48,11 +41,14 @@ struct AdminAuthMiddleware: RouterMiddleware {
             }
             return try await next(request, context)
         }
-        let peer = context.remoteAddress?.ipAddress
-        if let peer, trustedProxies.contains(Self.normalized(peer)) {
-            // A proxy we trust: judge the client it forwards (none forwarded: the peer itself).
-            guard Self.isLoopback(ip: Self.forwardedClient(request.headers, trusted: trustedProxies) ?? peer) else {
-                return .error("admin calls are allowed from loopback only while CACHE_ADMIN_TOKEN is unset", status: .forbidden)
+        if let peer = context.remoteAddress?.ipAddress, trustedProxies.contains(Self.normalized(peer)) {
+            // A proxy we trust: judge the client it forwards. Everything it says must agree (a
+            // client's own X-Forwarded-For passed through beside the proxy's X-Real-IP does not),
+            // and saying nothing is not being local.
+            let clients = Self.forwardedClients(request.headers, trusted: trustedProxies)
+            guard Self.forwardedField.map({ request.headers[$0] == nil }) ?? true, !clients.isEmpty, clients.allSatisfy(Self.isLoopback(ip:)) else {
+                return .error(
+                    "admin calls through a proxy are allowed for a loopback client only while CACHE_ADMIN_TOKEN is unset", status: .forbidden)
             }
         } else {
             guard Self.isLoopback(context.remoteAddress) else {
@@ -122,41 +118,36 @@ struct AdminAuthMiddleware: RouterMiddleware {
         return originHost == withoutDefaultPort(Substring(host.lowercased())) ? nil : origin
     }
 
-    /// Whether `authority` names a host of `allowed` (a leading dot allows the subdomains too:
-    /// `.example.com`) or a loopback host; the port is not compared.
-    static func isAllowedHost(_ authority: String?, _ allowed: [String]) -> Bool {
-        guard let authority, !authority.isEmpty else { return false }
-        if isLoopbackHost(authority) { return true }
-        var host = Substring(authority.lowercased())
-        if host.hasPrefix("[") {
-            guard let close = host.firstIndex(of: "]") else { return false }
-            host = host[...close]
-        } else if let colon = host.lastIndex(of: ":") {
-            host = host[..<colon]
-        }
-        return allowed.contains { name in
-            name.hasPrefix(".") ? (host.hasSuffix(name) || host == name.dropFirst()) : host == name
-        }
-    }
+    /// `Forwarded` (RFC 7239), which is not read: its presence is not trusted.
+    static let forwardedField = HTTPField.Name("Forwarded")
 
-    /// The client a trusted proxy forwards: the rightmost `X-Forwarded-For` entry that is not
-    /// itself a trusted proxy (entries to its left are the client's to write), else `X-Real-IP`.
-    static func forwardedClient(_ fields: HTTPFields, trusted: Set<String>) -> String? {
+    /// The client addresses a trusted proxy forwards: the rightmost `X-Forwarded-For` entry that
+    /// is not itself a trusted proxy (entries to its left are the client's to write; all of them
+    /// trusted: the first), and `X-Real-IP`; those present.
+    static func forwardedClients(_ fields: HTTPFields, trusted: Set<String>) -> [String] {
+        var clients: [String] = []
         if let name = HTTPField.Name("X-Forwarded-For") {
             let entries = fields[values: name].flatMap { $0.split(separator: ",") }.map { normalized($0.trimmingCharacters(in: .whitespaces)) }
-            if !entries.isEmpty {
-                return entries.reversed().first { !trusted.contains($0) } ?? entries.first
-            }
+            if let client = entries.reversed().first(where: { !trusted.contains($0) }) ?? entries.first { clients.append(client) }
         }
-        if let name = HTTPField.Name("X-Real-IP"), let value = fields[name] { return normalized(value.trimmingCharacters(in: .whitespaces)) }
-        return nil
+        if let name = HTTPField.Name("X-Real-IP") {
+            clients += fields[values: name].map { normalized($0.trimmingCharacters(in: .whitespaces)) }
+        }
+        return clients
     }
 
-    /// An address as `TRUSTED_PROXIES` lists it: lowercased, without brackets or an IPv4-mapped prefix.
+    /// An address in one spelling, to compare with `TRUSTED_PROXIES`: without brackets, a port or
+    /// an IPv4-mapped prefix, in the canonical text of the address (`2001:0db8::1` → `2001:db8::1`).
+    /// Text that is not an address is returned lowercased (it matches nothing, and is not loopback).
     static func normalized(_ address: String) -> String {
         var text = address.lowercased()
-        if text.hasPrefix("["), let close = text.firstIndex(of: "]") { text = String(text[text.index(after: text.startIndex)..<close]) }
+        if text.hasPrefix("["), let close = text.firstIndex(of: "]") {
+            text = String(text[text.index(after: text.startIndex)..<close])
+        } else if text.filter({ $0 == ":" }).count == 1, let colon = text.firstIndex(of: ":") {
+            text = String(text[..<colon])  // IPv4 with a port
+        }
         if text.hasPrefix("::ffff:"), text.contains(".") { text = String(text.dropFirst(7)) }
+        if let canonical = try? SocketAddress(ipAddress: text, port: 0).ipAddress { return canonical }
         return text
     }
 
@@ -189,4 +180,43 @@ struct AdminAuthMiddleware: RouterMiddleware {
         }
         return difference == 0
     }
+}
+
+/// `ALLOWED_HOSTS`: the operators' pages and answers (the admin API, reads included, `/metrics`,
+/// the dashboard) answer only requests naming one of those hosts or a loopback one; others get
+/// 421. A page whose name was re-pointed at this server (DNS rebinding) is same-origin to the
+/// browser, but names its own host: it cannot read the status either.
+struct AllowedHostsMiddleware: RouterMiddleware {
+    typealias Context = AppRequestContext
+    let allowedHosts: [String]
+
+    func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
+        guard Self.isAllowedHost(request.head.authority, allowedHosts) else {
+            return .error(
+                "this server does not answer operators' calls for host '\((request.head.authority ?? "").prefix(100))' (ALLOWED_HOSTS)",
+                status: .misdirectedRequest)
+        }
+        return try await next(request, context)
+    }
+
+    /// Whether `authority` names a host of `allowed` (a leading dot allows the subdomains too:
+    /// `.example.com`) or a loopback host; the port is not compared.
+    static func isAllowedHost(_ authority: String?, _ allowed: [String]) -> Bool {
+        // No Host at all (HTTP/1.0): names nothing, so nothing to allow.
+        guard let authority, !authority.isEmpty else { return false }
+        if AdminAuthMiddleware.isLoopbackHost(authority) { return true }
+        var host = Substring(authority.lowercased())
+        if host.hasPrefix("[") {
+            guard let close = host.firstIndex(of: "]") else { return false }
+            host = host[...close]
+        } else if let colon = host.lastIndex(of: ":") {
+            host = host[..<colon]
+        }
+        // `example.com.` is `example.com`, fully qualified.
+        if host.hasSuffix(".") { host = host.dropLast() }
+        return allowed.contains { name in
+            name.hasPrefix(".") ? (host.hasSuffix(name) || host == name.dropFirst()) : host == name
+        }
+    }
+
 }

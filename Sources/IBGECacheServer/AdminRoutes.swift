@@ -13,9 +13,9 @@ struct AdminRoutes {
     var cache: TieredCache { service.cache }
 
     func register(on router: Router<AppRequestContext>) {
-        let group = router.group("/api/ibge/cache").add(
-            middleware: AdminAuthMiddleware(
-                token: configuration.adminToken, allowedHosts: configuration.allowedHosts, trustedProxies: configuration.trustedProxies))
+        let group = router.group("/api/ibge/cache")
+        if let hosts = configuration.allowedHosts { group.add(middleware: AllowedHostsMiddleware(allowedHosts: hosts)) }
+        group.add(middleware: AdminAuthMiddleware(token: configuration.adminToken, trustedProxies: configuration.trustedProxies))
         group.getAndHead("status") { _, _ in await status() }
         group.getAndHead("health") { _, _ in await health() }
         group.getAndHead("metrics") { _, _ -> Response in

@@ -75,8 +75,11 @@ public func buildApplication(
     router.add(middleware: LogRequestsMiddleware(.debug))
     DataRoutes(service: service, answers: answers).register(on: router)
     AdminRoutes(service: service, configuration: configuration, startedAt: .now).register(on: router)
-    PrometheusRoute(cache: cache, upstream: upstream, registry: registry).register(on: router)
-    DashboardRoute().register(on: router)
+    // The operators' pages answer only the hosts of ALLOWED_HOSTS, when set (as the admin API does).
+    let operators = router.group()
+    if let hosts = configuration.allowedHosts { operators.add(middleware: AllowedHostsMiddleware(allowedHosts: hosts)) }
+    PrometheusRoute(cache: cache, upstream: upstream, registry: registry).register(on: operators)
+    DashboardRoute().register(on: operators)
     try OpenAPIRoute().register(on: router)
 
     let fastPath = configuration.fastPath ? L1FastPath(service: service, answers: answers, registry: registry, logger: makeLogger("ibge-cache.http")) : nil

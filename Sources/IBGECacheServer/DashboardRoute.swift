@@ -17,7 +17,7 @@ struct DashboardRoute {
         ]
     }
 
-    func register(on router: Router<AppRequestContext>) {
+    func register(on router: some RouterMethods<AppRequestContext>) {
         for (path, contentType, text) in [
             ("/dashboard", "text/html; charset=utf-8", Self.page), ("/dashboard/app.js", "text/javascript; charset=utf-8", Self.script),
             ("/dashboard/style.css", "text/css; charset=utf-8", Self.style),

@@ -11,7 +11,7 @@ struct PrometheusRoute {
     let upstream: HTTPUpstream?
     let registry: PrometheusCollectorRegistry
 
-    func register(on router: Router<AppRequestContext>) {
+    func register(on router: some RouterMethods<AppRequestContext>) {
         // The IBGE circuit breaker's state, set at each scrape (with ENABLE_REAL_APIS).
         let circuit = upstream.map { _ in
             (

@@ -160,9 +160,17 @@ public struct ServerConfiguration: Sendable {
             upstreamCircuitOpen = .seconds(seconds)
         }
         if let text = value("ALLOWED_HOSTS") {
+            // Names (or IPv4 addresses), without a port; a trailing dot is dropped, as from a Host.
             let hosts = text.split(separator: ",").map { String($0).trimmingWhitespace().lowercased() }.filter { !$0.isEmpty }
-            guard !hosts.isEmpty, hosts.allSatisfy({ $0.count <= 253 && !$0.contains(where: { $0.isWhitespace || $0 == "/" || $0 == "@" }) }) else {
-                throw ConfigurationError(variable: "ALLOWED_HOSTS", value: text, expected: "host names separated by commas, such as cache.example.com,.example.org")
+                .map { $0.hasSuffix(".") && $0.count > 1 ? String($0.dropLast()) : $0 }
+            guard !hosts.isEmpty,
+                hosts.allSatisfy({ name in
+                    name.count <= 253 && name != "." && name.allSatisfy { $0.isLetter || $0.isNumber || $0 == "." || $0 == "-" || $0 == "_" }
+                })
+            else {
+                throw ConfigurationError(
+                    variable: "ALLOWED_HOSTS", value: text,
+                    expected: "host names without ports separated by commas, such as cache.example.com,.example.org")
             }
             allowedHosts = hosts
         }

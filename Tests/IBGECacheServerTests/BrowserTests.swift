@@ -146,6 +146,14 @@ struct BrowserTests {
             #expect(listed == 200 && sub == 200 && apex == 200 && local == 200)
             let unlisted = try await status("other.example.com")
             #expect(unlisted == 421)
+            let fullyQualified = try await status("cache.example.com.")
+            #expect(fullyQualified == 200, "a trailing dot names the same host")
+            // The other operators' pages too.
+            for path in ["/metrics", "/dashboard", "/dashboard/app.js"] {
+                let rebound = try await fetch(port, path, headers: [("Host", "rebind.example")]).status
+                let listed = try await fetch(port, path, headers: [("Host", "cache.example.com")]).status
+                #expect(rebound == 421 && listed == 200, "\(path): \(rebound), \(listed)")
+            }
             // Data paths answer any host (their answers are public, CORS *).
             #expect(try await fetch(port, "/api/v1/localidades/regioes", headers: [("Host", "rebind.example")]).status == 200)
 
@@ -161,8 +169,14 @@ struct BrowserTests {
             #expect(localClient == 200, "a loopback client through the proxy")
             let realIP = try await clear([("X-Real-IP", "198.51.100.7")])
             #expect(realIP == 403)
+            let passedThrough = try await clear([("X-Forwarded-For", "127.0.0.1"), ("X-Real-IP", "203.0.113.9")])
+            #expect(passedThrough == 403, "the client's own X-Forwarded-For passed through beside the proxy's X-Real-IP")
+            let unread = try await clear([("Forwarded", "for=127.0.0.1")])
+            #expect(unread == 403, "Forwarded is not read, so not trusted")
             let direct = try await clear([])
-            #expect(direct == 200, "nothing forwarded: the peer itself, loopback")
+            #expect(direct == 403, "a trusted proxy that forwards no client is not a local client")
+            let bothLocal = try await clear([("X-Forwarded-For", "127.0.0.1"), ("X-Real-IP", "127.0.0.1")])
+            #expect(bothLocal == 200)
         }
     }
 
