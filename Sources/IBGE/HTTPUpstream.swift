@@ -75,7 +75,7 @@ public final class HTTPUpstream: Sendable {
     private let logger: Logger
     private let lastOutcome = Mutex<Outcome?>(nil)
     private let slots: ConcurrencyLimiter
-    let circuit: UpstreamCircuit
+    let circuits: UpstreamCircuits
     let clientErrors: ClientErrorMemory
 
     /// The result of the most recent fetch, for health checks (nothing is fetched to check health).
@@ -98,16 +98,18 @@ public final class HTTPUpstream: Sendable {
         clientConfiguration.redirectConfiguration = .disallow
         self.client = HTTPClient(eventLoopGroupProvider: .singleton, configuration: clientConfiguration)
         self.slots = ConcurrencyLimiter(limit: configuration.maximumConcurrentRequests, queue: configuration.maximumQueuedRequests)
-        self.circuit = UpstreamCircuit(threshold: configuration.circuitFailureThreshold, openDuration: configuration.circuitOpenDuration)
+        self.circuits = UpstreamCircuits(threshold: configuration.circuitFailureThreshold, openDuration: configuration.circuitOpenDuration)
         self.clientErrors = ClientErrorMemory(
             lifetime: configuration.clientErrorLifetime, maximumEntries: configuration.maximumRememberedClientErrors)
     }
 
-    /// The circuit breaker's state: whether requests fail at once now (IBGE failed
-    /// ``Configuration/circuitFailureThreshold`` times in a row), how often it opened.
+    /// The circuit breakers' state (one for localidades, one for agregados): whether either
+    /// makes requests fail at once now (IBGE failed ``Configuration/circuitFailureThreshold``
+    /// times in a row), and how often they opened.
     public var circuitState: (isOpen: Bool, openings: Int) {
-        let snapshot = circuit.snapshot
-        return (snapshot.isOpen, snapshot.openings)
+        let localidades = circuits.localidades.snapshot
+        let agregados = circuits.agregados.snapshot
+        return (localidades.isOpen || agregados.isOpen, localidades.openings + agregados.openings)
     }
 
     /// Requests to IBGE in flight now, and waiting for a slot.
@@ -120,44 +122,50 @@ public final class HTTPUpstream: Sendable {
     public func fetch(_ request: UpstreamRequest) async throws(IBGEError) -> ByteBuffer {
         let url = request.url(base: configuration.baseURL)
         if let refused = clientErrors.error(for: url) { throw refused }
+        let circuit = circuits(request.kind)
         let probe: Bool
+        let generation: Int
         switch circuit.admit() {
-        case .closed: probe = false
-        case .probe: probe = true
+        case .closed(let admitted): (probe, generation) = (false, admitted)
+        case .probe(let admitted): (probe, generation) = (true, admitted)
         case .open(let remaining, let failures):
             let wait = remaining > .zero ? "for \(Int((remaining / .seconds(1)).rounded(.up))) s more" : "until a probe answers"
             throw IBGEError(.upstreamFailed, "IBGE failed \(failures) times in a row; not asked \(wait) (circuit open)")
         }
-        switch await attempts(url) {
+        // The probe makes one attempt: the circuit is open again (or closed) as soon as IBGE
+        // says how it is, not after a whole round of retries.
+        switch await attempts(url, maximumAttempts: probe ? 1 : configuration.maximumAttempts) {
         case .success(let body):
-            circuit.succeeded(probe: probe)
+            circuit.succeeded(probe: probe, generation: generation)
             lastOutcome.withLock { $0 = Outcome(at: .now, error: nil) }
             return body
         case .failure(let failure):
             if failure.isClientError {
                 // IBGE answered, about this request: not a failure of IBGE.
-                circuit.succeeded(probe: probe)
+                circuit.succeeded(probe: probe, generation: generation)
                 clientErrors.remember(failure.error, for: url)
             } else if failure.countsAgainstIBGE, !Task.isCancelled {
-                if circuit.failed(probe: probe) {
+                if circuit.failed(probe: probe, generation: generation) {
                     logger.warning(
                         "IBGE failing: circuit open, requests answered from the cache or the snapshot without asking IBGE",
-                        metadata: ["seconds": "\(configuration.circuitOpenDuration.components.seconds)", "error": "\(failure.error)"])
+                        metadata: [
+                            "kind": "\(request.kind)", "seconds": "\(configuration.circuitOpenDuration.components.seconds)", "error": "\(failure.error)",
+                        ])
                 }
                 lastOutcome.withLock { $0 = Outcome(at: .now, error: failure.error) }
             } else {
-                // Refused here, or given up by its caller: says nothing about IBGE.
-                circuit.abandoned(probe: probe)
+                // Refused here, caused by the request, or given up by its caller: says nothing about IBGE.
+                circuit.abandoned(probe: probe, generation: generation)
             }
             throw failure.error
         }
     }
 
     /// The attempts at one URL (the first and its retries), within the concurrency cap.
-    private func attempts(_ url: String) async -> Result<ByteBuffer, Failure> {
+    private func attempts(_ url: String, maximumAttempts: Int) async -> Result<ByteBuffer, Failure> {
         var lastFailure = Failure(error: IBGEError(.upstreamFailed, "no attempt made"), retryable: false, countsAgainstIBGE: false)
         var backoff = Backoff(initial: configuration.retryBackoff, maximum: configuration.retryBackoff * 64)
-        for attempt in 1...max(1, configuration.maximumAttempts) {
+        for attempt in 1...max(1, maximumAttempts) {
             do throws(Failure) {
                 guard await slots.acquire() else {
                     throw Failure(
@@ -168,7 +176,7 @@ public final class HTTPUpstream: Sendable {
                 return .success(try await once(url))
             } catch let failure {
                 lastFailure = failure
-                guard failure.retryable, attempt < configuration.maximumAttempts, !Task.isCancelled else { break }
+                guard failure.retryable, attempt < maximumAttempts, !Task.isCancelled else { break }
                 var wait = backoff.next()
                 if let asked = failure.retryAfter {
                     // IBGE said when to come back: then, or not in this request if that is too far.
@@ -206,14 +214,18 @@ public final class HTTPUpstream: Sendable {
         let response: HTTPClientResponse
         let body: ByteBuffer
         do {
+            let started = ContinuousClock.now
             response = try await client.execute(request, timeout: TimeAmount(configuration.requestTimeout))
-            body = try await response.body.collect(upTo: configuration.maximumBodyBytes)
+            // The client's deadline ends with the response head; the body gets what is left of
+            // the attempt's time (a body dripped in slowly ends with the attempt, not never).
+            body = try await Self.collect(response, upTo: configuration.maximumBodyBytes, within: configuration.requestTimeout - (.now - started))
         } catch let error as HTTPClientError where [.connectTimeout, .readTimeout, .deadlineExceeded].contains(error) {
             throw Failure(error: IBGEError(.upstreamTimeout, "IBGE did not answer in time (\(error))"), retryable: true)
         } catch let error as NIOTooManyBytesError {
+            // The request asked for too much: IBGE itself is fine.
             throw Failure(
-                error: IBGEError(.upstreamFailed, "IBGE's answer is larger than \(configuration.maximumBodyBytes) bytes (\(error))"), retryable: false
-            )
+                error: IBGEError(.upstreamFailed, "IBGE's answer is larger than \(configuration.maximumBodyBytes) bytes (\(error))"), retryable: false,
+                countsAgainstIBGE: false)
         } catch let error as IOError {
             throw Failure(
                 error: IBGEError(.upstreamFailed, "cannot reach IBGE: \(String(cString: strerror(error.errnoCode)).lowercased())"), retryable: true)
@@ -241,6 +253,20 @@ public final class HTTPUpstream: Sendable {
                 retryable: true)
         }
         return body
+    }
+
+    /// The whole body, or `HTTPClientError.deadlineExceeded` past `limit` (the read is cancelled).
+    private static func collect(_ response: HTTPClientResponse, upTo maximum: Int, within limit: Duration) async throws -> ByteBuffer {
+        try await withThrowingTaskGroup(of: ByteBuffer?.self) { group in
+            group.addTask { try await response.body.collect(upTo: maximum) }
+            group.addTask {
+                try await Task.sleep(for: max(limit, .zero))
+                return nil
+            }
+            defer { group.cancelAll() }
+            guard let first = try await group.next(), let body = first else { throw HTTPClientError.deadlineExceeded }
+            return body
+        }
     }
 
     /// Closes the HTTP client.

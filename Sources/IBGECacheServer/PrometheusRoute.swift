@@ -2,6 +2,7 @@ import Hummingbird
 import IBGE
 import NIOCore
 import Prometheus
+import Synchronization
 import TieredCache
 
 /// `GET /metrics`: everything reported through swift-metrics — the cache's counters and the
@@ -19,10 +20,11 @@ struct PrometheusRoute {
                     descriptor: .init(
                         namespace: "ibge", subsystem: "upstream", metricName: "circuit", unitName: "open",
                         helpText: "1 while requests to IBGE fail at once after repeated failures")),
-                openings: registry.makeGauge(
+                openings: registry.makeCounter(
                     descriptor: .init(
-                        namespace: "ibge", subsystem: "upstream", metricName: "circuit", unitName: "openings",
-                        helpText: "times the circuit on IBGE opened since the start"))
+                        namespace: "ibge", subsystem: "upstream", metricName: "circuit_openings", unitName: "total",
+                        helpText: "times a circuit on IBGE opened")),
+                exported: ExportedCount()
             )
         }
         router.getAndHead("/metrics") { _, _ -> Response in
@@ -31,11 +33,20 @@ struct PrometheusRoute {
             if let upstream, let circuit {
                 let state = upstream.circuitState
                 circuit.open.set(to: state.isOpen ? 1.0 : 0.0)
-                circuit.openings.set(to: Double(state.openings))
+                let gain = circuit.exported.value.withLock { exported in
+                    defer { exported = max(exported, state.openings) }
+                    return state.openings - exported
+                }
+                if gain > 0 { circuit.openings.increment(by: Int64(gain)) }
             }
             return Response(
                 status: .ok, headers: [.contentType: "text/plain; version=0.0.4; charset=utf-8"],
                 body: .init(byteBuffer: ByteBuffer(bytes: registry.emitToBuffer())))
         }
     }
+}
+
+/// How much of a count was handed to its Prometheus counter already.
+private final class ExportedCount: Sendable {
+    let value = Mutex(0)
 }

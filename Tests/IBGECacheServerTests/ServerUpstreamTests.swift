@@ -10,6 +10,45 @@ import Testing
 
 @Suite("HTTP mirror of a stand-in IBGE (ENABLE_REAL_APIS=true)")
 struct ServerUpstreamTests {
+    @Test("IBGE failing in a row opens the circuit: localidades answer from the snapshot at once, health and /metrics say so, and it closes when IBGE is back")
+    func circuitOverHTTP() async throws {
+        let fake = try await FakeIBGE.start()
+        let app = try await makeApp([
+            "REDIS_URL": "none", "ENABLE_REAL_APIS": "true", "IBGE_API_BASE_URL": fake.baseURL, "IBGE_CIRCUIT_FAILURES": "2",
+            "IBGE_CIRCUIT_OPEN_SECONDS": "1",
+        ])
+        try await app.test(.router) { client in
+            fake.inject(.status(503))
+            for uf in ["AC", "AL"] {
+                let answer = try await client.execute(uri: "/api/v1/localidades/estados/\(uf)/municipios", method: .get)
+                #expect(answer.status == .ok, "the snapshot answers")
+            }
+            let asked = fake.totalCalls
+            for uf in ["AP", "AM", "BA", "CE", "DF", "ES"] {
+                let answer = try await client.execute(uri: "/api/v1/localidades/estados/\(uf)/municipios", method: .get)
+                #expect(answer.status == .ok)
+            }
+            #expect(fake.totalCalls == asked, "the circuit is open: IBGE not asked")
+            let text = String(buffer: try await client.execute(uri: "/metrics", method: .get).body)
+            #expect(text.contains("ibge_upstream_circuit_open 1"), "\(text.split(separator: "\n").filter { $0.contains("circuit") })")
+            #expect(text.contains("ibge_upstream_circuit_openings_total 1"))
+            let health = try object(try await client.execute(uri: "/api/ibge/cache/health", method: .get).body)
+            let source = (health["checks"] as? [String: Any])?["source"] as? [String: Any]
+            #expect((source?["detail"] as? String)?.contains("circuit open") == true, "\(source ?? [:])")
+
+            // IBGE back: after the open second, a probe closes the circuit and answers are IBGE's again.
+            fake.inject(.none)
+            #expect(
+                try await eventually {
+                    _ = try await client.execute(uri: "/api/v1/localidades/estados/GO/municipios", method: .get)
+                    return fake.totalCalls > asked
+                })
+            let after = String(buffer: try await client.execute(uri: "/metrics", method: .get).body)
+            #expect(after.contains("ibge_upstream_circuit_open 0"))
+        }
+        await fake.stop()
+    }
+
     @Test("localidades and agregados answer with the upstream's bytes; other paths pass through; an outage is a clear error")
     func mirror() async throws {
         let fake = try await FakeIBGE.start()

@@ -30,6 +30,8 @@ public final class FakeIBGE: Sendable {
         case latency(Duration)
         /// This status with `Retry-After: seconds`, for the first `count` requests; then normal.
         case retryAfter(count: Int, status: Int, seconds: Int)
+        /// The head at once, then the body 16 bytes at a time, one piece every `interval`.
+        case drip(Duration)
     }
 
     /// The port it listens on.
@@ -162,7 +164,7 @@ private final class SharedState: Sendable {
             throw HTTPError(.serviceUnavailable)
         case .latency(let delay):
             try await Task.sleep(for: delay)
-        case .truncated, .none:
+        case .truncated, .none, .drip:
             break
         }
         if let text = owner?.overridden(target) {
@@ -172,6 +174,19 @@ private final class SharedState: Sendable {
             return Self.json("{\"message\":\"not found\"}", status: .notFound)
         }
         if fault == .truncated { body = body.getSlice(at: body.readerIndex, length: body.readableBytes / 2) ?? ByteBuffer() }
+        if case .drip(let interval) = fault {
+            let whole = body
+            return Response(
+                status: .ok, headers: [.contentType: "application/json;charset=UTF-8"],
+                body: ResponseBody { writer in
+                    var rest = whole
+                    while let piece = rest.readSlice(length: min(16, rest.readableBytes)), piece.readableBytes > 0 {
+                        try await writer.write(piece)
+                        try await Task.sleep(for: interval)
+                    }
+                    try await writer.finish(nil)
+                })
+        }
         return Response(status: .ok, headers: [.contentType: "application/json;charset=UTF-8"], body: .init(byteBuffer: body))
     }
 

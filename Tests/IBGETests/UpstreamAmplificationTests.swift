@@ -22,7 +22,8 @@ struct UpstreamAmplificationTests {
     @Test("a short negative cache for upstream 4xx: a refused URL is refused again without asking IBGE, until its error expires; IBGE is not marked failing")
     func clientErrorsRemembered() async throws {
         let fake = try await FakeIBGE.start()
-        let client = upstream(fake, circuitFailures: 3, clientErrorLifetime: .seconds(1))
+        // One failure would open the circuit: the 4xx answers must not count as failures.
+        let client = upstream(fake, circuitFailures: 1, clientErrorLifetime: .seconds(3))
         fake.inject(.status(404))
         let missing = try UpstreamRequest(path: "v1/localidades/estados/42", query: [])
         for _ in 0..<20 {
@@ -44,37 +45,109 @@ struct UpstreamAmplificationTests {
         await fake.stop()
     }
 
+    @Test("a body dripped in slowly ends with the attempt's time, not when the last byte comes")
+    func slowBody() async throws {
+        let fake = try await FakeIBGE.start()
+        let client = HTTPUpstream(
+            configuration: .init(baseURL: fake.baseURL, connectTimeout: .seconds(2), requestTimeout: .seconds(1), maximumAttempts: 1))
+        fake.inject(.drip(.milliseconds(400)))  // about 100 bytes: some 3 s in all
+        let started = ContinuousClock.now
+        let error = await #expect(throws: IBGEError.self) { try await client.fetch(UpstreamRequest(path: "v1/localidades/estados/42", query: [])) }
+        #expect(error?.code == .upstreamTimeout, "\(error?.message ?? "")")
+        // The bound is the behaviour (the attempt's 1 s), with a wide margin.
+        #expect(ContinuousClock.now - started < .milliseconds(2500))
+        await client.shutdown()
+        await fake.stop()
+    }
+
     @Test("a circuit on the upstream: after consecutive failures requests fail fast without reaching IBGE; one probe closes it, a failed probe opens it again")
     func circuitBreaker() async throws {
         let fake = try await FakeIBGE.start()
-        let client = upstream(fake, attempts: 1, circuitFailures: 3, circuitOpen: .milliseconds(500))
+        // Two attempts per fetch; the circuit opens after three failed fetches, for 2 s.
+        let client = upstream(fake, attempts: 2, circuitFailures: 3, circuitOpen: .seconds(2))
         let request = try UpstreamRequest(path: "v1/localidades/estados/42", query: [])
         fake.inject(.status(503))
         for _ in 0..<3 { _ = await #expect(throws: IBGEError.self) { try await client.fetch(request) } }
-        #expect(fake.totalCalls == 3)
+        #expect(fake.totalCalls == 6)
         #expect(client.circuitState == (isOpen: true, openings: 1))
         // Open: twenty requests fail at once, IBGE sees none of them.
         for _ in 0..<20 {
             let error = await #expect(throws: IBGEError.self) { try await client.fetch(request) }
             #expect(error?.message.contains("circuit open") == true, "\(error?.message ?? "")")
         }
-        #expect(fake.totalCalls == 3)
+        #expect(fake.totalCalls == 6)
+        // The agregados have a circuit of their own, still closed: an agregados failure (anyone
+        // can send a query IBGE fails on) does not stop the localidades, nor the reverse.
+        let agregado = try UpstreamRequest(path: Population2022.path, query: [("localidades", "N3[42]")])
+        _ = await #expect(throws: IBGEError.self) { try await client.fetch(agregado) }
+        #expect(fake.totalCalls == 8, "asked (twice), not failed fast")
 
-        // A probe that fails opens it again: exactly one more request reached IBGE.
-        #expect(await eventually { _ = try? await client.fetch(request); return fake.totalCalls == 4 })
+        // A probe that fails opens it again: exactly one more request reached IBGE (one attempt).
+        #expect(await eventually { _ = try? await client.fetch(request); return fake.totalCalls == 9 })
         #expect(client.circuitState == (isOpen: true, openings: 2))
         _ = await #expect(throws: IBGEError.self) { try await client.fetch(request) }
-        #expect(fake.totalCalls == 4, "open again after the failed probe")
+        #expect(fake.totalCalls == 9, "open again after the failed probe")
 
         // IBGE back: the next probe succeeds and closes the circuit; requests go through again.
         fake.inject(.none)
         #expect(await eventually { (try? await client.fetch(request)) != nil })
-        #expect(fake.totalCalls == 5, "one probe, no request before it")
+        #expect(fake.totalCalls == 10, "one probe, no request before it")
         #expect(client.circuitState.isOpen == false)
         _ = try await client.fetch(request)
-        #expect(fake.totalCalls == 6)
+        #expect(fake.totalCalls == 11)
         await client.shutdown()
         await fake.stop()
+    }
+
+    @Test("the circuit counts outcomes against the state they were admitted in: a late failure neither reopens nor re-counts; one probe at a time")
+    func circuitGenerations() {
+        let circuit = UpstreamCircuit(threshold: 2, openDuration: .seconds(10))
+        let start = ContinuousClock.now
+        guard case .closed(let g0) = circuit.admit(now: start), case .closed = circuit.admit(now: start) else {
+            Issue.record("a new circuit is closed")
+            return
+        }
+        #expect(!circuit.failed(probe: false, generation: g0, now: start))
+        #expect(circuit.failed(probe: false, generation: g0, now: start), "the second failure in a row opens it")
+        // A request admitted before the opening fails late: nothing changes.
+        #expect(!circuit.failed(probe: false, generation: g0, now: start))
+        #expect(circuit.snapshot.openings == 1)
+        guard case .open = circuit.admit(now: start + .seconds(5)) else {
+            Issue.record("open for 10 s")
+            return
+        }
+        // After 10 s: one probe, the others still fail fast while it runs.
+        guard case .probe(let g1) = circuit.admit(now: start + .seconds(11)) else {
+            Issue.record("the first request after 10 s is the probe")
+            return
+        }
+        guard case .open(let remaining, _) = circuit.admit(now: start + .seconds(11)), remaining == .zero else {
+            Issue.record("one probe at a time")
+            return
+        }
+        circuit.succeeded(probe: true, generation: g1)
+        #expect(circuit.snapshot.isOpen == false)
+        // Late failures of earlier generations do not count against the closed circuit.
+        #expect(!circuit.failed(probe: false, generation: g0, now: start + .seconds(12)))
+        #expect(!circuit.failed(probe: false, generation: g1, now: start + .seconds(12)))
+        #expect(circuit.snapshot.consecutiveFailures == 0)
+        guard case .closed = circuit.admit(now: start + .seconds(12)) else {
+            Issue.record("closed after the probe")
+            return
+        }
+        // A cancelled probe lets another probe.
+        let other = UpstreamCircuit(threshold: 1, openDuration: .seconds(1))
+        guard case .closed(let h0) = other.admit(now: start) else { return }
+        other.failed(probe: false, generation: h0, now: start)
+        guard case .probe(let h1) = other.admit(now: start + .seconds(2)) else {
+            Issue.record("probe")
+            return
+        }
+        other.abandoned(probe: true, generation: h1)
+        guard case .probe = other.admit(now: start + .seconds(2)) else {
+            Issue.record("another probe after the first was abandoned")
+            return
+        }
     }
 
     @Test("Retry-After is honoured: a 503 asking for 1 s is retried after 1 s, not 5 ms; one asking for 60 s is not retried at all")
