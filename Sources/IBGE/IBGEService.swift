@@ -31,6 +31,9 @@ public final class IBGEService: Sendable {
     public let negativeTTL: Duration
     let logger: Logger
     private let fallbacks = Atomic<Int>(0)
+    /// When a fallback was last logged (monotonic ns): while IBGE is down every miss falls
+    /// back, at once when its circuit is open, so the warning is logged at most once a second.
+    private let lastFallbackWarning = Atomic<UInt64>(0)
     /// Answers computed from embedded data for the cache (population): one per miss, none per hit.
     private let derivedBodies = Atomic<Int>(0)
     /// How many answers were computed from embedded data for the cache (population queries).
@@ -87,10 +90,19 @@ public final class IBGEService: Sendable {
             return try await cached(request.cacheKey, ttl: ttl) { () async throws(IBGEError) in try await upstream.fetch(upstreamRequest) }
         } catch {
             fallbacks.add(1, ordering: .relaxed)
-            logger.warning(
-                "IBGE unavailable, answering from the embedded snapshot", metadata: ["path": "\(request.canonicalPath)", "error": "\(error)"])
+            warnFallback("IBGE unavailable, answering from the embedded snapshot", metadata: ["path": "\(request.canonicalPath)", "error": "\(error)"])
             return uncached(try embedded.body(for: request))
         }
+    }
+
+    /// Logs a fallback, at most once a second (`embedded_fallbacks` counts them all).
+    private func warnFallback(_ message: Logger.Message, metadata: Logger.Metadata) {
+        let now = DispatchTime.now().uptimeNanoseconds
+        let last = lastFallbackWarning.load(ordering: .relaxed)
+        guard now &- last >= 1_000_000_000 || last == 0,
+            lastFallbackWarning.compareExchange(expected: last, desired: now, ordering: .relaxed).exchanged
+        else { return }
+        logger.warning(message, metadata: metadata)
     }
 
     /// An answer that is not in the cache (a fallback): its tag computed now, not fresh.
@@ -115,7 +127,7 @@ public final class IBGEService: Sendable {
         } catch {
             guard upstream != nil else { throw error as? IBGEError ?? IBGEError(.upstreamFailed, "\(error)") }
             fallbacks.add(1, ordering: .relaxed)
-            logger.warning("IBGE unavailable, answering from the embedded snapshot", metadata: ["level": "\(level.rawValue)", "error": "\(error)"])
+            warnFallback("IBGE unavailable, answering from the embedded snapshot", metadata: ["level": "\(level.rawValue)", "error": "\(error)"])
             return uncached(try embedded.body(for: LocalidadesRequest(level: level, ids: ids)))
         }
         var writer = IBGEJSONWriter(capacity: codes.count * 500 + 2)
@@ -192,7 +204,7 @@ public final class IBGEService: Sendable {
         } catch {
             if let selector = request.populationSelector, let body = population.body(localidades: selector, snapshot: snapshot) {
                 fallbacks.add(1, ordering: .relaxed)
-                logger.warning("IBGE unavailable, answering Census 2022 population from embedded data", metadata: ["error": "\(error)"])
+                warnFallback("IBGE unavailable, answering Census 2022 population from embedded data", metadata: ["error": "\(error)"])
                 return uncached(body)
             }
             throw error

@@ -39,6 +39,9 @@ struct AdminRoutes {
             var key_prefix: String
             var keys: Keys?
             var redis_memory: RedisMemory?
+            /// How far this instance's clock is behind Redis's (negative: ahead), in ms, as
+            /// freshness uses it; with Redis only.
+            var redis_clock_offset_ms: Int64?
             var l1: L1
             var source: String
             var ttl_seconds: Int64
@@ -78,6 +81,7 @@ struct AdminRoutes {
                 key_prefix: configuration.keyPrefix,
                 keys: keys.map { .init(count: $0.count, sample: $0.sample, complete: $0.complete) },
                 redis_memory: overview?.memory.map { .init(used_bytes: $0.usedBytes, max_bytes: $0.maximumBytes, policy: $0.policy) },
+                redis_clock_offset_ms: cache.hasSharedStore ? cache.clockOffsetMilliseconds : nil,
                 l1: .init(
                     entries: l1.statistics.entries, bytes: l1.statistics.bytes, max_entries: l1.limits.maximumEntries,
                     max_bytes: l1.limits.maximumBytes, sample: l1.sample.map { configuration.keyPrefix + $0 }),

@@ -166,6 +166,8 @@ struct ShardTable: ~Copyable {
     }
 
     mutating func removeAll() -> Int {
+        // An empty table costs nothing to empty again (a listener far behind flushes often).
+        guard count > 0 || !entries.isEmpty else { return 0 }
         let removed = count
         for i in slots.indices { slots[i] = 0 }
         entries.removeAll(keepingCapacity: true)

@@ -153,8 +153,9 @@ extension TieredCache {
         case .set, .remove: memory.remove(notice.key)
         case .clear: memory.removeAll()
         case .lost:
-            // A listener far behind hears this often: each flush is cheap after the first (L1
-            // holds only what was added since), and the warning is logged at most once a second.
+            // A listener far behind hears this often: a flush costs what L1 holds (an empty
+            // shard costs nothing), so after the first only what was added since; the warning is
+            // logged at most once a second.
             counters.backplaneGaps.add(1, ordering: .relaxed)
             let dropped = memory.removeAll()
             let now = clock.monotonicNanoseconds()

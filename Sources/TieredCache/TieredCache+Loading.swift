@@ -121,6 +121,7 @@ extension TieredCache {
         let now = clock.nowMilliseconds()
         let ttl = load.ttl(for: value, jitter: configuration.ttlJitter, now: now)
         let cached = storeL1(load.key, value: value, ttl: ttl, now: now)
+        guard ttl > .zero else { return cached }  // already stale: answered, not shared
         let entry = l2Entry(load.key, cached, ttl: ttl)
         if !submit({ await self.writeL2([entry]) }) { await writeL2([entry]) }
         return cached

@@ -153,7 +153,9 @@ public final class TieredCache: Service, Sendable {
     nonisolated(nonsending) func store(_ key: String, value: ByteBuffer, ttl: Duration?, tagNow: Bool) async -> CachedValue {
         let now = clock.nowMilliseconds()
         let cached = storeL1(key, value: value, ttlMilliseconds: ttl?.wholeMilliseconds ?? defaultTTLMilliseconds, now: now, tagNow: tagNow)
-        if hasL2 { await writeL2([l2Entry(key, cached, ttl: ttl ?? configuration.defaultTTL)]) }
+        // A value already stale when stored (a derived value whose source expired meanwhile)
+        // is answered, not shared.
+        if hasL2, (ttl ?? configuration.defaultTTL) > .zero { await writeL2([l2Entry(key, cached, ttl: ttl ?? configuration.defaultTTL)]) }
         return cached
     }
 
@@ -311,8 +313,12 @@ public final class TieredCache: Service, Sendable {
         let started = clock.monotonicNanoseconds()
         guard let storeNow = try? await l2.time() else { return }
         let roundTrip = (clock.monotonicNanoseconds() - started) / 1_000_000
-        // Too slow an answer says too little about when the store read its clock.
-        guard roundTrip <= 100 else { return }
+        // Too slow an answer says too little about when the store read its clock: the offset
+        // known so far stays (zero until one is measured), and the next sync tries again.
+        guard roundTrip <= 100 else {
+            logger.debug("the L2 store's clock not read: the answer took too long", metadata: ["round_trip_ms": "\(roundTrip)"])
+            return
+        }
         var offset = storeNow - (before + roundTrip / 2)
         if abs(offset) < 20 { offset = 0 }
         if abs(offset) > configuration.maximumClockOffset.wholeMilliseconds {

@@ -86,9 +86,9 @@ struct RedisPubSubTests {
             defer { Task { await client.shutdown() } }
             let a = try await client.subscribe(to: ["flood"])
             let b = try await client.subscribe(to: ["flood"])
-            // Neither reads while 5,000 messages (more than the 4,096 a consumer holds) arrive,
+            // Neither reads while 20,000 messages (five times the 4,096 a consumer holds) arrive,
             // pipelined in batches.
-            let total = 5000
+            let total = 20_000
             for batch in stride(from: 0, to: total, by: 500) {
                 _ = try await client.pipeline((batch..<batch + 500).map { RESPCommand("PUBLISH", "flood", "m\($0)") })
             }

@@ -202,6 +202,13 @@ struct TieredCacheMemoryTests {
         }
         #expect(derived.freshUntil == sourceFreshUntil)
         #expect(cache.memory.entry("k|derived")?.expiresAt == sourceFreshUntil)
+        // A load that outlives its source is answered, and not written to L2 already stale.
+        let late = try await cache.getOrLoadValue("k|late", ttl: .seconds(100), freshNoLaterThan: clock.now + 1000) {
+            clock.advance(by: .seconds(2))
+            return buffer("late")
+        }
+        #expect(late.value == buffer("late") && late.freshUntil <= clock.now)
+        #expect(try await cache.l2?.read("k|late") == .miss)
         // Without a cap, the same load is fresh for its TTL (plus jitter) from when it was stored.
         let plain = try await cache.getOrLoadValue("k", ttl: .seconds(100)) { buffer("v") }
         #expect(plain.freshUntil >= clock.now + 100_000)

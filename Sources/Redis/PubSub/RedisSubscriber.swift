@@ -145,7 +145,14 @@ final class RedisSubscriber: Sendable {
                 connection.channel.closeFuture.whenComplete { [weak self] _ in self?.connectionLost(connection) }
                 state.withLock { state in
                     guard !state.isShutdown, state.keepAlive == nil else { return }
-                    state.keepAlive = Task { [weak self] in await self?.keepAlive() }
+                    let interval = configuration.keepAliveInterval
+                    // Holds the subscriber only while it pings: one dropped without shutdown() ends it.
+                    state.keepAlive = Task { [weak self] in
+                        while !Task.isCancelled {
+                            try? await Task.sleep(for: interval)
+                            guard let self, await self.pingOnce() else { return }
+                        }
+                    }
                 }
             }
             return connection
@@ -169,23 +176,20 @@ final class RedisSubscriber: Sendable {
         for waiter in waiters { waiter.fail(RedisError(.connectionClosed, "the subscription connection closed")) }
     }
 
-    /// Pings the connection while there is one; closes it when a PING goes unanswered within
-    /// the command timeout (the close reopens it and announces the gap).
-    private func keepAlive() async {
-        while !Task.isCancelled {
-            try? await Task.sleep(for: configuration.keepAliveInterval)
-            guard let connection = state.withLock({ $0.isShutdown ? nil : $0.connection }), connection.isActive else {
-                if state.withLock({ $0.isShutdown }) { return }
-                continue
-            }
-            do {
-                _ = try await connection.send(RESPCommand("PING"))
-            } catch {
-                guard !Task.isCancelled else { return }
-                logger.warning("the subscription connection did not answer a PING: reopening it", metadata: ["error": "\(error)"])
-                await connection.close()
-            }
+    /// Pings the connection, if there is one; closes it when the PING goes unanswered within the
+    /// command timeout (the close reopens it and announces the gap). False once shut down.
+    private func pingOnce() async -> Bool {
+        let (connection, isShutdown) = state.withLock { ($0.connection, $0.isShutdown) }
+        guard !isShutdown else { return false }
+        guard let connection, connection.isActive else { return true }
+        do {
+            _ = try await connection.send(RESPCommand("PING"))
+        } catch {
+            guard !Task.isCancelled else { return false }
+            logger.warning("the subscription connection did not answer a PING: reopening it", metadata: ["error": "\(error)"])
+            await connection.close()
         }
+        return true
     }
 
     /// Tells every consumer that messages may have been lost before this point.
