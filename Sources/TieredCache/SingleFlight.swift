@@ -12,16 +12,21 @@ final class SingleFlight: Sendable {
         /// The flight ended without a value for this caller (its leader was cancelled, or a
         /// bulk leader's loader did not find the key): look again.
         case retry
+        /// Another caller's load ran past the wait this caller allowed; it goes on.
+        case waitedTooLong
     }
 
     private struct Flight {
-        var waiters: [CheckedContinuation<CachedValue, any Error>] = []
+        var waiters: [(id: Int, continuation: CheckedContinuation<CachedValue, any Error>)] = []
     }
 
     /// Ends a waiter's wait without a value: it looks again.
     private struct NoValue: Error {}
+    /// Ends a waiter's wait at its limit.
+    private struct WaitedTooLong: Error {}
 
     private let flights = Mutex<[String: Flight]>([:])
+    private let nextWaiter = Atomic<Int>(0)
 
     /// Keys being loaded now.
     var inFlight: Int { flights.withLock { $0.count } }
@@ -29,8 +34,10 @@ final class SingleFlight: Sendable {
     /// Callers waiting for another's load now.
     var waiting: Int { flights.withLock { $0.values.reduce(0) { $0 + $1.waiters.count } } }
 
-    func run(_ key: String, _ work: () async throws -> CachedValue) async throws -> Outcome {
-        guard claim([key]).led.first != nil else { return try await join(key) }
+    /// Runs `work` for `key` unless another caller is loading it; then waits for that result,
+    /// at most `waitAtMost` (on `clock`) when given.
+    func run(_ key: String, waitAtMost: Duration? = nil, clock: CacheClock = .system, _ work: () async throws -> CachedValue) async throws -> Outcome {
+        guard claim([key]).led.first != nil else { return try await join(key, waitAtMost: waitAtMost, clock: clock) }
         let result: Result<CachedValue, any Error>
         do {
             result = .success(try await work())
@@ -67,27 +74,56 @@ final class SingleFlight: Sendable {
         }
         for (key, waiters) in ended where !waiters.isEmpty {
             let result = results[key].flatMap { $0 } ?? .failure(NoValue())
-            for waiter in waiters { waiter.resume(with: result) }
+            for waiter in waiters { waiter.continuation.resume(with: result) }
         }
     }
 
-    /// Waits for the flight of `key` that another caller leads.
-    func join(_ key: String) async throws -> Outcome {
-        do {
-            let value = try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<CachedValue, any Error>) in
-                let joined = flights.withLock { flights in
+    /// Waits for the flight of `key` that another caller leads, at most `waitAtMost` (on
+    /// `clock`) when given.
+    func join(_ key: String, waitAtMost: Duration? = nil, clock: CacheClock = .system) async throws -> Outcome {
+        let id = nextWaiter.add(1, ordering: .relaxed).newValue
+        @Sendable func wait() async throws -> CachedValue {
+            try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<CachedValue, any Error>) in
+                let joined = self.flights.withLock { flights in
                     guard flights[key] != nil else { return false }
-                    flights[key]?.waiters.append(continuation)
+                    flights[key]?.waiters.append((id, continuation))
                     return true
                 }
                 if !joined { continuation.resume(throwing: NoValue()) }
             }
+        }
+        do {
+            guard let waitAtMost else { return .value(try await wait(), leader: false) }
+            let value = try await withThrowingTaskGroup(of: CachedValue?.self) { group in
+                group.addTask { try await wait() }
+                group.addTask {
+                    try? await clock.sleep(for: waitAtMost)
+                    // Resumes the wait above if it is still on (the flight goes on without it).
+                    self.leave(key, id: id)
+                    return nil
+                }
+                defer { group.cancelAll() }
+                guard let first = try await group.next(), let value = first else { throw WaitedTooLong() }
+                return value
+            }
             return .value(value, leader: false)
         } catch is NoValue {
             return .retry
+        } catch is WaitedTooLong {
+            return .waitedTooLong
         } catch is CancellationError where !Task.isCancelled {
             // The leader was cancelled, not us: try again (one of us becomes the leader).
             return .retry
         }
+    }
+
+    /// Ends the wait of waiter `id` on `key`, if it still waits (it leaves with
+    /// ``Outcome/waitedTooLong``; the flight goes on).
+    private func leave(_ key: String, id: Int) {
+        let waiter = flights.withLock { flights -> CheckedContinuation<CachedValue, any Error>? in
+            guard let index = flights[key]?.waiters.firstIndex(where: { $0.id == id }) else { return nil }
+            return flights[key]?.waiters.remove(at: index).continuation
+        }
+        waiter?.resume(throwing: WaitedTooLong())
     }
 }

@@ -75,7 +75,7 @@ extension TieredCache {
                 counters.coalesced.add(1, ordering: .relaxed)
                 counters.misses.add(1, ordering: .relaxed)
                 found[key] = value
-            case .retry:
+            case .retry, .waitedTooLong:
                 again.append(key)
             }
         }

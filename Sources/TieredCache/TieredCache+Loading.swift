@@ -138,7 +138,7 @@ extension TieredCache {
 
     /// Puts a stale value in L1 for the fail-safe's throttle period (still marked stale: its
     /// freshness is in the past) and returns it.
-    private func keepStale(_ stale: CacheEnvelope, for key: String) -> CachedValue {
+    func keepStale(_ stale: CacheEnvelope, for key: String) -> CachedValue {
         let now = clock.nowMilliseconds()
         let cached = stale.cachedValue
         memory.set(key, cached, expiresAt: now &+ configuration.failSafeThrottle.wholeMilliseconds, now: now)

@@ -201,8 +201,11 @@ public final class TieredCache: Service, Sendable {
             if refresh { startRefresh(load) }
             return value
         }
+        // Waiting for another caller's load (a bulk one has no soft timeout of its own) ends at the
+        // soft timeout too, to answer with the stale value if there is one.
+        var waitAtMost = hasL2 ? configuration.softTimeout : nil
         while true {
-            switch try await flights.run(key, { try await self.loadThroughL2(load) }) {
+            switch try await flights.run(key, waitAtMost: waitAtMost, clock: clock, { try await self.loadThroughL2(load) }) {
             case .value(let value, let leader):
                 if !leader {
                     // Nothing was cached when this caller asked: a miss, served by another caller's load.
@@ -212,6 +215,16 @@ public final class TieredCache: Service, Sendable {
                 return value
             case .retry:
                 if let (value, _) = memory.lookupValue(key, consumeRefresh: false) { return value }
+            case .waitedTooLong:
+                if let (value, _) = memory.lookupValue(key, consumeRefresh: false) { return value }
+                if case .hit(let envelope) = await readL2(key, answerWithin: configuration.l2SoftTimeout) {
+                    if envelope.freshUntil > clock.nowMilliseconds() { return fillL1(key, envelope) }
+                    counters.softTimeouts.add(1, ordering: .relaxed)
+                    counters.staleServed.add(1, ordering: .relaxed)
+                    return keepStale(envelope, for: key)
+                }
+                // Nothing stale to answer with: wait for the load after all.
+                waitAtMost = nil
             }
         }
     }

@@ -168,6 +168,30 @@ struct TieredCacheMemoryTests {
         #expect(cache.metrics().coalesced >= 19, "each waiter counted")
     }
 
+    @Test("a request waiting for a bulk load of its key (which has no soft timeout of its own) answers stale at its soft timeout")
+    func softTimeoutBehindBulk() async throws {
+        let clock = ManualClock()
+        let cache = TieredCache(
+            configuration: .init(ttlJitter: 0, softTimeout: .seconds(2)), l2: InMemoryL2Store(clock: .manual(clock)), clock: .manual(clock))
+        await cache.set("k", value: buffer("old"), ttl: .seconds(10))
+        clock.advance(by: .seconds(11))  // stale now, still in L2 (grace)
+        let gate = Gate()
+        let bulk = Task { try await cache.getMany(["k", "j"]) { keys in
+            try await gate.wait()
+            return Dictionary(uniqueKeysWithValues: keys.map { ($0, buffer("new")) })
+        } }
+        #expect(await eventually { gate.arrivals == 1 })
+        let single = Task { try await cache.getOrLoad("k") { buffer("single") } }
+        #expect(await eventually { cache.loadWaiters == 1 })
+        #expect(await clock.waitForSleepers(1))
+        clock.advance(by: .seconds(2))
+        #expect(try await single.value == buffer("old"), "the stale value at the soft timeout, while the bulk load goes on")
+        #expect(cache.metrics().softTimeouts == 1)
+        gate.open()
+        #expect(try await bulk.value == ["k": buffer("new"), "j": buffer("new")])
+        #expect(try await cache.getOrLoad("k") { buffer("single") } == buffer("new"), "the bulk load's value replaced it")
+    }
+
     @Test("memoized: an L1-only value computed once at a time, kept for its lifetime, never fresh, never in L2")
     func memoized() async throws {
         let clock = ManualClock()
