@@ -96,6 +96,12 @@ public final class HTTPUpstream: Sendable {
         var clientConfiguration = HTTPClient.Configuration()
         clientConfiguration.timeout = .init(connect: TimeAmount(configuration.connectTimeout), read: TimeAmount(configuration.requestTimeout))
         clientConfiguration.redirectConfiguration = .disallow
+        // A refused connection is this attempt's failure, now: the attempts, their backoff and
+        // the circuit are ours (AsyncHTTPClient would otherwise retry until the connect timeout,
+        // 3 s per attempt against a stopped IBGE).
+        clientConfiguration.connectionPool.retryConnectionEstablishment = false
+        // As many connections as requests may be in flight (its default keeps 8).
+        clientConfiguration.connectionPool.concurrentHTTP1ConnectionsPerHostSoftLimit = configuration.maximumConcurrentRequests
         self.client = HTTPClient(eventLoopGroupProvider: .singleton, configuration: clientConfiguration)
         self.slots = ConcurrencyLimiter(limit: configuration.maximumConcurrentRequests, queue: configuration.maximumQueuedRequests)
         self.circuits = UpstreamCircuits(threshold: configuration.circuitFailureThreshold, openDuration: configuration.circuitOpenDuration)

@@ -45,6 +45,21 @@ struct UpstreamAmplificationTests {
         await fake.stop()
     }
 
+    @Test("a refused connection fails its attempt at once: three attempts against a stopped IBGE take milliseconds, not three connect timeouts")
+    func refusedConnection() async throws {
+        let fake = try await FakeIBGE.start()
+        let baseURL = fake.baseURL
+        await fake.stop()
+        let client = HTTPUpstream(
+            configuration: .init(baseURL: baseURL, connectTimeout: .seconds(2), requestTimeout: .seconds(5), maximumAttempts: 3, retryBackoff: .milliseconds(5)))
+        let started = ContinuousClock.now
+        let error = await #expect(throws: IBGEError.self) { try await client.fetch(UpstreamRequest(path: "v1/localidades/estados/42", query: [])) }
+        #expect(error?.message.contains("connection refused") == true, "\(error?.message ?? "")")
+        // The bound is the behaviour: less than one connect timeout (2 s) for all three attempts.
+        #expect(ContinuousClock.now - started < .seconds(2), "\(ContinuousClock.now - started)")
+        await client.shutdown()
+    }
+
     @Test("a body dripped in slowly ends with the attempt's time, not when the last byte comes")
     func slowBody() async throws {
         let fake = try await FakeIBGE.start()
