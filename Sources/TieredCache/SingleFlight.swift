@@ -18,6 +18,8 @@ final class SingleFlight: Sendable {
 
     private struct Flight {
         var waiters: [(id: Int, continuation: CheckedContinuation<CachedValue, any Error>)] = []
+        /// Waiters whose limit passed before they were registered: they leave at once.
+        var departed: Set<Int> = []
     }
 
     /// Ends a waiter's wait without a value: it looks again.
@@ -84,12 +86,13 @@ final class SingleFlight: Sendable {
         let id = nextWaiter.add(1, ordering: .relaxed).newValue
         @Sendable func wait() async throws -> CachedValue {
             try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<CachedValue, any Error>) in
-                let joined = self.flights.withLock { flights in
-                    guard flights[key] != nil else { return false }
+                let outcome = self.flights.withLock { flights -> (any Error)? in
+                    guard flights[key] != nil else { return NoValue() }
+                    if flights[key]?.departed.remove(id) != nil { return WaitedTooLong() }
                     flights[key]?.waiters.append((id, continuation))
-                    return true
+                    return nil
                 }
-                if !joined { continuation.resume(throwing: NoValue()) }
+                if let outcome { continuation.resume(throwing: outcome) }
             }
         }
         do {
@@ -121,7 +124,12 @@ final class SingleFlight: Sendable {
     /// ``Outcome/waitedTooLong``; the flight goes on).
     private func leave(_ key: String, id: Int) {
         let waiter = flights.withLock { flights -> CheckedContinuation<CachedValue, any Error>? in
-            guard let index = flights[key]?.waiters.firstIndex(where: { $0.id == id }) else { return nil }
+            guard flights[key] != nil else { return nil }  // ended: its waiters were answered
+            guard let index = flights[key]?.waiters.firstIndex(where: { $0.id == id }) else {
+                // Not registered yet: it leaves as soon as it is.
+                flights[key]?.departed.insert(id)
+                return nil
+            }
             return flights[key]?.waiters.remove(at: index).continuation
         }
         waiter?.resume(throwing: WaitedTooLong())
