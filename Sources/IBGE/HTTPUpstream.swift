@@ -140,7 +140,9 @@ public final class HTTPUpstream: Sendable {
         }
         // The probe makes one attempt: the circuit is open again (or closed) as soon as IBGE
         // says how it is, not after a whole round of retries.
-        switch await attempts(url, maximumAttempts: probe ? 1 : configuration.maximumAttempts) {
+        // It does not wait in line either: slow requests of the other class holding every slot
+        // must not keep this circuit open (one probe per circuit at a time: at most two over the cap).
+        switch await attempts(url, maximumAttempts: probe ? 1 : configuration.maximumAttempts, inLine: !probe) {
         case .success(let body):
             circuit.succeeded(probe: probe, generation: generation)
             lastOutcome.withLock { $0 = Outcome(at: .now, error: nil) }
@@ -168,11 +170,12 @@ public final class HTTPUpstream: Sendable {
     }
 
     /// The attempts at one URL (the first and its retries), within the concurrency cap.
-    private func attempts(_ url: String, maximumAttempts: Int) async -> Result<ByteBuffer, Failure> {
+    private func attempts(_ url: String, maximumAttempts: Int, inLine: Bool) async -> Result<ByteBuffer, Failure> {
         var lastFailure = Failure(error: IBGEError(.upstreamFailed, "no attempt made"), retryable: false, countsAgainstIBGE: false)
         var backoff = Backoff(initial: configuration.retryBackoff, maximum: configuration.retryBackoff * 64)
         for attempt in 1...max(1, maximumAttempts) {
             do throws(Failure) {
+                guard inLine else { return .success(try await once(url)) }
                 guard await slots.acquire() else {
                     throw Failure(
                         error: IBGEError(.upstreamFailed, "too many requests to IBGE waiting (\(configuration.maximumQueuedRequests)); not queued"),

@@ -146,8 +146,9 @@ struct AdminAuthMiddleware: RouterMiddleware {
         } else if text.filter({ $0 == ":" }).count == 1, let colon = text.firstIndex(of: ":") {
             text = String(text[..<colon])  // IPv4 with a port
         }
+        if let canonical = try? SocketAddress(ipAddress: text, port: 0).ipAddress { text = canonical }
+        // IPv4-mapped IPv6 (`::ffff:127.0.0.1`, also written `::ffff:7f00:1`) is the IPv4 address.
         if text.hasPrefix("::ffff:"), text.contains(".") { text = String(text.dropFirst(7)) }
-        if let canonical = try? SocketAddress(ipAddress: text, port: 0).ipAddress { return canonical }
         return text
     }
 

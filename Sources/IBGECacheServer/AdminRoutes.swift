@@ -13,11 +13,12 @@ struct AdminRoutes {
     var cache: TieredCache { service.cache }
 
     func register(on router: Router<AppRequestContext>) {
+        // Health answers any Host: probes (Kubernetes, load balancers) name the address they reach.
+        router.group("/api/ibge/cache").getAndHead("health") { _, _ in await health() }
         let group = router.group("/api/ibge/cache")
         if let hosts = configuration.allowedHosts { group.add(middleware: AllowedHostsMiddleware(allowedHosts: hosts)) }
         group.add(middleware: AdminAuthMiddleware(token: configuration.adminToken, trustedProxies: configuration.trustedProxies))
         group.getAndHead("status") { _, _ in await status() }
-        group.getAndHead("health") { _, _ in await health() }
         group.getAndHead("metrics") { _, _ -> Response in
             .json(MetricsBody(success: true, metrics: .init(cache.metrics(), embeddedFallbacks: service.embeddedFallbacks, circuit: service.upstream?.circuitState)))
         }

@@ -75,10 +75,11 @@ public func buildApplication(
     router.add(middleware: LogRequestsMiddleware(.debug))
     DataRoutes(service: service, answers: answers).register(on: router)
     AdminRoutes(service: service, configuration: configuration, startedAt: .now).register(on: router)
-    // The operators' pages answer only the hosts of ALLOWED_HOSTS, when set (as the admin API does).
+    // The dashboard answers only the hosts of ALLOWED_HOSTS, when set (as the admin API does);
+    // /metrics answers any Host, as scrapers name the address they reach.
     let operators = router.group()
     if let hosts = configuration.allowedHosts { operators.add(middleware: AllowedHostsMiddleware(allowedHosts: hosts)) }
-    PrometheusRoute(cache: cache, upstream: upstream, registry: registry).register(on: operators)
+    PrometheusRoute(cache: cache, upstream: upstream, registry: registry).register(on: router)
     DashboardRoute().register(on: operators)
     try OpenAPIRoute().register(on: router)
 

@@ -74,6 +74,17 @@ public final class InMemoryL2Store: L2Store {
     }
 
     public func read(_ key: String) async throws(L2StoreError) -> L2Read {
+        try await delayRead()
+        return decode(values.get(key))
+    }
+
+    public func read(_ keys: [String]) async throws(L2StoreError) -> [L2Read] {
+        try await delayRead()
+        return keys.map { decode(values.get($0)) }
+    }
+
+    /// Checks the store answers, after the injected read delay if any.
+    private func delayRead() async throws(L2StoreError) {
         try check()
         if let delay = injected.withLock({ $0.readDelay }) {
             do {
@@ -83,12 +94,6 @@ public final class InMemoryL2Store: L2Store {
             }
             try check()
         }
-        return decode(values.get(key))
-    }
-
-    public func read(_ keys: [String]) async throws(L2StoreError) -> [L2Read] {
-        try check()
-        return keys.map { decode(values.get($0)) }
     }
 
     public func write(_ entries: [L2Entry], notify origin: String?) async throws(L2StoreError) {

@@ -140,9 +140,21 @@ public final class MemoryStore: @unchecked Sendable {
         }
     }
 
+    /// Stores a value that is not fresh (a stale one kept by the fail-safe) until `expiresAt`,
+    /// unless the key holds a fresh value by now (a load that ended meanwhile): that one stays.
+    @discardableResult
+    package func setUnlessFresh(_ key: String, _ cached: CachedValue, expiresAt: Int64, now: Int64) -> Bool {
+        let hash = hasher.hash(key)
+        return shard(for: hash).pointee.withLock {
+            $0.set(
+                key, hash: hash, value: cached.value, expiresAt: expiresAt, tag: cached.tag, freshUntil: cached.freshUntil, now: now,
+                unlessFresh: true)
+        }
+    }
+
     /// Stores a cached value (with its tag and freshness) until `expiresAt` (ms since 1970).
     @inline(__always) @discardableResult
-    func set(_ key: String, _ cached: CachedValue, expiresAt: Int64, now: Int64, refreshAt: Int64 = .max) -> Bool {
+    package func set(_ key: String, _ cached: CachedValue, expiresAt: Int64, now: Int64, refreshAt: Int64 = .max) -> Bool {
         set(key, value: cached.value, expiresAt: expiresAt, now: now, refreshAt: refreshAt, tag: cached.tag, freshUntil: cached.freshUntil)
     }
 

@@ -110,12 +110,14 @@ struct ShardTable: ~Copyable {
     }
 
     /// Stores a value; `freshUntil` before `expiresAt` marks it stale (kept for the fail-safe's throttle).
+    /// `unlessFresh`: leave a live fresh entry under the key as it is (returns false).
     mutating func set(
         _ key: String, hash: UInt64, value: ByteBuffer, expiresAt: Int64, refreshAt: Int64 = .max, tag: UInt64 = 0,
-        freshUntil: Int64? = nil, now: Int64
+        freshUntil: Int64? = nil, now: Int64, unlessFresh: Bool = false
     ) -> Bool {
         let size = key.utf8.count + value.readableBytes + MemoryStore.entryOverhead
         let existing = find(key, hash: hash)
+        if unlessFresh, let existing, !entries[existing.index].stale, entries[existing.index].expiresAt > now { return false }
         guard size <= maximumBytes else {
             if let existing { removeEntry(index: existing.index, slot: existing.slot) }
             return false

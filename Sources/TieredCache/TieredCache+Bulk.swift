@@ -64,7 +64,13 @@ extension TieredCache {
             flights.finish(Dictionary(uniqueKeysWithValues: led.map { key in (key, values[key].map { Result.success($0) }) }))
             found.merge(values) { _, new in new }
         case .failure(let error):
-            flights.finish(Dictionary(uniqueKeysWithValues: led.map { ($0, Result.failure(error)) }))
+            // Keys found before the loader failed (fresh in L2, now in L1) answer their waiters;
+            // the others get the error.
+            flights.finish(
+                Dictionary(
+                    uniqueKeysWithValues: led.map { key in
+                        (key, memory.lookupValue(key, consumeRefresh: false).map { Result.success($0.0) } ?? Result.failure(error))
+                    }))
             throw error
         }
         var again: [String] = []

@@ -111,7 +111,11 @@ extension TieredCache {
     /// Runs the loader (within the hard timeout) and writes its value to both tiers.
     func loadAndStore(_ load: Load) async throws -> CachedValue {
         let value = try await runLoader(load)
-        return await store(load.key, value: value, ttl: load.ttl(for: value, jitter: configuration.ttlJitter, now: clock.nowMilliseconds()), tagNow: true)
+        let now = clock.nowMilliseconds()
+        let ttl = load.ttl(for: value, jitter: configuration.ttlJitter, now: now)
+        // A derived value whose source expired during the load is answered, not shared stale.
+        if load.freshNoLaterThan != nil, ttl <= .zero { return storeL1(load.key, value: value, ttl: ttl, now: now) }
+        return await store(load.key, value: value, ttl: ttl, tagNow: true)
     }
 
     /// Loads without touching L2 on the way (no lock), storing in L1 at once and in L2 in the
@@ -121,7 +125,7 @@ extension TieredCache {
         let now = clock.nowMilliseconds()
         let ttl = load.ttl(for: value, jitter: configuration.ttlJitter, now: now)
         let cached = storeL1(load.key, value: value, ttl: ttl, now: now)
-        guard ttl > .zero else { return cached }  // already stale: answered, not shared
+        if load.freshNoLaterThan != nil, ttl <= .zero { return cached }  // already stale: answered, not shared
         let entry = l2Entry(load.key, cached, ttl: ttl)
         if !submit({ await self.writeL2([entry]) }) { await writeL2([entry]) }
         return cached
@@ -138,10 +142,12 @@ extension TieredCache {
 
     /// Puts a stale value in L1 for the fail-safe's throttle period (still marked stale: its
     /// freshness is in the past) and returns it.
+    ///
+    /// A fresh value that reached L1 meanwhile (a load that just ended) is kept, not replaced.
     func keepStale(_ stale: CacheEnvelope, for key: String) -> CachedValue {
         let now = clock.nowMilliseconds()
         let cached = stale.cachedValue
-        memory.set(key, cached, expiresAt: now &+ configuration.failSafeThrottle.wholeMilliseconds, now: now)
+        memory.setUnlessFresh(key, cached, expiresAt: now &+ configuration.failSafeThrottle.wholeMilliseconds, now: now)
         return cached
     }
 

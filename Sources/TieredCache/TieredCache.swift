@@ -153,9 +153,7 @@ public final class TieredCache: Service, Sendable {
     nonisolated(nonsending) func store(_ key: String, value: ByteBuffer, ttl: Duration?, tagNow: Bool) async -> CachedValue {
         let now = clock.nowMilliseconds()
         let cached = storeL1(key, value: value, ttlMilliseconds: ttl?.wholeMilliseconds ?? defaultTTLMilliseconds, now: now, tagNow: tagNow)
-        // A value already stale when stored (a derived value whose source expired meanwhile)
-        // is answered, not shared.
-        if hasL2, (ttl ?? configuration.defaultTTL) > .zero { await writeL2([l2Entry(key, cached, ttl: ttl ?? configuration.defaultTTL)]) }
+        if hasL2 { await writeL2([l2Entry(key, cached, ttl: ttl ?? configuration.defaultTTL)]) }
         return cached
     }
 

@@ -15,7 +15,7 @@ struct ServerUpstreamTests {
         let fake = try await FakeIBGE.start()
         let app = try await makeApp([
             "REDIS_URL": "none", "ENABLE_REAL_APIS": "true", "IBGE_API_BASE_URL": fake.baseURL, "IBGE_CIRCUIT_FAILURES": "2",
-            "IBGE_CIRCUIT_OPEN_SECONDS": "1",
+            "IBGE_CIRCUIT_OPEN_SECONDS": "5",
         ])
         try await app.test(.router) { client in
             fake.inject(.status(503))
@@ -36,7 +36,7 @@ struct ServerUpstreamTests {
             let source = (health["checks"] as? [String: Any])?["source"] as? [String: Any]
             #expect((source?["detail"] as? String)?.contains("circuit open") == true, "\(source ?? [:])")
 
-            // IBGE back: after the open second, a probe closes the circuit and answers are IBGE's again.
+            // IBGE back: after the open seconds, a probe closes the circuit and answers are IBGE's again.
             fake.inject(.none)
             #expect(
                 try await eventually {

@@ -65,12 +65,12 @@ struct UpstreamAmplificationTests {
         let fake = try await FakeIBGE.start()
         let client = HTTPUpstream(
             configuration: .init(baseURL: fake.baseURL, connectTimeout: .seconds(2), requestTimeout: .seconds(1), maximumAttempts: 1))
-        fake.inject(.drip(.milliseconds(400)))  // about 100 bytes: some 3 s in all
+        fake.inject(.drip(.seconds(2)))  // about 100 bytes: some 14 s in all
         let started = ContinuousClock.now
         let error = await #expect(throws: IBGEError.self) { try await client.fetch(UpstreamRequest(path: "v1/localidades/estados/42", query: [])) }
         #expect(error?.code == .upstreamTimeout, "\(error?.message ?? "")")
-        // The bound is the behaviour (the attempt's 1 s), with a wide margin.
-        #expect(ContinuousClock.now - started < .milliseconds(2500))
+        // The bound is the behaviour (the attempt's 1 s), with a wide margin (the whole body: 14 s).
+        #expect(ContinuousClock.now - started < .seconds(8))
         await client.shutdown()
         await fake.stop()
     }
@@ -78,8 +78,9 @@ struct UpstreamAmplificationTests {
     @Test("a circuit on the upstream: after consecutive failures requests fail fast without reaching IBGE; one probe closes it, a failed probe opens it again")
     func circuitBreaker() async throws {
         let fake = try await FakeIBGE.start()
-        // Two attempts per fetch; the circuit opens after three failed fetches, for 2 s.
-        let client = upstream(fake, attempts: 2, circuitFailures: 3, circuitOpen: .seconds(2))
+        // Two attempts per fetch; the circuit opens after three failed fetches, for 5 s (what
+        // happens while it is open must fit in that time, on a loaded machine too).
+        let client = upstream(fake, attempts: 2, circuitFailures: 3, circuitOpen: .seconds(5))
         let request = try UpstreamRequest(path: "v1/localidades/estados/42", query: [])
         fake.inject(.status(503))
         for _ in 0..<3 { _ = await #expect(throws: IBGEError.self) { try await client.fetch(request) } }

@@ -192,6 +192,43 @@ struct TieredCacheMemoryTests {
         #expect(try await cache.getOrLoad("k") { buffer("single") } == buffer("new"), "the bulk load's value replaced it")
     }
 
+    @Test("a failing bulk load still answers the waiters of the keys it found; the others get its error")
+    func bulkFailureAnswersFoundKeys() async throws {
+        let clock = ManualClock()
+        // Not shared, so usable from the start without run(); two caches on it stand for two instances.
+        let store = InMemoryL2Store(clock: .manual(clock))
+        let writer = TieredCache(l2: store, clock: .manual(clock))
+        let cache = TieredCache(l2: store, clock: .manual(clock))
+        await writer.set("a", value: buffer("A"), ttl: .seconds(60))
+        var faults = store.faults
+        faults.readDelay = .seconds(1)
+        store.faults = faults
+        let bulk = Task { try await cache.getMany(["a", "b"]) { _ in throw LoaderFailure() } }
+        #expect(await clock.waitForSleepers(1), "the bulk read of L2 is under way")
+        let single = Task { try await cache.getOrLoad("a") { buffer("single") } }
+        let other = Task { try await cache.getOrLoad("b") { buffer("single") } }
+        #expect(await eventually { cache.loadWaiters == 2 })
+        clock.advance(by: .seconds(1))
+        await #expect(throws: LoaderFailure.self) { try await bulk.value }
+        #expect(try await single.value == buffer("A"), "found in L2 by the bulk load: answered, not failed")
+        await #expect(throws: LoaderFailure.self) { try await other.value }
+    }
+
+    @Test("a stale value kept by the fail-safe never replaces a fresh one that reached L1 meanwhile")
+    func keepStaleUnlessFresh() {
+        let clock = ManualClock()
+        let store = MemoryStore(clock: .manual(clock))
+        let fresh = CachedValue(value: buffer("fresh"), tag: 1, freshUntil: clock.now + 60_000)
+        let stale = CachedValue(value: buffer("stale"), tag: 2, freshUntil: clock.now - 1000)
+        store.set("k", fresh, expiresAt: fresh.freshUntil, now: clock.now)
+        #expect(!store.setUnlessFresh("k", stale, expiresAt: clock.now + 30_000, now: clock.now))
+        #expect(store.get("k") == buffer("fresh"))
+        #expect(store.setUnlessFresh("other", stale, expiresAt: clock.now + 30_000, now: clock.now))
+        #expect(store.get("other") == buffer("stale"))
+        // An entry that is itself stale is replaced.
+        #expect(store.setUnlessFresh("other", stale, expiresAt: clock.now + 30_000, now: clock.now))
+    }
+
     @Test("memoized: an L1-only value computed once at a time, kept for its lifetime, never fresh, never in L2")
     func memoized() async throws {
         let clock = ManualClock()
