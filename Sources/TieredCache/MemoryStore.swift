@@ -146,9 +146,8 @@ public final class MemoryStore: @unchecked Sendable {
     package func setUnlessFresh(_ key: String, _ cached: CachedValue, expiresAt: Int64, now: Int64) -> Bool {
         let hash = hasher.hash(key)
         return shard(for: hash).pointee.withLock {
-            $0.set(
-                key, hash: hash, value: cached.value, expiresAt: expiresAt, tag: cached.tag, freshUntil: cached.freshUntil, now: now,
-                unlessFresh: true)
+            guard !$0.holdsFresh(key, hash: hash, now: now) else { return false }
+            return $0.set(key, hash: hash, value: cached.value, expiresAt: expiresAt, tag: cached.tag, freshUntil: cached.freshUntil, now: now)
         }
     }
 

@@ -110,14 +110,18 @@ struct ShardTable: ~Copyable {
     }
 
     /// Stores a value; `freshUntil` before `expiresAt` marks it stale (kept for the fail-safe's throttle).
-    /// `unlessFresh`: leave a live fresh entry under the key as it is (returns false).
+    /// Whether the key holds a live value that is fresh (not one kept stale by the fail-safe).
+    func holdsFresh(_ key: String, hash: UInt64, now: Int64) -> Bool {
+        guard let found = find(key, hash: hash) else { return false }
+        return !entries[found.index].stale && entries[found.index].expiresAt > now
+    }
+
     mutating func set(
         _ key: String, hash: UInt64, value: ByteBuffer, expiresAt: Int64, refreshAt: Int64 = .max, tag: UInt64 = 0,
-        freshUntil: Int64? = nil, now: Int64, unlessFresh: Bool = false
+        freshUntil: Int64? = nil, now: Int64
     ) -> Bool {
         let size = key.utf8.count + value.readableBytes + MemoryStore.entryOverhead
         let existing = find(key, hash: hash)
-        if unlessFresh, let existing, !entries[existing.index].stale, entries[existing.index].expiresAt > now { return false }
         guard size <= maximumBytes else {
             if let existing { removeEntry(index: existing.index, slot: existing.slot) }
             return false
