@@ -103,6 +103,7 @@ let package = Package(
             name: "IBGECacheServer",
             dependencies: [
                 "IBGE", "TieredCache", "TieredCacheRedis", "Redis", "Utilities",
+                .product(name: "AsyncHTTPClient", package: "async-http-client"),
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "HummingbirdCore", package: "hummingbird"),
                 .product(name: "HTTPTypes", package: "swift-http-types"),

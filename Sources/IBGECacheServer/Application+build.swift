@@ -75,6 +75,7 @@ public func buildApplication(
     router.add(middleware: LogRequestsMiddleware(.debug))
     DataRoutes(service: service, answers: answers).register(on: router)
     AdminRoutes(service: service, configuration: configuration, startedAt: .now).register(on: router)
+    ProbeRoutes(service: service).register(on: router)
     // The dashboard answers only the hosts of ALLOWED_HOSTS, when set (as the admin API does);
     // /metrics answers any Host, as scrapers name the address they reach.
     let operators = router.group()

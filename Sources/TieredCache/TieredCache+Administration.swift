@@ -110,6 +110,7 @@ extension TieredCache {
     public func pingL2() async -> Duration? {
         guard let l2 else { return nil }
         let start = clock.monotonicNanoseconds()
+        defer { l2Attempted.store(true, ordering: .releasing) }
         do {
             try await l2.ping()
             return .nanoseconds(clock.monotonicNanoseconds() - start)
@@ -118,6 +119,10 @@ extension TieredCache {
             return nil
         }
     }
+
+    /// Whether the L2 store has been tried at least once (a ping answered or failed), or there
+    /// is none: until then, whether this process answers from memory alone is not known yet.
+    public var hasTriedL2: Bool { !(l2?.isShared ?? false) || l2Attempted.load(ordering: .acquiring) }
 
     /// The in-process tier at a glance.
     public struct L1Status: Sendable {

@@ -39,6 +39,8 @@ public final class TieredCache: Service, Sendable {
     /// Milliseconds to add to ``clock`` to read the shared store's clock (see
     /// ``Configuration/maximumClockOffset``); freshness crosses the L2 boundary through it.
     let storeClockOffset = Atomic<Int64>(0)
+    /// Whether a ping of the L2 store has ended, answered or not (see ``hasTriedL2``).
+    let l2Attempted = Atomic<Bool>(false)
     /// When the last "notices may have been lost" warning was logged (monotonic ns).
     let lastGapWarning = Atomic<Int64>(Int64.min / 2)
     /// The last overview of L2 for status; whether one is being taken; and this instance's

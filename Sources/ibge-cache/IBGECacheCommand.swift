@@ -13,7 +13,7 @@ struct IBGECacheCommand: AsyncParsableCommand {
             HOST, PORT, CACHE_ADMIN_TOKEN, IBGE_CACHE_PREFIX, IBGE_CACHE_GRACE, IBGE_CACHE_L1_MAX_ENTRIES, \
             IBGE_CACHE_L1_MAX_MB, LOG_LEVEL (see README.md).
             """,
-        subcommands: [Serve.self, Bench.self, SnapshotCommand.self],
+        subcommands: [Serve.self, HealthCommand.self, StatusCommand.self, PreloadCommand.self, Bench.self, SnapshotCommand.self],
         defaultSubcommand: Serve.self
     )
 }

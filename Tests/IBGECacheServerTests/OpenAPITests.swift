@@ -27,7 +27,7 @@ struct OpenAPITests {
                 ("/api/ibge/cache/metrics", ["get", "head"]), ("/api/ibge/cache/clear", ["post"]), ("/api/ibge/cache/preload", ["post"]),
                 ("/api/ibge/cache/keys/{key}", ["delete"]), ("/metrics", ["get", "head"]), ("/dashboard", ["get", "head"]),
                 ("/dashboard/app.js", ["get", "head"]), ("/dashboard/style.css", ["get", "head"]),
-                ("/openapi.json", ["get", "head"]),
+                ("/openapi.json", ["get", "head"]), ("/livez", ["get", "head"]), ("/readyz", ["get", "head"]),
             ]
             for (path, methods) in routes {
                 for method in methods {
