@@ -95,7 +95,11 @@ public struct Preloader: Sendable {
     /// With an upstream, the three list bodies come from IBGE (three calls, cached like any
     /// answer) and every per-id answer is cut from them, the way IBGE's own per-id bodies read:
     /// a full preload costs IBGE three requests, not 5,633.
-    public func run(_ scope: Scope, batchSize: Int = 256, concurrency: Int = 4) async -> Result {
+    ///
+    /// With `refreshBefore` (milliseconds on the cache's clock), keys cached but fresh only until
+    /// before then are loaded again too (a scheduled warm-up refreshes what would expire before
+    /// the next one).
+    public func run(_ scope: Scope, batchSize: Int = 256, concurrency: Int = 4, refreshBefore: Int64? = nil) async -> Result {
         let start = ContinuousClock.now
         let requests = requests(for: scope)
         let source = await source()
@@ -111,7 +115,7 @@ public struct Preloader: Sendable {
                 guard next < batches.count else { return }
                 let batch = batches[next]
                 next += 1
-                group.addTask { await Self.warm(batch, from: source, service: service) }
+                group.addTask { await Self.warm(batch, from: source, service: service, refreshBefore: refreshBefore) }
             }
             for _ in 0..<max(1, concurrency) { addNext() }
             for await counts in group {
@@ -126,11 +130,13 @@ public struct Preloader: Sendable {
     }
 
     /// Warms one batch; returns how many keys it loaded and how many it could not.
-    private static func warm(_ batch: [LocalidadesRequest], from source: EmbeddedSource?, service: IBGEService) async -> (loaded: Int, failed: Int) {
+    private static func warm(
+        _ batch: [LocalidadesRequest], from source: EmbeddedSource?, service: IBGEService, refreshBefore: Int64?
+    ) async -> (loaded: Int, failed: Int) {
         let byKey = Dictionary(batch.map { ($0.cacheKey, $0) }, uniquingKeysWith: { first, _ in first })
         let loaded = LoadCount()
         do {
-            let found = try await service.cache.getMany(
+            let found = try await service.cache.getManyValues(
                 Array(byKey.keys), ttl: service.ttl, negativeTTL: service.negativeTTL, isNegative: IBGEService.isEmptyAnswer
             ) { missing in
                 var bodies: [String: ByteBuffer] = [:]
@@ -140,6 +146,14 @@ public struct Preloader: Sendable {
                 }
                 loaded.value.add(bodies.count, ordering: .relaxed)
                 return bodies
+            }
+            if let refreshBefore, let source {
+                // Cached, but not fresh until the next warm-up: loaded again now.
+                for (key, value) in found where value.freshUntil < refreshBefore {
+                    guard let request = byKey[key], let body = try? source.body(for: request) else { continue }
+                    await service.cache.set(key, value: body, ttl: service.ttl)
+                    loaded.value.add(1, ordering: .relaxed)
+                }
             }
             return (loaded.value.load(ordering: .relaxed), byKey.count - found.count)
         } catch {

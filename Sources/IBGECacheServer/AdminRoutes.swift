@@ -10,6 +10,7 @@ struct AdminRoutes {
     let service: IBGEService
     let configuration: ServerConfiguration
     let startedAt: ContinuousClock.Instant
+    let preloads: PreloadState
     var cache: TieredCache { service.cache }
 
     func register(on router: Router<AppRequestContext>) {
@@ -43,10 +44,23 @@ struct AdminRoutes {
             /// How far this instance's clock is behind Redis's (negative: ahead), in ms, as
             /// freshness uses it; with Redis only.
             var redis_clock_offset_ms: Int64?
+            var preload: Preload
             var l1: L1
             var source: String
             var ttl_seconds: Int64
             var uptime_seconds: Int64
+        }
+        struct Preload: Encodable {
+            /// The scope of the preload running now, if one is.
+            var running: String?
+            /// When a preload last cached every key of its scope (Unix seconds).
+            var last_success: Double?
+            var last_duration_ms: Int64?
+            var last_loaded: Int
+            var last_failed: Int
+            var runs: Int
+            /// IBGE_PRELOAD_INTERVAL in seconds, when scheduled.
+            var interval_seconds: Int64?
         }
         struct RedisMemory: Encodable {
             var used_bytes: Int
@@ -83,6 +97,7 @@ struct AdminRoutes {
                 keys: keys.map { .init(count: $0.count, sample: $0.sample, complete: $0.complete) },
                 redis_memory: overview?.memory.map { .init(used_bytes: $0.usedBytes, max_bytes: $0.maximumBytes, policy: $0.policy) },
                 redis_clock_offset_ms: cache.hasSharedStore ? cache.clockOffsetMilliseconds : nil,
+                preload: preloadStatus(),
                 l1: .init(
                     entries: l1.statistics.entries, bytes: l1.statistics.bytes, max_entries: l1.limits.maximumEntries,
                     max_bytes: l1.limits.maximumBytes, sample: l1.sample.map { configuration.keyPrefix + $0 }),
@@ -91,6 +106,15 @@ struct AdminRoutes {
                 uptime_seconds: (ContinuousClock.now - startedAt).components.seconds
             ))
         return .json(body)
+    }
+
+    func preloadStatus() -> StatusBody.Preload {
+        let state = preloads.snapshot
+        return .init(
+            running: state.running, last_success: state.lastSuccess,
+            last_duration_ms: state.lastDuration.map { $0.components.seconds * 1000 + $0.components.attoseconds / 1_000_000_000_000_000 },
+            last_loaded: state.lastLoaded, last_failed: state.lastFailed, runs: state.runs,
+            interval_seconds: configuration.preloadInterval.map { $0.components.seconds })
     }
 
     // MARK: health
@@ -269,8 +293,15 @@ struct AdminRoutes {
             }
             scope = .uf(uf.id)
         }
-        let result = await service.preload(scope)
         let scopeName: String = if case .uf(let code) = scope { service.snapshot.uf(String(code))?.sigla ?? String(code) } else { "all" }
+        // One preload at a time in an instance: another is reported, not started twice.
+        guard preloads.begin(scopeName) else {
+            let running = preloads.snapshot
+            let seconds = running.startedAt.map { (ContinuousClock.now - $0).components.seconds } ?? 0
+            return .error("a preload (\(running.running ?? "?")) is running already, started \(seconds) s ago", status: .conflict)
+        }
+        let result = await service.preload(scope)
+        preloads.end(result)
         let ms = result.duration.components.seconds * 1000 + result.duration.components.attoseconds / 1_000_000_000_000_000
         return .json(
             PreloadBody(

@@ -74,13 +74,14 @@ public func buildApplication(
     let router = Router(context: AppRequestContext.self)
     router.add(middleware: LogRequestsMiddleware(.debug))
     DataRoutes(service: service, answers: answers).register(on: router)
-    AdminRoutes(service: service, configuration: configuration, startedAt: .now).register(on: router)
+    let preloads = PreloadState()
+    AdminRoutes(service: service, configuration: configuration, startedAt: .now, preloads: preloads).register(on: router)
     ProbeRoutes(service: service).register(on: router)
     // The dashboard answers only the hosts of ALLOWED_HOSTS, when set (as the admin API does);
     // /metrics answers any Host, as scrapers name the address they reach.
     let operators = router.group()
     if let hosts = configuration.allowedHosts { operators.add(middleware: AllowedHostsMiddleware(allowedHosts: hosts)) }
-    PrometheusRoute(cache: cache, upstream: upstream, registry: registry).register(on: router)
+    PrometheusRoute(cache: cache, upstream: upstream, preloads: preloads, registry: registry).register(on: router)
     DashboardRoute().register(on: operators)
     try OpenAPIRoute().register(on: router)
 
@@ -105,6 +106,12 @@ public func buildApplication(
         app.addServices(UpstreamShutdown(upstream: upstream))
     }
     app.addServices(cache)
+    if configuration.preloadOnStart || configuration.preloadInterval != nil {
+        app.addServices(
+            PreloadScheduler(
+                service: service, state: preloads, onStart: configuration.preloadOnStart, interval: configuration.preloadInterval,
+                logger: makeLogger("ibge-cache.preload")))
+    }
     logger.info(
         "ibge-cache configured",
         metadata: [

@@ -10,6 +10,7 @@ import TieredCache
 struct PrometheusRoute {
     let cache: TieredCache
     let upstream: HTTPUpstream?
+    let preloads: PreloadState
     let registry: PrometheusCollectorRegistry
 
     func register(on router: some RouterMethods<AppRequestContext>) {
@@ -27,7 +28,23 @@ struct PrometheusRoute {
                 exported: ExportedCount()
             )
         }
+        func gauge(_ name: String, _ unit: String, _ help: String) -> Gauge {
+            registry.makeGauge(descriptor: .init(namespace: "ibge_cache", subsystem: "preload", metricName: name, unitName: unit, helpText: help))
+        }
+        let preload = (
+            lastSuccess: gauge("last_success", "timestamp_seconds", "when a preload last cached every key of its scope (Unix time; 0: never)"),
+            duration: gauge("last_duration", "seconds", "how long the last preload took"),
+            loaded: gauge("last_loaded", "keys", "keys the last preload loaded"),
+            failed: gauge("last_failed", "keys", "keys the last preload could not load"),
+            running: gauge("running", "", "1 while a preload runs")
+        )
         router.getAndHead("/metrics") { _, _ -> Response in
+            let state = preloads.snapshot
+            preload.lastSuccess.set(to: state.lastSuccess ?? 0)
+            preload.duration.set(to: state.lastDuration.map { Double($0.components.seconds) + Double($0.components.attoseconds) / 1e18 } ?? 0)
+            preload.loaded.set(to: Double(state.lastLoaded))
+            preload.failed.set(to: Double(state.lastFailed))
+            preload.running.set(to: state.running == nil ? 0 : 1)
             // Hand the counters' latest gains to swift-metrics, so the scrape is exactly current.
             cache.exportMetrics()
             if let upstream, let circuit {

@@ -58,6 +58,11 @@ public struct ServerConfiguration: Sendable {
     /// `ALLOWED_HOSTS`: host names admin calls must name (`.example.com` for its subdomains;
     /// loopback names always pass), against DNS rebinding; nil (unset): any host.
     public var allowedHosts: [String]?
+    /// `IBGE_PRELOAD_ON_START`: warm the cache when the server starts (default false).
+    public var preloadOnStart: Bool
+    /// `IBGE_PRELOAD_INTERVAL` (`6h`, `30m`, `90s`, or seconds): warm the cache every interval,
+    /// one instance per cycle among those sharing Redis (unset: no scheduled warming).
+    public var preloadInterval: Duration?
     /// `TRUSTED_PROXIES`: addresses of reverse proxies whose `X-Forwarded-For`/`X-Real-IP` say
     /// who the client is, for the admin loopback rule (unset: none).
     public var trustedProxies: Set<String>
@@ -84,6 +89,8 @@ public struct ServerConfiguration: Sendable {
         self.upstreamCircuitFailures = 5
         self.upstreamCircuitOpen = .seconds(15)
         self.allowedHosts = nil
+        self.preloadOnStart = false
+        self.preloadInterval = nil
         self.trustedProxies = []
         self.ttlJitter = 0.1
     }
@@ -158,6 +165,13 @@ public struct ServerConfiguration: Sendable {
         }
         if let seconds = try integer("IBGE_CIRCUIT_OPEN_SECONDS", 1...3600, "a whole number of seconds from 1 to 3600") {
             upstreamCircuitOpen = .seconds(seconds)
+        }
+        if let on = try flag("IBGE_PRELOAD_ON_START") { preloadOnStart = on }
+        if let text = value("IBGE_PRELOAD_INTERVAL") {
+            guard let interval = Self.parseInterval(text.lowercased()), interval >= .seconds(1) else {
+                throw ConfigurationError(variable: "IBGE_PRELOAD_INTERVAL", value: text, expected: "a duration of at least 1 s, such as 6h, 30m or 90s")
+            }
+            preloadInterval = interval
         }
         if let text = value("ALLOWED_HOSTS") {
             // Names (or IPv4 addresses), without a port; a trailing dot is dropped, as from a Host.

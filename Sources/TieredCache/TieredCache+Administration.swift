@@ -120,6 +120,24 @@ extension TieredCache {
         }
     }
 
+    /// Claims `name` for `lease` among the instances sharing the store (a lock that is not
+    /// released, so it also keeps late instances from doing the same work in that period): true
+    /// when this instance got it, false when another holds it. Without a usable shared store
+    /// (none, or Redis down), every instance claims it: each does the work for its own L1.
+    public func claim(_ name: String, for lease: Duration) async -> Bool {
+        guard let l2 = usableL2, l2.isShared else { return true }
+        do {
+            return try await l2.lock("claim:" + name, token: instanceID, lease: lease)
+        } catch {
+            l2Failed(error)
+            return true
+        }
+    }
+
+    /// The shared store's clock when there is one (this process's clock corrected by the
+    /// measured offset), in milliseconds since 1970: what instances agree on to schedule together.
+    public var sharedNowMilliseconds: Int64 { clock.nowMilliseconds() &+ storeClockOffset.load(ordering: .relaxed) }
+
     /// Whether the L2 store has been tried at least once (a ping answered or failed), or there
     /// is none: until then, whether this process answers from memory alone is not known yet.
     public var hasTriedL2: Bool { !(l2?.isShared ?? false) || l2Attempted.load(ordering: .acquiring) }

@@ -1,5 +1,8 @@
 import Foundation
 import IBGECacheServer
+import IBGETestSupport
+import NIOCore
+import NIOHTTP1
 import TestSupport
 import Testing
 
@@ -104,5 +107,72 @@ struct OperatorTests {
             let status = try await fetch(port, "/readyz").status
             #expect(status == 200)
         }
+    }
+
+    @Test("scheduled warming: two instances with IBGE_PRELOAD_INTERVAL=2s on one Redis: each cycle is run by one instance only (counted at the stand-in IBGE), and the last success time advances")
+    func scheduledWarming() async throws {
+        let fake = try await FakeIBGE.start()
+        try await RedisServerProcess.with { server in
+            let environment = [
+                "REDIS_URL": server.url, "ENABLE_REAL_APIS": "true", "IBGE_API_BASE_URL": fake.baseURL, "IBGE_PRELOAD_INTERVAL": "2s",
+                "IBGE_PRELOAD_ON_START": "true",
+            ]
+            let a = try await makeApp(environment)
+            let b = try await makeApp(environment)
+            try await withLiveServer(a) { portA in
+                try await withLiveServer(b) { portB in
+                    func preload(_ port: Int) async throws -> [String: Any] {
+                        let body = try object(ByteBuffer(bytes: try await fetch(port, "/api/ibge/cache/status").body))
+                        return (body["status"] as? [String: Any])?["preload"] as? [String: Any] ?? [:]
+                    }
+                    func runs() async throws -> Int { (try await preload(portA)["runs"] as? Int ?? 0) + (try await preload(portB)["runs"] as? Int ?? 0) }
+                    func lastSuccess() async throws -> Double {
+                        max(try await preload(portA)["last_success"] as? Double ?? 0, try await preload(portB)["last_success"] as? Double ?? 0)
+                    }
+                    // The first run loads every key (seconds in a debug build); the next ones find
+                    // them cached and take well under the 2 s interval.
+                    #expect(try await eventually(within: .seconds(30)) { try await runs() >= 2 })
+                    let firstSuccess = try await lastSuccess()
+                    #expect(firstSuccess > 0)
+                    // Then, over a window of three cycles, IBGE sees one run per cycle (each run asks
+                    // for the município list once), not one per instance per cycle (six).
+                    let before = fake.calls("/api/v1/localidades/municipios")
+                    let windowStart = ContinuousClock.now
+                    try await Task.sleep(for: .seconds(6))
+                    let during = fake.calls("/api/v1/localidades/municipios") - before
+                    let cycles = Int((ContinuousClock.now - windowStart) / .seconds(2)) + 1
+                    #expect(during >= 2, "the cycles ran: \(during)")
+                    #expect(during <= cycles, "one instance per cycle: \(during) runs in \(cycles) cycles")
+                    #expect(try await lastSuccess() > firstSuccess, "the last success time advances")
+                    let metrics = String(decoding: try await fetch(portA, "/metrics").body, as: UTF8.self)
+                        + String(decoding: try await fetch(portB, "/metrics").body, as: UTF8.self)
+                    #expect(metrics.contains("ibge_cache_preload_last_success_timestamp_seconds"))
+                    // A value cached by the warming, read through either instance.
+                    #expect(try await fetch(portB, "/api/v1/localidades/municipios/4208203").status == 200)
+                }
+            }
+        }
+        await fake.stop()
+    }
+
+    @Test("a preload already running is reported (409 with its scope), not started twice")
+    func preloadConflict() async throws {
+        let fake = try await FakeIBGE.start()
+        fake.inject(.latency(.seconds(1)))
+        let app = try await makeApp(["REDIS_URL": "none", "ENABLE_REAL_APIS": "true", "IBGE_API_BASE_URL": fake.baseURL])
+        try await withLiveServer(app) { port in
+            let first = Task { try await fetch(port, "/api/ibge/cache/preload", method: .POST) }
+            #expect(
+                try await eventually {
+                    let body = try object(ByteBuffer(bytes: try await fetch(port, "/api/ibge/cache/status").body))
+                    return ((body["status"] as? [String: Any])?["preload"] as? [String: Any])?["running"] as? String == "all"
+                })
+            let second = try await fetch(port, "/api/ibge/cache/preload?uf=SC", method: .POST)
+            #expect(second.status == 409)
+            #expect(String(decoding: second.body, as: UTF8.self).contains("(all) is running already"))
+            #expect(try await first.value.status == 200)
+            #expect(try await fetch(port, "/api/ibge/cache/preload?uf=SC", method: .POST).status == 200, "and once it ended, another starts")
+        }
+        await fake.stop()
     }
 }

@@ -25,8 +25,11 @@ struct ServerConfigurationTests {
             "IBGE_API_BASE_URL": "http://127.0.0.1:9999/api/", "HOST": "0.0.0.0", "PORT": "9090", "CACHE_ADMIN_TOKEN": "t0k",
             "IBGE_CACHE_PREFIX": "ibge-test:", "IBGE_CACHE_L1_MAX_ENTRIES": "5000", "IBGE_CACHE_L1_MAX_MB": "64", "LOG_LEVEL": "debug",
             "IBGE_CIRCUIT_FAILURES": "0", "IBGE_CIRCUIT_OPEN_SECONDS": "30", "ALLOWED_HOSTS": "Cache.Example.com, .example.org",
-            "TRUSTED_PROXIES": "10.0.0.1, ::1, 2001:0db8::1",
+            "TRUSTED_PROXIES": "10.0.0.1, ::1, 2001:0db8::1", "IBGE_PRELOAD_ON_START": "true", "IBGE_PRELOAD_INTERVAL": "6h",
         ])
+        #expect(c.preloadOnStart && c.preloadInterval == .seconds(6 * 3600))
+        #expect(try ServerConfiguration(environment: ["IBGE_PRELOAD_INTERVAL": "90"]).preloadInterval == .seconds(90))
+        #expect(try ServerConfiguration(environment: ["IBGE_PRELOAD_INTERVAL": "30m"]).preloadInterval == .seconds(1800))
         #expect(c.allowedHosts == ["cache.example.com", ".example.org"] && c.trustedProxies == ["10.0.0.1", "::1", "2001:db8::1"])
         #expect(c.upstreamCircuitFailures == 0 && c.upstreamCircuitOpen == .seconds(30))
         #expect(c.redis?.endpoint == .tcp(host: "10.1.2.3", port: 6380) && c.redis?.database == 4 && c.redis?.password == "pw")
@@ -54,6 +57,8 @@ struct ServerConfigurationTests {
             (["IBGE_API_BASE_URL": "ftp://x"], "invalid IBGE_API_BASE_URL='ftp://x'"),
             (["LOG_LEVEL": "loud"], "invalid LOG_LEVEL='loud'"),
             (["IBGE_CIRCUIT_FAILURES": "-1"], "invalid IBGE_CIRCUIT_FAILURES='-1'"),
+            (["IBGE_PRELOAD_INTERVAL": "soon"], "invalid IBGE_PRELOAD_INTERVAL='soon'"),
+            (["IBGE_PRELOAD_INTERVAL": "500ms"], "invalid IBGE_PRELOAD_INTERVAL='500ms'"),
             (["IBGE_CIRCUIT_OPEN_SECONDS": "0"], "invalid IBGE_CIRCUIT_OPEN_SECONDS='0'"),
             (["TRUSTED_PROXIES": "10.0.0.0/8"], "invalid TRUSTED_PROXIES='10.0.0.0/8'"),
             (["ALLOWED_HOSTS": "a.example, http://b/"], "invalid ALLOWED_HOSTS='a.example, http://b/'"),

@@ -1,0 +1,137 @@
+import Foundation
+import IBGE
+import Logging
+import ServiceLifecycle
+import Synchronization
+import TieredCache
+import Utilities
+
+/// What warming is doing and last did, shared by the scheduler, `POST /api/ibge/cache/preload`
+/// (one preload at a time per instance: a second is answered 409), `/status` and `/metrics`.
+final class PreloadState: Sendable {
+    struct Snapshot: Sendable {
+        /// The scope of the preload running now, if one is.
+        var running: String?
+        /// When it started.
+        var startedAt: ContinuousClock.Instant?
+        /// When a preload last ended with every key cached (Unix seconds).
+        var lastSuccess: Double?
+        /// How long the last preload took, and what it did.
+        var lastDuration: Duration?
+        var lastLoaded = 0
+        var lastFailed = 0
+        /// Preloads run by this instance (scheduled and asked for).
+        var runs = 0
+    }
+
+    private let state = Mutex(Snapshot())
+
+    var snapshot: Snapshot { state.withLock { $0 } }
+
+    /// Marks a preload of `scope` as running; false when one already is.
+    func begin(_ scope: String) -> Bool {
+        state.withLock { state in
+            guard state.running == nil else { return false }
+            state.running = scope
+            state.startedAt = .now
+            return true
+        }
+    }
+
+    /// Records how the running preload ended.
+    func end(_ result: Preloader.Result) {
+        state.withLock { state in
+            state.running = nil
+            state.startedAt = nil
+            state.runs += 1
+            state.lastDuration = result.duration
+            state.lastLoaded = result.loaded
+            state.lastFailed = result.failed
+            if result.failed == 0 { state.lastSuccess = Date().timeIntervalSince1970 }
+        }
+    }
+}
+
+/// Scheduled warming (`IBGE_PRELOAD_ON_START`, `IBGE_PRELOAD_INTERVAL`): every interval, on the
+/// boundaries of the shared clock (Redis's, when there is one), one instance among those sharing
+/// Redis warms everything that is missing or would expire before the next cycle; the others skip
+/// that cycle (a claim in Redis per cycle). Without Redis each instance warms its own memory.
+struct PreloadScheduler: Service {
+    let service: IBGEService
+    let state: PreloadState
+    let onStart: Bool
+    let interval: Duration?
+    let logger: Logger
+
+    func run() async throws {
+        // Stops at a graceful shutdown (a cycle under way ends first, as its sleep is what is
+        // cancelled); a service that returned early would end the whole application.
+        await cancelWhenGracefulShutdown { await schedule() }
+        try? await gracefulShutdown()
+    }
+
+    private func schedule() async {
+        guard onStart || interval != nil else { return }
+        // Until the first attempt to reach Redis ends, a claim cannot be made: wait for it (a
+        // few seconds at most), so two instances starting together do not both warm.
+        for _ in 0..<100 where !service.cache.hasTriedL2 {
+            try? await Task.sleep(for: .milliseconds(50))
+        }
+        var first = onStart
+        while !Task.isCancelled {
+            let now = service.cache.sharedNowMilliseconds
+            let cycle: Int64
+            if let interval {
+                let length = max(1, interval.wholeMilliseconds)
+                if !first {
+                    // Sleep to the next boundary of the shared clock.
+                    let next = (now / length + 1) * length
+                    try? await Task.sleep(for: .milliseconds(next - now))
+                    if Task.isCancelled { return }
+                }
+                cycle = service.cache.sharedNowMilliseconds / length
+            } else {
+                cycle = 0
+            }
+            first = false
+            let lease = interval ?? .seconds(60)
+            if await service.cache.claim("preload:\(cycle)", for: lease) {
+                await warm(refreshWithin: interval)
+            } else {
+                logger.debug("preload: another instance runs this cycle", metadata: ["cycle": "\(cycle)"])
+            }
+            if interval == nil { return }
+        }
+    }
+
+    /// One cycle: everything missing, or fresh for less than `refreshWithin`, is loaded.
+    private func warm(refreshWithin: Duration?) async {
+        guard state.begin("all") else {
+            logger.info("preload: one is running already, this cycle is skipped")
+            return
+        }
+        logger.info("preload: warming the cache")
+        let refreshBefore = refreshWithin.map { service.cache.memory.clock.nowMilliseconds() + $0.wholeMilliseconds }
+        let result = await Preloader(service: service).run(.all, refreshBefore: refreshBefore)
+        state.end(result)
+        logger.info(
+            "preload: done",
+            metadata: [
+                "keys": "\(result.keys)", "loaded": "\(result.loaded)", "failed": "\(result.failed)",
+                "ms": "\(result.duration.components.seconds * 1000 + result.duration.components.attoseconds / 1_000_000_000_000_000)",
+            ])
+    }
+}
+
+extension ServerConfiguration {
+    /// Parses `6h`, `30m`, `45s`, `2s`, or a number of seconds.
+    static func parseInterval(_ text: String) -> Duration? {
+        let units: [(String, Int64)] = [("ms", 1), ("s", 1000), ("m", 60_000), ("h", 3_600_000), ("d", 86_400_000)]
+        for (suffix, milliseconds) in units.sorted(by: { $0.0.count > $1.0.count }) where text.hasSuffix(suffix) {
+            guard let value = Int64(text.dropLast(suffix.count)), value > 0, value <= Int64.max / milliseconds / 2 else { return nil }
+            return .milliseconds(value * milliseconds)
+        }
+        guard let seconds = Int64(text), seconds > 0, seconds <= 10 * 365 * 86400 else { return nil }
+        return .seconds(seconds)
+    }
+}
