@@ -104,14 +104,16 @@ struct PreloadScheduler: Service {
         }
     }
 
-    /// One cycle: everything missing, or fresh for less than `refreshWithin`, is loaded.
+    /// One cycle: everything missing, or fresh for less than `refreshWithin` (at most half the
+    /// TTL: a key that expires before the next cycle whatever is done is not loaded twice), is
+    /// loaded.
     private func warm(refreshWithin: Duration?) async {
         guard state.begin("all") else {
             logger.info("preload: one is running already, this cycle is skipped")
             return
         }
         logger.info("preload: warming the cache")
-        let refreshBefore = refreshWithin.map { service.cache.memory.clock.nowMilliseconds() + $0.wholeMilliseconds }
+        let refreshBefore = refreshWithin.map { service.cache.memory.clock.nowMilliseconds() + min($0, service.ttl / 2).wholeMilliseconds }
         let result = await Preloader(service: service).run(.all, refreshBefore: refreshBefore)
         state.end(result)
         logger.info(
