@@ -37,6 +37,16 @@ public struct ServerConfiguration: Sendable {
     public var gracePeriod: Duration
     /// `LOG_LEVEL`.
     public var logLevel: Logger.Level
+    /// `LOG_FORMAT`: `text` (default: key=value lines) or `json` (one object a line).
+    public var logFormat: LogFormat
+
+    /// How log lines are written.
+    public enum LogFormat: String, Sendable {
+        /// swift-log's stream format: timestamp, level, label, metadata as key=value, message.
+        case text
+        /// One JSON object a line (``JSONLogHandler``).
+        case json
+    }
     /// `HTTP_HEADER_TIMEOUT`, `HTTP_IDLE_TIMEOUT`, `MAX_CONNECTIONS`, `HTTP_MAX_URI_BYTES`,
     /// `HTTP_MAX_BODY_BYTES`.
     public var connectionLimits: ConnectionLimits
@@ -83,6 +93,7 @@ public struct ServerConfiguration: Sendable {
         self.memoryMaximumBytes = 256 * 1024 * 1024
         self.gracePeriod = .seconds(24 * 3600)
         self.logLevel = .info
+        self.logFormat = .text
         self.connectionLimits = ConnectionLimits()
         self.fastPath = true
         self.upstreamConcurrency = 16
@@ -224,6 +235,12 @@ public struct ServerConfiguration: Sendable {
         }
         if let mb = try integer("IBGE_CACHE_L1_MAX_MB", 1...1_048_576, "a whole number of MiB, at least 1") {
             memoryMaximumBytes = mb * 1024 * 1024
+        }
+        if let format = value("LOG_FORMAT") {
+            guard let parsed = LogFormat(rawValue: format.lowercased()) else {
+                throw ConfigurationError(variable: "LOG_FORMAT", value: format, expected: "text or json")
+            }
+            logFormat = parsed
         }
         if let level = value("LOG_LEVEL") {
             guard let parsed = Logger.Level(rawValue: level.lowercased()) else {

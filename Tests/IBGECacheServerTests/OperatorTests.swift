@@ -1,5 +1,7 @@
 import Foundation
 import IBGECacheServer
+import Logging
+import Synchronization
 import IBGETestSupport
 import NIOCore
 import NIOHTTP1
@@ -175,4 +177,31 @@ struct OperatorTests {
         }
         await fake.stop()
     }
+
+    @Test("LOG_FORMAT=json: one JSON object a line with timestamp, level, label, message and metadata; hostile text stays on its line")
+    func jsonLogs() throws {
+        #expect(try ServerConfiguration(environment: ["LOG_FORMAT": "JSON"]).logFormat == .json)
+        let lines = LockedLines()
+        var handler = JSONLogHandler(label: "ibge-cache.test") { lines.append($0) }
+        handler.logLevel = .info
+        handler[metadataKey: "instance"] = "a"
+        let logger = Logger(label: "ibge-cache.test") { _ in handler }
+        logger.debug("not at this level")
+        logger.warning("IBGE said \"no\"\nthen closed", metadata: ["path": "estados/14", "attempts": "\(3)"])
+        let written = lines.all
+        #expect(written.count == 1 && written[0].hasSuffix("\n") && written[0].dropLast().contains("\n") == false)
+        let object = try #require(try JSONSerialization.jsonObject(with: Data(written[0].utf8)) as? [String: Any])
+        #expect(object["level"] as? String == "warning" && object["label"] as? String == "ibge-cache.test")
+        #expect(object["message"] as? String == "IBGE said \"no\"\nthen closed")
+        #expect(object["metadata"] as? [String: String] == ["path": "estados/14", "attempts": "3", "instance": "a"])
+        let timestamp = try #require(object["timestamp"] as? String)
+        #expect(timestamp.count >= 20 && timestamp.hasSuffix("Z") && timestamp.contains("T"), "\(timestamp)")
+    }
+}
+
+/// Lines a test's log handler wrote.
+final class LockedLines: Sendable {
+    private let lines = Mutex<[String]>([])
+    func append(_ line: String) { lines.withLock { $0.append(line) } }
+    var all: [String] { lines.withLock { $0 } }
 }

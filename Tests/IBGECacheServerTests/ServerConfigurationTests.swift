@@ -58,6 +58,7 @@ struct ServerConfigurationTests {
             (["LOG_LEVEL": "loud"], "invalid LOG_LEVEL='loud'"),
             (["IBGE_CIRCUIT_FAILURES": "-1"], "invalid IBGE_CIRCUIT_FAILURES='-1'"),
             (["IBGE_PRELOAD_INTERVAL": "soon"], "invalid IBGE_PRELOAD_INTERVAL='soon'"),
+            (["LOG_FORMAT": "xml"], "invalid LOG_FORMAT='xml'"),
             (["IBGE_PRELOAD_INTERVAL": "500ms"], "invalid IBGE_PRELOAD_INTERVAL='500ms'"),
             (["IBGE_CIRCUIT_OPEN_SECONDS": "0"], "invalid IBGE_CIRCUIT_OPEN_SECONDS='0'"),
             (["TRUSTED_PROXIES": "10.0.0.0/8"], "invalid TRUSTED_PROXIES='10.0.0.0/8'"),
