@@ -34,6 +34,9 @@ public final class IBGEService: Sendable {
     /// When a fallback was last logged (monotonic ns): while IBGE is down every miss falls
     /// back, at once when its circuit is open, so the warning is logged at most once a second.
     private let lastFallbackWarning = Atomic<UInt64>(0)
+    /// IBGE's lists as a preload last fetched them, and when: reused for a minute, so a preload
+    /// done UF by UF (the command line's) costs IBGE three requests, not three per UF.
+    let recentPreloadSource = Mutex<(source: EmbeddedSource, at: ContinuousClock.Instant)?>(nil)
     /// Answers computed from embedded data for the cache (population): one per miss, none per hit.
     private let derivedBodies = Atomic<Int>(0)
     /// How many answers were computed from embedded data for the cache (population queries).

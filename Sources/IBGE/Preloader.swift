@@ -71,15 +71,18 @@ public struct Preloader: Sendable {
     /// Nil when IBGE's lists cannot be had: the embedded data is then not stored as IBGE's
     /// answer (it would be served as fresh for a whole TTL); the keys not already cached are
     /// reported as failed, and a later preload fills them from IBGE.
-    private func source() async -> EmbeddedSource? {
+    private func source(reuseRecent: Bool) async -> EmbeddedSource? {
         guard let upstream = service.upstream else { return service.embedded }
+        if reuseRecent, let recent = service.recentPreloadSource.withLock({ $0 }), ContinuousClock.now - recent.at < .seconds(60) { return recent.source }
         do {
             let regioes = try await upstream.fetch(UpstreamRequest(LocalidadesRequest(level: .regioes)))
             let estados = try await upstream.fetch(UpstreamRequest(LocalidadesRequest(level: .estados)))
             let municipios = try await upstream.fetch(UpstreamRequest(LocalidadesRequest(level: .municipios)))
             let fresh = try IBGESnapshot(
                 regioes: Data(regioes.readableBytesView), estados: Data(estados.readableBytesView), municipios: Data(municipios.readableBytesView))
-            return EmbeddedSource(snapshot: fresh)
+            let source = EmbeddedSource(snapshot: fresh)
+            service.recentPreloadSource.withLock { $0 = (source, .now) }
+            return source
         } catch {
             service.logger.warning(
                 "preload: IBGE's lists are not available: nothing is loaded, the keys not cached yet are reported as failed",
@@ -99,10 +102,13 @@ public struct Preloader: Sendable {
     /// With `refreshBefore` (milliseconds on the cache's clock), keys cached but fresh only until
     /// before then are loaded again too (a scheduled warm-up refreshes what would expire before
     /// the next one).
-    public func run(_ scope: Scope, batchSize: Int = 256, concurrency: Int = 4, refreshBefore: Int64? = nil) async -> Result {
+    ///
+    /// IBGE's lists fetched in the last minute are reused unless `freshLists` (a scheduled warm-up
+    /// asks IBGE again each cycle).
+    public func run(_ scope: Scope, batchSize: Int = 256, concurrency: Int = 4, refreshBefore: Int64? = nil, freshLists: Bool = false) async -> Result {
         let start = ContinuousClock.now
         let requests = requests(for: scope)
-        let source = await source()
+        let source = await source(reuseRecent: !freshLists)
         let service = self.service
         let batches = stride(from: 0, to: requests.count, by: max(1, batchSize)).map {
             Array(requests[$0..<min($0 + max(1, batchSize), requests.count)])
@@ -148,12 +154,13 @@ public struct Preloader: Sendable {
                 return bodies
             }
             if let refreshBefore, let source {
-                // Cached, but not fresh until the next warm-up: loaded again now.
-                for (key, value) in found where value.freshUntil < refreshBefore {
-                    guard let request = byKey[key], let body = try? source.body(for: request) else { continue }
-                    await service.cache.set(key, value: body, ttl: service.ttl)
-                    loaded.value.add(1, ordering: .relaxed)
+                // Cached, but not fresh until the next warm-up: loaded again now, in one write.
+                let due = found.compactMap { key, value -> (key: String, value: ByteBuffer)? in
+                    guard value.freshUntil < refreshBefore, let request = byKey[key], let body = try? source.body(for: request) else { return nil }
+                    return (key, body)
                 }
+                await service.cache.setMany(due, ttl: service.ttl, negativeTTL: service.negativeTTL, isNegative: IBGEService.isEmptyAnswer)
+                loaded.value.add(due.count, ordering: .relaxed)
             }
             return (loaded.value.load(ordering: .relaxed), byKey.count - found.count)
         } catch {

@@ -15,8 +15,13 @@ public struct OperatorClient: Sendable {
     public let timeout: Duration
     private let client: HTTPClient
 
+    /// No redirects followed (an admin answer is never a redirect), no decompression; never shut
+    /// down (it lives as long as the process).
+    public static let defaultClient = HTTPClient(
+        eventLoopGroupProvider: .singleton, configuration: .init(redirectConfiguration: .disallow, decompression: .disabled))
+
     /// Creates a client of the server at `baseURL`.
-    public init(baseURL: String, token: String? = nil, timeout: Duration = .seconds(5), client: HTTPClient = .shared) {
+    public init(baseURL: String, token: String? = nil, timeout: Duration = .seconds(5), client: HTTPClient = OperatorClient.defaultClient) {
         self.baseURL = baseURL.hasSuffix("/") ? String(baseURL.dropLast()) : baseURL
         self.token = token
         self.timeout = timeout
@@ -155,7 +160,37 @@ public struct OperatorClient: Sendable {
 
     // MARK: - HTTP
 
+    /// The JSON object a call answers, within ``timeout`` for the whole call (the body included).
     private func json(_ method: HTTPMethod, _ path: String, acceptingStatus accepted: Set<UInt> = [200]) async throws(Failure) -> [String: Any] {
+        let timeout = self.timeout
+        let outcome: Result<Answer, Failure>? = await withTaskGroup(of: Result<Answer, Failure>?.self) { group in
+            group.addTask { await self.call(method, path, acceptingStatus: accepted) }
+            group.addTask {
+                try? await Task.sleep(for: timeout)
+                return nil
+            }
+            defer { group.cancelAll() }
+            return await group.next() ?? nil
+        }
+        guard let outcome else { throw Failure(message: "cannot reach it: no answer in time") }
+        return try outcome.get().value
+    }
+
+    /// An answer's JSON object, boxed to cross a task boundary (the object is not Sendable; it is
+    /// only read once it has crossed).
+    private struct Answer: @unchecked Sendable {
+        var value: [String: Any]
+    }
+
+    private func call(_ method: HTTPMethod, _ path: String, acceptingStatus accepted: Set<UInt>) async -> Result<Answer, Failure> {
+        do throws(Failure) {
+            return .success(Answer(value: try await request(method, path, acceptingStatus: accepted)))
+        } catch {
+            return .failure(error)
+        }
+    }
+
+    private func request(_ method: HTTPMethod, _ path: String, acceptingStatus accepted: Set<UInt>) async throws(Failure) -> [String: Any] {
         var request = HTTPClientRequest(url: baseURL + path)
         request.method = method
         request.headers.add(name: "Accept", value: "application/json")

@@ -14,7 +14,8 @@ final class PreloadState: Sendable {
         var running: String?
         /// When it started.
         var startedAt: ContinuousClock.Instant?
-        /// When a preload last ended with every key cached (Unix seconds).
+        /// When a preload of everything last ended with every key cached (Unix seconds); a
+        /// preload of one UF does not count.
         var lastSuccess: Double?
         /// How long the last preload took, and what it did.
         var lastDuration: Duration?
@@ -41,13 +42,14 @@ final class PreloadState: Sendable {
     /// Records how the running preload ended.
     func end(_ result: Preloader.Result) {
         state.withLock { state in
+            let scope = state.running
             state.running = nil
             state.startedAt = nil
             state.runs += 1
             state.lastDuration = result.duration
             state.lastLoaded = result.loaded
             state.lastFailed = result.failed
-            if result.failed == 0 { state.lastSuccess = Date().timeIntervalSince1970 }
+            if result.failed == 0, scope == "all" { state.lastSuccess = Date().timeIntervalSince1970 }
         }
     }
 }
@@ -64,8 +66,9 @@ struct PreloadScheduler: Service {
     let logger: Logger
 
     func run() async throws {
-        // Stops at a graceful shutdown (a cycle under way ends first, as its sleep is what is
-        // cancelled); a service that returned early would end the whole application.
+        // Stops at a graceful shutdown (a cycle under way is cancelled: its IBGE requests fail
+        // and it records a failed run); a service that returned early would end the whole
+        // application.
         await cancelWhenGracefulShutdown { await schedule() }
         try? await gracefulShutdown()
     }
@@ -78,6 +81,7 @@ struct PreloadScheduler: Service {
             try? await Task.sleep(for: .milliseconds(50))
         }
         var first = onStart
+        var lastCycle = Int64.min
         while !Task.isCancelled {
             let now = service.cache.sharedNowMilliseconds
             let cycle: Int64
@@ -94,7 +98,21 @@ struct PreloadScheduler: Service {
                 cycle = 0
             }
             first = false
-            let lease = interval ?? .seconds(60)
+            // A clock stepped back (or a new offset) must not run a cycle again.
+            guard cycle > lastCycle else {
+                if interval == nil { return }
+                continue
+            }
+            lastCycle = cycle
+            // An operator's preload running here: this cycle is left to the other instances
+            // (not claimed), or to the next one.
+            guard state.snapshot.running == nil else {
+                logger.info("preload: one is running already, this cycle is left to another instance")
+                if interval == nil { return }
+                continue
+            }
+            // Held past the cycle's end, so a late instance cannot take the same cycle.
+            let lease = (interval ?? .seconds(30)) * 2
             if await service.cache.claim("preload:\(cycle)", for: lease) {
                 await warm(refreshWithin: interval)
             } else {
@@ -114,7 +132,7 @@ struct PreloadScheduler: Service {
         }
         logger.info("preload: warming the cache")
         let refreshBefore = refreshWithin.map { service.cache.memory.clock.nowMilliseconds() + min($0, service.ttl / 2).wholeMilliseconds }
-        let result = await Preloader(service: service).run(.all, refreshBefore: refreshBefore)
+        let result = await Preloader(service: service).run(.all, refreshBefore: refreshBefore, freshLists: true)
         state.end(result)
         logger.info(
             "preload: done",

@@ -110,7 +110,6 @@ extension TieredCache {
     public func pingL2() async -> Duration? {
         guard let l2 else { return nil }
         let start = clock.monotonicNanoseconds()
-        defer { l2Attempted.store(true, ordering: .releasing) }
         do {
             try await l2.ping()
             return .nanoseconds(clock.monotonicNanoseconds() - start)
@@ -138,8 +137,9 @@ extension TieredCache {
     /// measured offset), in milliseconds since 1970: what instances agree on to schedule together.
     public var sharedNowMilliseconds: Int64 { clock.nowMilliseconds() &+ storeClockOffset.load(ordering: .relaxed) }
 
-    /// Whether the L2 store has been tried at least once (a ping answered or failed), or there
-    /// is none: until then, whether this process answers from memory alone is not known yet.
+    /// Whether the shared store has been tried at least once by the background watch (its
+    /// answer applied: connected, clock read; or found down), or there is none: until then,
+    /// whether this process answers from memory alone is not known yet.
     public var hasTriedL2: Bool { !(l2?.isShared ?? false) || l2Attempted.load(ordering: .acquiring) }
 
     /// The in-process tier at a glance.

@@ -152,17 +152,34 @@ extension TieredCache {
             for key in missing { found[key] = stale[key] }
             return found
         }
+        let stored = await storeMany(missing.compactMap { key in loaded[key].map { (key, $0) } }, ttl: ttl, negativeTTL: negativeTTL, isNegative: isNegative)
+        found.merge(stored) { _, new in new }
+        return found
+    }
+
+    /// Stores several values at once, as a load stores them: each fresh for `ttl` (or
+    /// `negativeTTL` when `isNegative` says so) plus jitter, in L1, and in L2 in one round trip.
+    public func setMany(
+        _ values: [(key: String, value: ByteBuffer)], ttl: Duration? = nil, negativeTTL: Duration? = nil,
+        isNegative: (@Sendable (ByteBuffer) -> Bool)? = nil
+    ) async {
+        _ = await storeMany(values, ttl: ttl, negativeTTL: negativeTTL, isNegative: isNegative)
+    }
+
+    private func storeMany(
+        _ values: [(key: String, value: ByteBuffer)], ttl: Duration?, negativeTTL: Duration?, isNegative: (@Sendable (ByteBuffer) -> Bool)?
+    ) async -> [String: CachedValue] {
         let load = Load(key: "", ttl: ttl ?? configuration.defaultTTL, negativeTTL: negativeTTL, isNegative: isNegative, loader: { ByteBuffer() })
         let now = clock.nowMilliseconds()
+        var stored: [String: CachedValue] = [:]
         var entries: [L2Entry] = []
-        for key in missing {
-            guard let value = loaded[key] else { continue }
+        for (key, value) in values {
             let ttl = load.ttl(for: value, jitter: configuration.ttlJitter, now: now)
             let cached = storeL1(key, value: value, ttl: ttl, now: now)
-            found[key] = cached
+            stored[key] = cached
             entries.append(l2Entry(key, cached, ttl: ttl))
         }
         await writeL2(entries)
-        return found
+        return stored
     }
 }

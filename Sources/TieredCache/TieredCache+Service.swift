@@ -90,6 +90,8 @@ extension TieredCache {
                         sinceClockSync = .zero
                     }
                 }
+                // The first attempt's outcome is applied (connected and clock read, or down).
+                l2Attempted.store(true, ordering: .releasing)
             }
             exportMetrics()
             sinceSweep += pause

@@ -7,25 +7,32 @@ import IBGECacheServer
     import Glibc
 #endif
 
-/// Where a running server is: `--url`, else `http://127.0.0.1:$PORT` (8080).
+/// Where a running server is: `--url`, else `http://$HOST:$PORT` as the server reads them
+/// (127.0.0.1 and 8080 by default; a wildcard HOST is reached on 127.0.0.1).
 struct ServerOptions: ParsableArguments {
-    @Option(help: "The running server (default: http://127.0.0.1:$PORT, PORT defaulting to 8080).")
+    @Option(help: "The running server (default: http://$HOST:$PORT, as the server reads them; 127.0.0.1:8080).")
     var url: String?
 
-    @Option(help: "Seconds one call may take.")
-    var timeout: Int = 5
+    @Option(help: "Seconds one call may take (default: 5; 300 for preload).")
+    var timeout: Int?
 
     var baseURL: String {
         if let url { return url }
-        let port = ProcessInfo.processInfo.environment["PORT"].flatMap { Int($0) } ?? 8080
-        return "http://127.0.0.1:\(port)"
+        let environment = ProcessInfo.processInfo.environment
+        let port = environment["PORT"].flatMap { Int($0) } ?? 8080
+        var host = environment["HOST"].map { $0.trimmingCharacters(in: .whitespaces) } ?? ""
+        if host.isEmpty || host == "0.0.0.0" || host == "::" || host == "[::]" { host = "127.0.0.1" }
+        if host.contains(":"), !host.hasPrefix("[") { host = "[\(host)]" }
+        return "http://\(host):\(port)"
     }
+
+    func timeout(default seconds: Int) -> Duration { .seconds(timeout ?? seconds) }
 
     func validate() throws {
         if let url, !(url.hasPrefix("http://") || url.hasPrefix("https://")) {
             throw ValidationError("--url must start with http:// or https://")
         }
-        guard (1...3600).contains(timeout) else { throw ValidationError("--timeout must be from 1 to 3600 seconds") }
+        if let timeout, !(1...3600).contains(timeout) { throw ValidationError("--timeout must be from 1 to 3600 seconds") }
     }
 }
 
@@ -33,16 +40,26 @@ struct ServerOptions: ParsableArguments {
 struct HealthCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "health",
-        abstract: "Ask a running server's health; exit 0 healthy, 1 degraded, 2 unhealthy or unreachable.")
+        abstract: "Ask a running server's health; exit 0 healthy, 1 degraded, 2 unhealthy or unreachable.",
+        discussion: """
+            Degraded means answering from a fallback (Redis down: memory; IBGE down: the snapshot). A probe that \
+            restarts or removes an instance on failure should not fail on that (every instance degrades together \
+            when Redis goes down, and a restart loses the memory that answers meanwhile): use --degraded-ok, or \
+            the /livez and /readyz endpoints.
+            """)
 
     @OptionGroup var server: ServerOptions
 
+    @Flag(help: "Exit 0 when degraded too (for probes that restart or remove an instance).")
+    var degradedOK = false
+
     func run() async throws {
-        let client = OperatorClient(baseURL: server.baseURL, timeout: .seconds(server.timeout))
+        let client = OperatorClient(baseURL: server.baseURL, timeout: server.timeout(default: 5))
         let health = await client.health()
         print(health.verdict.rawValue)
         for line in health.lines { print("  " + line) }
-        throw ExitCode(health.verdict.exitCode)
+        let code = degradedOK && health.verdict == .degraded ? 0 : health.verdict.exitCode
+        throw ExitCode(code)
     }
 }
 
@@ -57,7 +74,7 @@ struct StatusCommand: AsyncParsableCommand {
     var json = false
 
     func run() async throws {
-        let client = OperatorClient(baseURL: server.baseURL, timeout: .seconds(server.timeout))
+        let client = OperatorClient(baseURL: server.baseURL, timeout: server.timeout(default: 5))
         do {
             if json {
                 let (status, metrics) = try await client.statusJSON()
@@ -80,7 +97,11 @@ struct PreloadCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "preload",
         abstract: "Warm a running server's cache: every UF (one by one, with progress) and the lists, or one UF.",
-        discussion: "Exit 0 when every key is cached, 1 when some could not be loaded, 2 when the server refused or could not be reached.")
+        discussion: """
+            Exit 0 when every key is cached, 1 when some could not be loaded, 2 when the server refused (a missing \
+            token; or 409: a preload is running there already) or could not be reached. Prefer CACHE_ADMIN_TOKEN in \
+            the environment to --token, which other users can see in the process list.
+            """)
 
     @OptionGroup var server: ServerOptions
 
@@ -93,7 +114,7 @@ struct PreloadCommand: AsyncParsableCommand {
     func run() async throws {
         let client = OperatorClient(
             baseURL: server.baseURL, token: token ?? ProcessInfo.processInfo.environment["CACHE_ADMIN_TOKEN"],
-            timeout: .seconds(max(server.timeout, 120)))
+            timeout: server.timeout(default: 300))
         let started = ContinuousClock.now
         var steps: [String?] = []
         if let uf {

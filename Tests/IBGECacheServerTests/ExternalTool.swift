@@ -8,8 +8,9 @@ struct ToolRun {
 
 /// Runs `arguments` (looked up on `PATH`) to completion without blocking a thread of the
 /// concurrency pool (the live server under test needs them): output goes to a file, and the
-/// end is polled for. Killed after `limit`.
-func runTool(_ arguments: [String], limit: Duration = .seconds(300)) async throws -> ToolRun {
+/// end is polled for. Killed after `limit`. `standardError`: whether what it writes there is in
+/// the output too.
+func runTool(_ arguments: [String], limit: Duration = .seconds(300), standardError: Bool = true) async throws -> ToolRun {
     let log = FileManager.default.temporaryDirectory.appendingPathComponent("tool-\(UUID().uuidString).log")
     _ = FileManager.default.createFile(atPath: log.path, contents: nil)
     defer { try? FileManager.default.removeItem(at: log) }
@@ -18,7 +19,7 @@ func runTool(_ arguments: [String], limit: Duration = .seconds(300)) async throw
     process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
     process.arguments = arguments
     process.standardOutput = handle
-    process.standardError = handle
+    process.standardError = standardError ? handle : FileHandle.nullDevice
     process.standardInput = FileHandle.nullDevice
     try process.run()
     let pid = process.processIdentifier

@@ -8,25 +8,22 @@ import NIOHTTP1
 import TestSupport
 import Testing
 
-/// The built `ibge-cache` executable (`swift build --build-tests` builds it beside the tests).
+/// The built `ibge-cache` executable, beside the test bundle (`swift build --build-tests` builds
+/// both into the same directory, whatever the configuration or scratch path).
 func ibgeCacheExecutable() -> URL {
-    URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
+    let beside = Bundle.main.executableURL?.deletingLastPathComponent().appendingPathComponent("ibge-cache")
+    if let beside, FileManager.default.isExecutableFile(atPath: beside.path) { return beside }
+    return URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
         .appendingPathComponent(".build/debug/ibge-cache")
 }
 
-/// Runs the executable with `arguments`; returns its exit status and standard output.
+/// Runs the executable with `arguments` (and only the `environment` given for its own
+/// variables: the CI's CACHE_ADMIN_TOKEN or PORT would change what it does), without blocking
+/// a thread the live server under test needs; returns its exit status and standard output.
 func runCLI(_ arguments: [String], environment: [String: String] = [:]) async throws -> (status: Int32, output: String) {
-    let process = Process()
-    process.executableURL = ibgeCacheExecutable()
-    process.arguments = arguments
-    process.environment = ProcessInfo.processInfo.environment.merging(environment) { _, new in new }
-    let output = Pipe()
-    process.standardOutput = output
-    process.standardError = FileHandle.nullDevice
-    try process.run()
-    let data = try await Task.detached { try output.fileHandleForReading.readToEnd() ?? Data() }.value
-    process.waitUntilExit()
-    return (process.terminationStatus, String(decoding: data, as: UTF8.self))
+    let settings = ["-u", "CACHE_ADMIN_TOKEN", "-u", "PORT", "-u", "HOST"] + environment.map { "\($0.key)=\($0.value)" }
+    let run = try await runTool(settings + [ibgeCacheExecutable().path] + arguments, limit: .seconds(120), standardError: false)
+    return (run.status, run.output)
 }
 
 @Suite("Operating ibge-cache: CLI probes and Kubernetes-style probes", .serialized)
@@ -49,6 +46,8 @@ struct OperatorTests {
                 let degraded = try await runCLI(["health", "--url", url])
                 #expect(degraded.status == 1, "\(degraded.output)")
                 #expect(degraded.output.contains("redis: down"), "\(degraded.output)")
+                let tolerant = try await runCLI(["health", "--url", url, "--degraded-ok"])
+                #expect(tolerant.status == 0, "--degraded-ok: degraded is not a failure")
             }
         }
         // Nothing listens there any more.
@@ -95,10 +94,15 @@ struct OperatorTests {
         let silent = try await LoopbackServer.start()
         let app = try await makeApp(["REDIS_URL": "redis://127.0.0.1:\(silent.port)"])
         try await withLiveServer(app) { port in
-            #expect(try await fetch(port, "/livez").status == 200)
+            let started = ContinuousClock.now
             let early = try await fetch(port, "/readyz")
-            #expect(early.status == 503, "\(String(decoding: early.body, as: UTF8.self))")
-            #expect(String(decoding: early.body, as: UTF8.self).contains("first attempt to reach Redis"))
+            // Seen within the 2 s the first attempt takes (a machine too busy to ask that soon
+            // cannot see it, and is not a failure of the server).
+            if ContinuousClock.now - started < .milliseconds(1500) {
+                #expect(early.status == 503, "\(String(decoding: early.body, as: UTF8.self))")
+                #expect(String(decoding: early.body, as: UTF8.self).contains("first attempt to reach Redis"))
+            }
+            #expect(try await fetch(port, "/livez").status == 200)
             #expect(try await eventually { try await fetch(port, "/readyz").status == 200 }, "ready once the attempt ended, though Redis is down")
             #expect(try await fetch(port, "/livez").status == 200)
         }
@@ -144,7 +148,8 @@ struct OperatorTests {
                     let during = fake.calls("/api/v1/localidades/municipios") - before
                     let cycles = Int((ContinuousClock.now - windowStart) / .seconds(2)) + 1
                     #expect(during >= 2, "the cycles ran: \(during)")
-                    #expect(during <= cycles, "one instance per cycle: \(during) runs in \(cycles) cycles")
+                    // (One more allowed: a claim whose Redis answer times out is taken as won.)
+                    #expect(during <= cycles + 1, "one instance per cycle: \(during) runs in \(cycles) cycles")
                     #expect(try await lastSuccess() > firstSuccess, "the last success time advances")
                     let metrics = String(decoding: try await fetch(portA, "/metrics").body, as: UTF8.self)
                         + String(decoding: try await fetch(portB, "/metrics").body, as: UTF8.self)
