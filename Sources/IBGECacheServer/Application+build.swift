@@ -81,7 +81,8 @@ public func buildApplication(
     // /metrics answers any Host, as scrapers name the address they reach.
     let operators = router.group()
     if let hosts = configuration.allowedHosts { operators.add(middleware: AllowedHostsMiddleware(allowedHosts: hosts)) }
-    PrometheusRoute(cache: cache, upstream: upstream, preloads: preloads, registry: registry).register(on: router)
+    PrometheusRoute(cache: cache, upstream: upstream, preloads: preloads, preloadInterval: configuration.preloadInterval, registry: registry)
+        .register(on: router)
     DashboardRoute().register(on: operators)
     try OpenAPIRoute().register(on: router)
 

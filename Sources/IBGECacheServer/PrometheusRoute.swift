@@ -11,6 +11,8 @@ struct PrometheusRoute {
     let cache: TieredCache
     let upstream: HTTPUpstream?
     let preloads: PreloadState
+    /// IBGE_PRELOAD_INTERVAL, exported for the alert on warming (0: not scheduled).
+    let preloadInterval: Duration?
     let registry: PrometheusCollectorRegistry
 
     func register(on router: some RouterMethods<AppRequestContext>) {
@@ -38,6 +40,8 @@ struct PrometheusRoute {
             failed: gauge("last_failed", "keys", "keys the last preload could not load"),
             running: gauge("running", "", "1 while a preload runs")
         )
+        gauge("interval", "seconds", "IBGE_PRELOAD_INTERVAL (0: no scheduled warming)")
+            .set(to: preloadInterval.map { Double($0.components.seconds) } ?? 0)
         router.getAndHead("/metrics") { _, _ -> Response in
             let state = preloads.snapshot
             preload.lastSuccess.set(to: state.lastSuccess ?? 0)
