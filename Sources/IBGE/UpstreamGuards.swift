@@ -90,9 +90,12 @@ final class UpstreamCircuit: Sendable {
         }
     }
 
-    /// Whether requests fail fast now, and how many times the circuit opened.
+    /// Whether requests fail fast now (open, and no probe due yet: once the open period is over
+    /// the next request probes, so a quiet instance does not report an open circuit for ever),
+    /// and how many times the circuit opened.
     var snapshot: (isOpen: Bool, openings: Int, consecutiveFailures: Int) {
-        state.withLock { ($0.openUntil != nil, $0.openings, $0.consecutiveFailures) }
+        let now = ContinuousClock.now
+        return state.withLock { ($0.openUntil.map { now < $0 } ?? false, $0.openings, $0.consecutiveFailures) }
     }
 }
 

@@ -32,7 +32,14 @@ public func buildApplication(
     redisConfiguration?.maximumBufferedBytes = 128 * 1024 * 1024
     // The Redis client reports through swift-metrics into this registry; GET /metrics shows it.
     let registry = PrometheusCollectorRegistry()
-    let metricsFactory = PrometheusMetricsFactory(registry: registry)
+    var metricsFactory = PrometheusMetricsFactory(registry: registry)
+    // From 50 µs: a Redis command takes a fraction of a millisecond, a load from the snapshot
+    // too; the default buckets start at 5 ms, where every quantile would read the same.
+    metricsFactory.defaultDurationHistogramBuckets = [
+        .microseconds(50), .microseconds(100), .microseconds(250), .microseconds(500), .milliseconds(1), .milliseconds(2),
+        .milliseconds(5), .milliseconds(10), .milliseconds(25), .milliseconds(50), .milliseconds(100), .milliseconds(250),
+        .milliseconds(500), .seconds(1), .milliseconds(2500), .seconds(5), .seconds(10), .seconds(30), .seconds(60),
+    ]
     let redis = redisConfiguration.map { RedisClient(configuration: $0, logger: makeLogger("ibge-cache.redis"), metricsFactory: metricsFactory) }
     let memoryLimits = MemoryStore.Configuration(
         maximumEntries: configuration.memoryMaximumEntries, maximumBytes: configuration.memoryMaximumBytes)

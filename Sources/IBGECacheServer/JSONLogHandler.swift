@@ -1,5 +1,6 @@
 import Foundation
 public import Logging
+import Synchronization
 
 /// `LOG_FORMAT=json`: one JSON object per line (timestamp, level, label, message, metadata,
 /// source), for log collectors. Every string is escaped by `JSONSerialization`, so a message or
@@ -32,7 +33,8 @@ public struct JSONLogHandler: LogHandler {
         let merged = metadata.merging(event.metadata ?? [:]) { _, new in new }
         if !merged.isEmpty { object["metadata"] = merged.mapValues(Self.plain) }
         guard let data = try? JSONSerialization.data(withJSONObject: object, options: [.sortedKeys, .withoutEscapingSlashes]) else { return }
-        write(String(decoding: data, as: UTF8.self) + "\n")
+        // One line at a time, whatever the length, from every logger of the process.
+        Self.lines.withLock { _ in write(String(decoding: data, as: UTF8.self) + "\n") }
     }
 
     /// A metadata value as JSON: strings, arrays and objects as themselves.
@@ -44,6 +46,8 @@ public struct JSONLogHandler: LogHandler {
         case .dictionary(let values): values.mapValues(plain)
         }
     }
+
+    private static let lines = Mutex(())
 
     /// Now, as ISO 8601 with milliseconds, in UTC.
     private static func timestamp() -> String {

@@ -39,6 +39,14 @@ final class PreloadState: Sendable {
         }
     }
 
+    /// Ends the running preload without recording a run (it did not start after all).
+    func abandon() {
+        state.withLock { state in
+            state.running = nil
+            state.startedAt = nil
+        }
+    }
+
     /// Records how the running preload ended.
     func end(_ result: Preloader.Result) {
         state.withLock { state in
@@ -105,8 +113,9 @@ struct PreloadScheduler: Service {
             }
             lastCycle = cycle
             // An operator's preload running here: this cycle is left to the other instances
-            // (not claimed), or to the next one.
-            guard state.snapshot.running == nil else {
+            // (not claimed), or to the next one. Marked running before the claim, so none can
+            // start between the claim and the run.
+            guard state.begin("all") else {
                 logger.info("preload: one is running already, this cycle is left to another instance")
                 if interval == nil { return }
                 continue
@@ -116,6 +125,7 @@ struct PreloadScheduler: Service {
             if await service.cache.claim("preload:\(cycle)", for: lease) {
                 await warm(refreshWithin: interval)
             } else {
+                state.abandon()
                 logger.debug("preload: another instance runs this cycle", metadata: ["cycle": "\(cycle)"])
             }
             if interval == nil { return }
@@ -125,11 +135,8 @@ struct PreloadScheduler: Service {
     /// One cycle: everything missing, or fresh for less than `refreshWithin` (at most half the
     /// TTL: a key that expires before the next cycle whatever is done is not loaded twice), is
     /// loaded.
+    /// (The caller has marked the preload running.)
     private func warm(refreshWithin: Duration?) async {
-        guard state.begin("all") else {
-            logger.info("preload: one is running already, this cycle is skipped")
-            return
-        }
         logger.info("preload: warming the cache")
         let refreshBefore = refreshWithin.map { service.cache.memory.clock.nowMilliseconds() + min($0, service.ttl / 2).wholeMilliseconds }
         let result = await Preloader(service: service).run(.all, refreshBefore: refreshBefore, freshLists: true)

@@ -1,3 +1,4 @@
+import Foundation
 import Hummingbird
 import IBGE
 import NIOCore
@@ -42,6 +43,9 @@ struct PrometheusRoute {
         )
         gauge("interval", "seconds", "IBGE_PRELOAD_INTERVAL (0: no scheduled warming)")
             .set(to: preloadInterval.map { Double($0.components.seconds) } ?? 0)
+        // When this process started: the alert on warming counts from it until a first success.
+        registry.makeGauge(descriptor: .init(namespace: "ibge_cache", metricName: "start_time", unitName: "seconds", helpText: "when this process started (Unix time)"))
+            .set(to: Date().timeIntervalSince1970)
         router.getAndHead("/metrics") { _, _ -> Response in
             let state = preloads.snapshot
             preload.lastSuccess.set(to: state.lastSuccess ?? 0)

@@ -13,7 +13,9 @@ final class MetricsExporter: Sendable {
     private let gauges: [String: Gauge]
     let loadDuration: CoreMetrics.Timer
 
-    init(factory: any MetricsFactory) {
+    /// `sharedStore`: whether a shared store (Redis) is configured; without one there is no
+    /// `ibge_cache_redis_connected` (a memory-only instance is not "Redis down").
+    init(factory: any MetricsFactory, sharedStore: Bool = true) {
         func counter(_ label: String, _ dimensions: [(String, String)] = []) -> Counter {
             Counter(label: label, dimensions: dimensions, factory: factory)
         }
@@ -39,12 +41,13 @@ final class MetricsExporter: Sendable {
             "backplaneSent": counter("ibge_cache_backplane_messages_total", [("direction", "sent")]),
             "backplaneReceived": counter("ibge_cache_backplane_messages_total", [("direction", "received")]),
         ]
-        gauges = [
-            "redisConnected": Gauge(label: "ibge_cache_redis_connected", factory: factory),
+        var gauges = [
             "l1Entries": Gauge(label: "ibge_cache_l1_entries", factory: factory),
             "l1Bytes": Gauge(label: "ibge_cache_l1_bytes", factory: factory),
             "loadsInFlight": Gauge(label: "ibge_cache_loads_in_flight", factory: factory),
         ]
+        if sharedStore { gauges["redisConnected"] = Gauge(label: "ibge_cache_redis_connected", factory: factory) }
+        self.gauges = gauges
         loadDuration = CoreMetrics.Timer(label: "ibge_cache_load_duration_seconds", factory: factory)
     }
 

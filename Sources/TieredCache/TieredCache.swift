@@ -68,7 +68,7 @@ public final class TieredCache: Service, Sendable {
         configuration: Configuration = Configuration(), l2: (any L2Store)?, clock: CacheClock = .system,
         logger: Logger = Logger(label: "cache"), metricsFactory: any MetricsFactory = MetricsSystem.factory
     ) {
-        self.exporter = MetricsExporter(factory: metricsFactory)
+        self.exporter = MetricsExporter(factory: metricsFactory, sharedStore: l2?.isShared ?? false)
         self.configuration = configuration
         self.memory = MemoryStore(configuration: configuration.memory, clock: clock)
         self.l2 = l2

@@ -18,19 +18,21 @@ struct MonitoringKitTests {
         let config = try await runTool(["promtool", "check", "config", "\(directory)/prometheus.yml"])
         #expect(config.status == 0, "\(config.output)")
         let rules = try await runTool(["promtool", "check", "rules", "\(directory)/alerts.yml"])
-        #expect(rules.status == 0 && rules.output.contains("SUCCESS: 6 rules found"), "\(rules.output)")
+        #expect(rules.status == 0 && rules.output.contains("SUCCESS: 8 rules found"), "\(rules.output)")
         let tests = try await runTool(["promtool", "test", "rules", "\(directory)/alerts.test.yml"])
         #expect(tests.status == 0 && tests.output.contains("SUCCESS"), "\(tests.output)")
-        // Every alert has a test case that fires it.
+        // Every alert has a test case that fires it and one that keeps it quiet.
         let alerts = try String(contentsOfFile: "\(directory)/alerts.yml", encoding: .utf8)
         let testCases = try String(contentsOfFile: "\(directory)/alerts.test.yml", encoding: .utf8)
         let names = alerts.split(separator: "\n").compactMap { line -> String? in
             let text = line.trimmingCharacters(in: .whitespaces)
             return text.hasPrefix("- alert: ") ? String(text.dropFirst("- alert: ".count)) : nil
         }
-        #expect(names.count == 6)
+        #expect(names.count == 8)
         for name in names {
-            #expect(testCases.components(separatedBy: "alertname: \(name)\n").count >= 3, "\(name): a case that fires and one that stays quiet")
+            let cases = testCases.components(separatedBy: "alertname: \(name)\n").dropFirst().map { $0.trimmingCharacters(in: .whitespaces) }
+            #expect(cases.contains { $0.hasPrefix("exp_alerts: []") }, "\(name): a case that stays quiet")
+            #expect(cases.contains { $0.hasPrefix("exp_alerts:\n") }, "\(name): a case that fires")
         }
     }
 
@@ -79,14 +81,14 @@ struct MonitoringKitTests {
     @Test("the systemd unit verifies (systemd-analyze verify, where systemd is installed)")
     func systemdUnit() async throws {
         let unit = try String(contentsOf: deployDirectory().appendingPathComponent("systemd/ibge-cache.service"), encoding: .utf8)
-        #expect(unit.contains("ExecStart=/usr/local/bin/ibge-cache serve"))
+        #expect(unit.contains("ExecStart=/opt/ibge-cache/ibge-cache serve"))
         guard toolExists("systemd-analyze") else { return }
         // Verified with ExecStart pointing at the executable this build made (verify checks it exists).
         let directory = FileManager.default.temporaryDirectory.appendingPathComponent("unit-\(UUID().uuidString)")
         try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
         defer { try? FileManager.default.removeItem(at: directory) }
         let path = directory.appendingPathComponent("ibge-cache.service")
-        try unit.replacingOccurrences(of: "/usr/local/bin/ibge-cache", with: ibgeCacheExecutable().path).write(to: path, atomically: true, encoding: .utf8)
+        try unit.replacingOccurrences(of: "/opt/ibge-cache/ibge-cache", with: ibgeCacheExecutable().path).write(to: path, atomically: true, encoding: .utf8)
         let verify = try await runTool(["systemd-analyze", "verify", path.path])
         #expect(verify.status == 0 && !verify.output.contains("ignoring"), "\(verify.output)")
     }
