@@ -4,6 +4,7 @@ import HummingbirdTesting
 import IBGECacheServer
 import NIOCore
 import NIOHTTP1
+import TestSupport
 import Testing
 
 /// The browser app the mirror is for: a web form's UF and município dropdowns, on a page served
@@ -224,4 +225,45 @@ struct BrowserTests {
             #expect(!dom.contains("id=\"injected\""), "and not as markup")
         }
     }
+
+    @Test("the dashboard in headless chromium: after N requests it shows the counter at N and Redis up; with Redis killed it shows it down within two polls; its history charts are drawn")
+    func dashboardState() async throws {
+        try #require(toolExists("chromium"), "chromium is missing (scripts/test installs it from Debian's packages)")
+        try await RedisServerProcess.with { server in
+            let app = try await makeApp(["REDIS_URL": server.url])
+            try await withLiveServer(app) { port in
+                #expect(try await eventually { try await redisConnectedLive(port) })
+                let ids = [4208203, 3550308, 3304557, 5300108, 2927408, 1302603, 4314902]
+                for id in ids { _ = try await fetch(port, "/api/v1/localidades/municipios/\(id)") }
+                func render(pollsBudgetMs: Int) async throws -> String {
+                    let profile = FileManager.default.temporaryDirectory.appendingPathComponent("chromium-\(UUID().uuidString)")
+                    defer { try? FileManager.default.removeItem(at: profile) }
+                    return try await runTool(
+                        [
+                            "chromium", "--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--no-first-run",
+                            "--user-data-dir=\(profile.path)", "--virtual-time-budget=\(pollsBudgetMs)", "--dump-dom",
+                            "http://127.0.0.1:\(port)/dashboard",
+                        ], limit: .seconds(120)
+                    ).output
+                }
+                let up = try await render(pollsBudgetMs: 5000)
+                #expect(up.contains("<td>total</td><td>\(ids.count)</td>"), "the request counter at N: \(up.prefix(3000))")
+                #expect(up.contains(#"<span id="redis" class="state up">up</span>"#), "Redis up")
+                #expect(up.contains("<polyline points="), "the history charts are drawn")
+
+                server.kill()
+                #expect(try await eventually { !(try await redisConnectedLive(port)) })
+                // Two polls (2 s apart) of virtual time.
+                let down = try await render(pollsBudgetMs: 4000)
+                #expect(down.contains(#"<span id="redis" class="state down">down</span>"#), "Redis down: \(down.prefix(3000))")
+                #expect(down.contains(#"<span id="health" class="state degraded">degraded</span>"#))
+            }
+        }
+    }
+}
+
+/// Whether a live server's status says Redis is connected.
+func redisConnectedLive(_ port: Int) async throws -> Bool {
+    let body = try object(ByteBuffer(bytes: try await fetch(port, "/api/ibge/cache/status").body))
+    return (body["status"] as? [String: Any])?["redis_connected"] as? Bool == true
 }
