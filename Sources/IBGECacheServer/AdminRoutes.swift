@@ -112,7 +112,7 @@ struct AdminRoutes {
         let state = preloads.snapshot
         return .init(
             running: state.running, last_success: state.lastSuccess,
-            last_duration_ms: state.lastDuration.map { $0.components.seconds * 1000 + $0.components.attoseconds / 1_000_000_000_000_000 },
+            last_duration_ms: state.lastDuration.map(\.wholeMilliseconds),
             last_loaded: state.lastLoaded, last_failed: state.lastFailed, runs: state.runs,
             interval_seconds: configuration.preloadInterval.map { $0.components.seconds })
     }
@@ -302,7 +302,7 @@ struct AdminRoutes {
         }
         let result = await service.preload(scope)
         preloads.end(result)
-        let ms = result.duration.components.seconds * 1000 + result.duration.components.attoseconds / 1_000_000_000_000_000
+        let ms = result.duration.wholeMilliseconds
         return .json(
             PreloadBody(
                 success: result.failed == 0, scope: scopeName,

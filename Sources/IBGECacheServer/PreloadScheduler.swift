@@ -145,7 +145,7 @@ struct PreloadScheduler: Service {
             "preload: done",
             metadata: [
                 "keys": "\(result.keys)", "loaded": "\(result.loaded)", "failed": "\(result.failed)",
-                "ms": "\(result.duration.components.seconds * 1000 + result.duration.components.attoseconds / 1_000_000_000_000_000)",
+                "ms": "\(result.duration.wholeMilliseconds)",
             ])
     }
 }
