@@ -266,16 +266,10 @@ public final class HTTPUpstream: Sendable {
 
     /// The whole body, or `HTTPClientError.deadlineExceeded` past `limit` (the read is cancelled).
     private static func collect(_ response: HTTPClientResponse, upTo maximum: Int, within limit: Duration) async throws -> ByteBuffer {
-        try await withThrowingTaskGroup(of: ByteBuffer?.self) { group in
-            group.addTask { try await response.body.collect(upTo: maximum) }
-            group.addTask {
-                try await Task.sleep(for: max(limit, .zero))
-                return nil
-            }
-            defer { group.cancelAll() }
-            guard let first = try await group.next(), let body = first else { throw HTTPClientError.deadlineExceeded }
-            return body
+        guard let body = try await withTimeLimit(limit, { try await response.body.collect(upTo: maximum) }) else {
+            throw HTTPClientError.deadlineExceeded
         }
+        return body
     }
 
     /// Closes the HTTP client.

@@ -3,6 +3,7 @@ public import NIOCore
 public import TieredCache
 import Synchronization
 import Foundation
+import Utilities
 
 /// The cached IBGE facade: turns a request into its cache key and answers it through the
 /// two-tier cache, loading misses from the IBGE API (when an upstream is given) or from the
@@ -33,7 +34,7 @@ public final class IBGEService: Sendable {
     private let fallbacks = Atomic<Int>(0)
     /// When a fallback was last logged (monotonic ns): while IBGE is down every miss falls
     /// back, at once when its circuit is open, so the warning is logged at most once a second.
-    private let lastFallbackWarning = Atomic<UInt64>(0)
+    private let fallbackWarnings = Throttle(interval: .seconds(1))
     /// IBGE's lists as a preload last fetched them, and when: reused for a minute, so a preload
     /// done UF by UF (the command line's) costs IBGE three requests, not three per UF.
     let recentPreloadSource = Mutex<(source: EmbeddedSource, at: ContinuousClock.Instant)?>(nil)
@@ -100,11 +101,7 @@ public final class IBGEService: Sendable {
 
     /// Logs a fallback, at most once a second (`embedded_fallbacks` counts them all).
     private func warnFallback(_ message: Logger.Message, metadata: Logger.Metadata) {
-        let now = DispatchTime.now().uptimeNanoseconds
-        let last = lastFallbackWarning.load(ordering: .relaxed)
-        guard now &- last >= 1_000_000_000 || last == 0,
-            lastFallbackWarning.compareExchange(expected: last, desired: now, ordering: .relaxed).exchanged
-        else { return }
+        guard fallbackWarnings.allow() else { return }
         logger.warning(message, metadata: metadata)
     }
 

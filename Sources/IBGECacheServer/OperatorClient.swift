@@ -1,5 +1,6 @@
 public import AsyncHTTPClient
 import Foundation
+import Utilities
 import NIOCore
 import NIOHTTP1
 
@@ -162,16 +163,7 @@ public struct OperatorClient: Sendable {
 
     /// The JSON object a call answers, within ``timeout`` for the whole call (the body included).
     private func json(_ method: HTTPMethod, _ path: String, acceptingStatus accepted: Set<UInt> = [200]) async throws(Failure) -> [String: Any] {
-        let timeout = self.timeout
-        let outcome: Result<Answer, Failure>? = await withTaskGroup(of: Result<Answer, Failure>?.self) { group in
-            group.addTask { await self.call(method, path, acceptingStatus: accepted) }
-            group.addTask {
-                try? await Task.sleep(for: timeout)
-                return nil
-            }
-            defer { group.cancelAll() }
-            return await group.next() ?? nil
-        }
+        let outcome = try? await withTimeLimit(timeout) { await self.call(method, path, acceptingStatus: accepted) }
         guard let outcome else { throw Failure(message: "cannot reach it: no answer in time") }
         return try outcome.get().value
     }

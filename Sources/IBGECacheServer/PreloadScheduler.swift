@@ -149,16 +149,3 @@ struct PreloadScheduler: Service {
             ])
     }
 }
-
-extension ServerConfiguration {
-    /// Parses `6h`, `30m`, `45s`, `2s`, or a number of seconds.
-    static func parseInterval(_ text: String) -> Duration? {
-        let units: [(String, Int64)] = [("ms", 1), ("s", 1000), ("m", 60_000), ("h", 3_600_000), ("d", 86_400_000)]
-        for (suffix, milliseconds) in units.sorted(by: { $0.0.count > $1.0.count }) where text.hasSuffix(suffix) {
-            guard let value = Int64(text.dropLast(suffix.count)), value > 0, value <= Int64.max / milliseconds / 2 else { return nil }
-            return .milliseconds(value * milliseconds)
-        }
-        guard let seconds = Int64(text), seconds > 0, seconds <= 10 * 365 * 86400 else { return nil }
-        return .seconds(seconds)
-    }
-}

@@ -158,9 +158,7 @@ extension TieredCache {
             // logged at most once a second.
             counters.backplaneGaps.add(1, ordering: .relaxed)
             let dropped = memory.removeAll()
-            let now = clock.monotonicNanoseconds()
-            let last = lastGapWarning.load(ordering: .relaxed)
-            if now - last >= 1_000_000_000, lastGapWarning.compareExchange(expected: last, desired: now, ordering: .relaxed).exchanged {
+            if gapWarnings.allow() {
                 logger.warning("backplane notices may have been lost: L1 flushed", metadata: ["entries": "\(dropped)"])
             }
         }

@@ -154,18 +154,10 @@ extension TieredCache {
     private func withHardTimeout(_ loader: @escaping @Sendable () async throws -> ByteBuffer) async throws -> ByteBuffer {
         guard let limit = configuration.hardTimeout else { return try await loader() }
         let clock = self.clock
-        return try await withThrowingTaskGroup(of: ByteBuffer?.self) { group in
-            group.addTask { try await loader() }
-            group.addTask {
-                try await clock.sleep(for: limit)
-                return nil
-            }
-            defer { group.cancelAll() }
-            guard let first = try await group.next(), let value = first else {
-                throw CacheError(.loaderTimeout, "the load took longer than the hard timeout (\(limit))")
-            }
-            return value
+        guard let value = try await withTimeLimit(limit, sleep: { try await clock.sleep(for: $0) }, loader) else {
+            throw CacheError(.loaderTimeout, "the load took longer than the hard timeout (\(limit))")
         }
+        return value
     }
 
     /// With a stale value at hand: start the load in the background and wait for it at most

@@ -42,7 +42,7 @@ public final class TieredCache: Service, Sendable {
     /// Whether a ping of the L2 store has ended, answered or not (see ``hasTriedL2``).
     let l2Attempted = Atomic<Bool>(false)
     /// When the last "notices may have been lost" warning was logged (monotonic ns).
-    let lastGapWarning = Atomic<Int64>(Int64.min / 2)
+    let gapWarnings = Throttle(interval: .seconds(1))
     /// The last overview of L2 for status; whether one is being taken; and this instance's
     /// L2 writes so far (an overview taken before the latest one is out of date).
     let overview = Mutex<OverviewState>(OverviewState())
