@@ -107,7 +107,18 @@ public final class IBGEService: Sendable {
 
     /// An answer that is not in the cache (a fallback): its tag computed now, not fresh.
     private func uncached(_ body: ByteBuffer) -> CachedValue {
-        CachedValue(value: body, tag: ContentTag.of(body), freshUntil: 0)
+        CachedValue(value: body, tag: ContentTag.of(body), freshUntil: 0, tier: .fallback)
+    }
+
+    /// Where an answer came from (the access log's `tier`).
+    public func tier(of answer: CachedValue) -> AnswerTier {
+        switch answer.tier {
+        case .l1: .l1
+        case .l2: .l2
+        case .source: upstream == nil ? .source : .upstream
+        case .stale: .stale
+        case .fallback: .snapshot
+        }
     }
 
     /// A `|`-joined request (`/municipios/4208203|3550308`), answered from the per-id cache
@@ -136,10 +147,12 @@ public final class IBGEService: Sendable {
         // The parts' tags, combined in id order (no hash of the assembled bytes per request).
         var tag: UInt64 = 0x6A09_E667_F3BC_C908
         var freshUntil = Int64.max
+        var tier = CacheTier.l1
         for code in codes {
             guard let part = values[keyOf(code)] else { continue }
             tag = (tag ^ part.tag) &* 0x100_0000_01B3 &+ UInt64(truncatingIfNeeded: code)
             freshUntil = min(freshUntil, part.freshUntil)
+            tier = max(tier, part.tier)
             guard !Self.isEmptyAnswer(part.value) else { continue }
             if !first { writer.raw(",") }
             first = false
@@ -147,7 +160,7 @@ public final class IBGEService: Sendable {
             writer.buffer.writeBuffer(&element)
         }
         writer.raw("]")
-        return CachedValue(value: writer.buffer, tag: tag, freshUntil: freshUntil == .max ? 0 : freshUntil)
+        return CachedValue(value: writer.buffer, tag: tag, freshUntil: freshUntil == .max ? 0 : freshUntil, tier: tier)
     }
 
     /// The single-id answers for `codes`: from the snapshot, or from one joined upstream request
@@ -226,6 +239,38 @@ public final class IBGEService: Sendable {
             throw error
         } catch {
             throw IBGEError(.upstreamFailed, "loading \(key) failed: \(error)")
+        }
+    }
+}
+
+/// Where an answer came from, as the access log's `tier` and the `tier` label of
+/// `ibge_cache_http_requests_total` name it.
+public enum AnswerTier: UInt8, Sendable, CaseIterable {
+    /// Not a data answer from the cache: an error, a CORS preflight, the admin API, a probe.
+    case none
+    /// This process's memory, fresh.
+    case l1
+    /// Redis (or, without Redis, the in-process L2), fresh.
+    case l2
+    /// Loaded from embedded data (the snapshot, Census 2022 population): the source without an upstream.
+    case source
+    /// Loaded from the IBGE API.
+    case upstream
+    /// A value past its freshness, kept by the fail-safe while IBGE fails or is slow.
+    case stale
+    /// IBGE failed and nothing was cached: embedded data, not cached.
+    case snapshot
+
+    /// The tier's name in logs and labels.
+    public var name: String {
+        switch self {
+        case .none: "none"
+        case .l1: "l1"
+        case .l2: "l2"
+        case .source: "source"
+        case .upstream: "upstream"
+        case .stale: "stale"
+        case .snapshot: "snapshot"
         }
     }
 }

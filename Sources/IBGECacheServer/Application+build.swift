@@ -12,9 +12,13 @@ import ServiceLifecycle
 /// `REDIS_URL=none`, an in-process L2 that keeps values through their grace period), the
 /// two-tier cache, the IBGE service over the embedded snapshot, and the routes. The cache's
 /// watch runs as a service of the application, started and stopped with it.
+///
+/// `accessLogOutput` receives the access log's lines (`ACCESS_LOG=true`) instead of standard
+/// output, in chunks of whole lines.
 public func buildApplication(
     configuration: ServerConfiguration,
-    logger: Logger
+    logger: Logger,
+    accessLogOutput: (@Sendable ([UInt8]) -> Void)? = nil
 ) async throws -> some ApplicationProtocol {
     func makeLogger(_ label: String) -> Logger {
         var sublogger = Logger(label: label)
@@ -78,8 +82,13 @@ public func buildApplication(
         agregadosTTL: configuration.agregadosTTL, logger: makeLogger("ibge-cache.ibge"))
 
     let answers = DataAnswers(gracePeriod: configuration.gracePeriod)
+    let accessLog =
+        configuration.accessLog
+        ? AccessLog(format: configuration.logFormat == .json ? .json : .text, registry: registry, logger: makeLogger("ibge-cache.access"), output: accessLogOutput)
+        : nil
+    let recorder = RequestRecorder(registry: registry, buckets: metricsFactory.defaultDurationHistogramBuckets, accessLog: accessLog)
     let router = Router(context: AppRequestContext.self)
-    router.add(middleware: LogRequestsMiddleware(.debug))
+    router.add(middleware: RecordRequestsMiddleware(recorder: recorder))
     DataRoutes(service: service, answers: answers).register(on: router)
     let preloads = PreloadState()
     AdminRoutes(service: service, configuration: configuration, startedAt: .now, preloads: preloads).register(on: router)
@@ -93,19 +102,21 @@ public func buildApplication(
     DashboardRoute().register(on: operators)
     try OpenAPIRoute().register(on: router)
 
-    let fastPath = configuration.fastPath ? L1FastPath(service: service, answers: answers, registry: registry, logger: makeLogger("ibge-cache.http")) : nil
+    let fastPath = configuration.fastPath ? L1FastPath(service: service, answers: answers, registry: registry, recorder: recorder) : nil
     let limits = configuration.connectionLimits
     let openConnections = OpenConnections()
     var app = Application(
         router: router,
         server: HTTPServerBuilder { responder in
-            GuardedHTTP1Channel(responder: responder, limits: limits, fastPath: fastPath, openConnections: openConnections)
+            GuardedHTTP1Channel(responder: responder, limits: limits, fastPath: fastPath, openConnections: openConnections, recorder: recorder)
         },
         configuration: .init(address: .hostname(configuration.host, port: configuration.port), serverName: DataAnswers.serverName),
         logger: logger
     )
     // Services stop in reverse order (the HTTP server, which Hummingbird adds last, first): the
-    // cache drains its queued background work while Redis and the upstream are still there.
+    // cache drains its queued background work while Redis and the upstream are still there, and
+    // the access log writes its last lines after the last request.
+    if let accessLog { app.addServices(accessLog) }
     if let redis {
         // Keeps its minimum connection open and pings it; closes everything on shutdown.
         app.addServices(redis)

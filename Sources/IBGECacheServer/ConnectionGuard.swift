@@ -1,4 +1,5 @@
 import HTTPTypes
+import IBGE
 import HummingbirdCore
 import Logging
 import NIOCore
@@ -50,13 +51,18 @@ struct GuardedHTTP1Channel: ServerChildChannel {
     let limits: ConnectionLimits
     let fastPath: L1FastPath?
     let openConnections: OpenConnections
+    let recorder: RequestRecorder
     private let template: HTTP1Channel
 
-    init(responder: @escaping HTTPChannelHandler.Responder, limits: ConnectionLimits, fastPath: L1FastPath?, openConnections: OpenConnections) {
+    init(
+        responder: @escaping HTTPChannelHandler.Responder, limits: ConnectionLimits, fastPath: L1FastPath?, openConnections: OpenConnections,
+        recorder: RequestRecorder
+    ) {
         self.responder = responder
         self.limits = limits
         self.fastPath = fastPath
         self.openConnections = openConnections
+        self.recorder = recorder
         self.template = HTTP1Channel(responder: responder)
     }
 
@@ -82,7 +88,8 @@ struct GuardedHTTP1Channel: ServerChildChannel {
         }
         // Made for this channel, added on its event loop by the setup below.
         let channelHandlers = NIOLoopBound(
-            [ConnectionGuard(state: state, limits: limits, logger: logger)] as [any RemovableChannelHandler], eventLoop: channel.eventLoop)
+            [ConnectionGuard(state: state, limits: limits, recorder: recorder, logger: logger)] as [any RemovableChannelHandler],
+            eventLoop: channel.eventLoop)
         let inner = HTTP1Channel(
             responder: responder,
             configuration: .init(
@@ -178,15 +185,17 @@ final class ConnectionGuard: ChannelDuplexHandler, RemovableChannelHandler {
 
     let state: ConnectionState
     let limits: ConnectionLimits
+    let recorder: RequestRecorder
     let logger: Logger
     private var checks: RepeatedTask?
     /// Parts of the current request are dropped (it was rejected).
     private var dropping = false
     private var bodyBytes = 0
 
-    init(state: ConnectionState, limits: ConnectionLimits, logger: Logger) {
+    init(state: ConnectionState, limits: ConnectionLimits, recorder: RequestRecorder, logger: Logger) {
         self.state = state
         self.limits = limits
+        self.recorder = recorder
         self.logger = logger
     }
 
@@ -228,13 +237,13 @@ final class ConnectionGuard: ChannelDuplexHandler, RemovableChannelHandler {
             if let target = request.path, target.utf8.count > limits.maximumURIBytes {
                 reject(
                     context: context, status: .uriTooLong, "the request target is \(target.utf8.count) bytes; at most \(limits.maximumURIBytes) are accepted",
-                    dataPath: DataAnswers.isDataPath(target))
+                    dataPath: DataAnswers.isDataPath(target), request: request)
                 return
             }
             if let length = request.headerFields[.contentLength], (Int(length) ?? .max) > limits.maximumBodyBytes {
                 reject(
                     context: context, status: .contentTooLarge, "the request body may be at most \(limits.maximumBodyBytes) bytes",
-                    dataPath: DataAnswers.isDataPath(request.path ?? ""))
+                    dataPath: DataAnswers.isDataPath(request.path ?? ""), request: request)
                 return
             }
             dropping = false
@@ -307,15 +316,17 @@ final class ConnectionGuard: ChannelDuplexHandler, RemovableChannelHandler {
             tooLarge
                 ? "the request header is too large (a field may be at most \(limits.maximumHeaderFieldBytes) bytes, the header \(limits.maximumHeaderBytes))"
                 : "malformed HTTP request (\(parserError))",
-            dataPath: false)
+            dataPath: false, request: nil)
     }
 
     /// Answers a request the limits refuse (when nothing before it is still being answered)
-    /// and closes the connection; its remaining parts are dropped.
-    private func reject(context: ChannelHandlerContext, status: HTTPResponse.Status, _ message: String, dataPath: Bool) {
+    /// and closes the connection; its remaining parts are dropped. `request` is nil when its
+    /// head could not be read.
+    private func reject(context: ChannelHandlerContext, status: HTTPResponse.Status, _ message: String, dataPath: Bool, request: HTTPRequest?) {
         dropping = true
         state.closing = true
         guard state.outstanding == 0 else { return }
+        let start = RequestRecorder.now()
         var body = ByteBuffer()
         body.writeString("{\"error\":\"\(message)\",\"success\":false}")
         var fields: HTTPFields = [
@@ -325,7 +336,11 @@ final class ConnectionGuard: ChannelDuplexHandler, RemovableChannelHandler {
         // A data path's errors carry CORS, as all its answers do; admin paths' never.
         if dataPath { fields[.accessControlAllowOrigin] = "*" }
         context.write(wrapOutboundOut(.head(HTTPResponse(status: status, headerFields: fields))), promise: nil)
+        let bytes = body.readableBytes
         context.write(wrapOutboundOut(.body(body)), promise: nil)
+        recorder.record(
+            method: request?.method.rawValue ?? "-", target: request?.path ?? "-", status: status.code, bytes: bytes, tier: .none,
+            elapsedNanoseconds: RequestRecorder.now() - start, remote: context.channel.remoteAddress)
         let written = context.eventLoop.makePromise(of: Void.self)
         context.writeAndFlush(wrapOutboundOut(.end(nil)), promise: written)
         closeWhenWritten(written.futureResult, context: context)

@@ -18,9 +18,9 @@ struct DataRoutes {
     var gzip: GzipVariants { GzipVariants(cache: service.cache) }
 
     func register(on router: Router<AppRequestContext>) {
-        router.getAndHead("/api/v1/localidades/**") { request, _ in await localidades(request) }
-        router.getAndHead("/api/v1/localidades") { request, _ in await localidades(request) }
-        router.getAndHead("/api/v3/agregados/**") { request, _ in await mirror(request) }
+        router.getAndHead("/api/v1/localidades/**") { request, context in await localidades(request, context) }
+        router.getAndHead("/api/v1/localidades") { request, context in await localidades(request, context) }
+        router.getAndHead("/api/v3/agregados/**") { request, context in await mirror(request, context) }
         for path in ["/api/v1/localidades/**", "/api/v1/localidades", "/api/v3/agregados/**"] {
             router.on(RouterPath(path), method: .options) { request, _ in
                 Response(status: .noContent, headers: DataAnswers.preflightFields(requestFields: request.headers))
@@ -35,31 +35,32 @@ struct DataRoutes {
         return try service.request(path: relative, query: query(uri))
     }
 
-    func localidades(_ request: Request) async -> Response {
+    func localidades(_ request: Request, _ context: AppRequestContext) async -> Response {
         do {
             let parsed = try Self.localidadesRequest(request.uri, service: service)
             let answer = try await service.answer(for: parsed)
-            return await respond(request, answer, key: parsed.cacheKey, ttl: service.ttl)
+            return await respond(request, context, answer, key: parsed.cacheKey, ttl: service.ttl)
         } catch where error.code == .notServed && service.upstream != nil {
-            return await mirror(request)
+            return await mirror(request, context)
         } catch {
             return Self.error(error)
         }
     }
 
-    func mirror(_ request: Request) async -> Response {
+    func mirror(_ request: Request, _ context: AppRequestContext) async -> Response {
         let path = request.uri.path.dropFirst("/api/".count)
         do {
             let upstreamRequest = try UpstreamRequest(path: String(path), query: Self.query(request.uri))
             let answer = try await service.mirrorAnswer(upstreamRequest)
             let ttl = upstreamRequest.kind == .agregados ? service.agregadosTTL : service.ttl
-            return await respond(request, answer, key: upstreamRequest.cacheKey, ttl: ttl)
+            return await respond(request, context, answer, key: upstreamRequest.cacheKey, ttl: ttl)
         } catch {
             return Self.error(error)
         }
     }
 
-    private func respond(_ request: Request, _ plain: CachedValue, key: String, ttl: Duration) async -> Response {
+    private func respond(_ request: Request, _ context: AppRequestContext, _ plain: CachedValue, key: String, ttl: Duration) async -> Response {
+        context.answer.tier = service.tier(of: plain)
         let variant = await gzip.variant(acceptEncoding: request.headers[.acceptEncoding], plain: plain, key: key, ttl: ttl)
         let answer = answers.answer(
             ifNoneMatch: request.headers[.ifNoneMatch], plain: plain, gzip: variant, now: service.cache.memory.clock.nowMilliseconds())

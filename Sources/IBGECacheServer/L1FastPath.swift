@@ -17,7 +17,8 @@ import TieredCache
 final class L1FastPath: Sendable {
     let service: IBGEService
     let answers: DataAnswers
-    let logger: Logger
+    /// Records each answer (metrics, access log).
+    let recorder: RequestRecorder
     /// Requests answered here (`ibge_cache_http_fast_path_answers_total`).
     let answered: Prometheus.Counter
     /// Request targets already resolved to the cache key of a single-entry request (parsing a
@@ -27,10 +28,10 @@ final class L1FastPath: Sendable {
     static let remembersTargets = 4096
     static let longestRememberedTarget = 256
 
-    init(service: IBGEService, answers: DataAnswers, registry: PrometheusCollectorRegistry, logger: Logger) {
+    init(service: IBGEService, answers: DataAnswers, registry: PrometheusCollectorRegistry, recorder: RequestRecorder) {
         self.service = service
         self.answers = answers
-        self.logger = logger
+        self.recorder = recorder
         self.answered = registry.makeCounter(
             descriptor: MetricNameDescriptor(
                 namespace: "ibge_cache", subsystem: "http", metricName: "fast_path_answers", unitName: "total",
@@ -54,8 +55,9 @@ final class L1FastPath: Sendable {
         return key
     }
 
-    /// The answer from L1 to a GET or HEAD of `target`, or nil when the router must answer it.
-    func answer(target: String, isHead: Bool, acceptEncoding: String?, ifNoneMatch: String?) -> DataAnswers.Answer? {
+    /// The answer from L1 to a GET or HEAD of `target`, and whether it is a stale value the
+    /// fail-safe keeps in L1 while the source fails; nil when the router must answer it.
+    func answer(target: String, isHead: Bool, acceptEncoding: String?, ifNoneMatch: String?) -> (answer: DataAnswers.Answer, stale: Bool)? {
         guard let key = cacheKey(target) else { return nil }
         let memory = service.cache.memory
         guard let (plain, refreshDue) = memory.lookupValue(key, consumeRefresh: false), !refreshDue else { return nil }
@@ -66,11 +68,8 @@ final class L1FastPath: Sendable {
             }
             gzip = variant
         }
-        if logger.logLevel <= .debug {
-            logger.debug("Request", metadata: ["hb.request.path": "\(target)", "hb.request.method": "\(isHead ? "HEAD" : "GET")", "fast_path": "l1"])
-        }
         answered.increment()
-        return answers.answer(ifNoneMatch: ifNoneMatch, plain: plain, gzip: gzip, now: memory.clock.nowMilliseconds())
+        return (answers.answer(ifNoneMatch: ifNoneMatch, plain: plain, gzip: gzip, now: memory.clock.nowMilliseconds()), plain.tier == .stale)
     }
 }
 
@@ -143,11 +142,17 @@ final class L1FastPathHandler: ChannelInboundHandler, RemovableChannelHandler {
                 scanned = 0
                 // A whole head is here, so `readSlice` cannot fail.
                 guard let request = bytes.readSlice(length: head.length) else { return }
+                let start = RequestRecorder.now()
                 if head.eligible, state.outstanding == 0, !state.closing, context.channel.isActive, isWritable(context),
                     let answer = fastPath.answer(
                         target: head.target, isHead: head.isHead, acceptEncoding: head.acceptEncoding, ifNoneMatch: head.ifNoneMatch)
                 {
-                    write(answer, isHead: head.isHead, context: context)
+                    write(answer.answer, isHead: head.isHead, context: context)
+                    let notModified = answer.answer.status == .notModified
+                    fastPath.recorder.recordFastPath(
+                        method: head.isHead ? "HEAD" : "GET", target: head.target, notModified: notModified, stale: answer.stale,
+                        bytes: head.isHead || notModified ? 0 : answer.answer.body.readableBytes, elapsedNanoseconds: RequestRecorder.now() - start,
+                        remote: context.channel.remoteAddress)
                     state.idleSince = .now()
                     state.readingSince = nil
                 } else {

@@ -73,6 +73,8 @@ public struct ServerConfiguration: Sendable {
     /// `IBGE_PRELOAD_INTERVAL` (`6h`, `30m`, `90s`, or seconds): warm the cache every interval,
     /// one instance per cycle among those sharing Redis (unset: no scheduled warming).
     public var preloadInterval: Duration?
+    /// `ACCESS_LOG`: one line per request on standard output, in `LOG_FORMAT` (default false).
+    public var accessLog: Bool
     /// `TRUSTED_PROXIES`: addresses of reverse proxies whose `X-Forwarded-For`/`X-Real-IP` say
     /// who the client is, for the admin loopback rule (unset: none).
     public var trustedProxies: Set<String>
@@ -103,6 +105,7 @@ public struct ServerConfiguration: Sendable {
         self.preloadOnStart = false
         self.preloadInterval = nil
         self.trustedProxies = []
+        self.accessLog = false
         self.ttlJitter = 0.1
     }
 
@@ -178,6 +181,7 @@ public struct ServerConfiguration: Sendable {
             upstreamCircuitOpen = .seconds(seconds)
         }
         if let on = try flag("IBGE_PRELOAD_ON_START") { preloadOnStart = on }
+        if let on = try flag("ACCESS_LOG") { accessLog = on }
         if let text = value("IBGE_PRELOAD_INTERVAL") {
             guard let interval = Self.parseInterval(text.lowercased()), interval >= .seconds(1) else {
                 throw ConfigurationError(variable: "IBGE_PRELOAD_INTERVAL", value: text, expected: "a duration of at least 1 s, such as 6h, 30m or 90s")

@@ -51,8 +51,8 @@ public struct CacheEnvelope: Sendable, Equatable {
         self.tag = tag ?? ContentTag.of(payload)
     }
 
-    /// The envelope's value, tag and freshness.
-    public var cachedValue: CachedValue { CachedValue(value: payload, tag: tag, freshUntil: freshUntil) }
+    /// The envelope's value, tag and freshness, as read from L2.
+    public var cachedValue: CachedValue { CachedValue(value: payload, tag: tag, freshUntil: freshUntil, tier: .l2) }
 
     /// Writes header and payload to a new buffer.
     public func encoded() -> ByteBuffer {

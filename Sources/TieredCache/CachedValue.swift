@@ -13,12 +13,15 @@ public struct CachedValue: Sendable {
     /// When the value stops being fresh (Unix ms). In the past for a stale value served by the
     /// fail-safe.
     public var freshUntil: Int64
+    /// Where this answer came from: L1, L2, the loader, or a stale value kept by the fail-safe.
+    public var tier: CacheTier
 
-    /// Creates a cached value.
-    public init(value: ByteBuffer, tag: UInt64, freshUntil: Int64) {
+    /// Creates a cached value; `tier` says where it came from (by default, its caller's source).
+    public init(value: ByteBuffer, tag: UInt64, freshUntil: Int64, tier: CacheTier = .source) {
         self.value = value
         self.tag = tag
         self.freshUntil = freshUntil
+        self.tier = tier
     }
 
     /// Seconds (rounded down, at least 0) until the value stops being fresh, seen at `now` (Unix ms).
@@ -26,6 +29,25 @@ public struct CachedValue: Sendable {
     public func freshSeconds(now: Int64) -> Int64 {
         freshUntil > now ? (freshUntil &- now) / 1000 : 0
     }
+}
+
+/// Where the cache found, or how it made, the value it answered with, from the cheapest: an
+/// answer assembled from several values has the costliest of their tiers (a joined answer with
+/// one stale part is stale). For logs and metrics: which tier answers how much, and how fast.
+public enum CacheTier: UInt8, Sendable, CaseIterable, Comparable {
+    /// This process's memory (L1), fresh.
+    case l1
+    /// The shared store (L2: Redis), fresh; now in L1 too.
+    case l2
+    /// The loader (or another caller's load this one waited for): the source.
+    case source
+    /// A value past its freshness: kept by the fail-safe while the source fails or is slow.
+    case stale
+    /// Not from the cache at all: what the caller answered with when the cache could not (the
+    /// source failed and nothing stale was kept). The cache never returns it.
+    case fallback
+
+    public static func < (lhs: CacheTier, rhs: CacheTier) -> Bool { lhs.rawValue < rhs.rawValue }
 }
 
 /// The digest that identifies a value's bytes: the L1's key hash (``KeyHasher``) with a fixed

@@ -103,7 +103,9 @@ struct ShardTable: ~Copyable {
     mutating func lookupValue(_ key: String, hash: UInt64, now: Int64, consumeRefresh: Bool) -> (value: CachedValue, refresh: Bool)? {
         guard let index = live(key, hash: hash, now: now) else { return nil }
         if entries[index].tag == 0 { entries[index].tag = ContentTag.of(entries[index].value) }
-        let entry = CachedValue(value: entries[index].value, tag: entries[index].tag, freshUntil: entries[index].freshUntil)
+        let entry = CachedValue(
+            value: entries[index].value, tag: entries[index].tag, freshUntil: entries[index].freshUntil,
+            tier: entries[index].stale ? .stale : .l1)
         guard entries[index].refreshAt <= now else { return (entry, false) }
         if consumeRefresh { entries[index].refreshAt = .max }
         return (entry, true)

@@ -149,7 +149,10 @@ extension TieredCache {
             counters.loadErrors.add(missing.count, ordering: .relaxed)
             guard missing.allSatisfy({ stale[$0] != nil }) else { throw error }
             counters.staleServed.add(missing.count, ordering: .relaxed)
-            for key in missing { found[key] = stale[key] }
+            for key in missing {
+                found[key] = stale[key]
+                found[key]?.tier = .stale
+            }
             return found
         }
         let stored = await storeMany(missing.compactMap { key in loaded[key].map { (key, $0) } }, ttl: ttl, negativeTTL: negativeTTL, isNegative: isNegative)

@@ -146,7 +146,8 @@ extension TieredCache {
     /// A fresh value that reached L1 meanwhile (a load that just ended) is kept, not replaced.
     func keepStale(_ stale: CacheEnvelope, for key: String) -> CachedValue {
         let now = clock.nowMilliseconds()
-        let cached = stale.cachedValue
+        var cached = stale.cachedValue
+        cached.tier = .stale
         memory.setUnlessFresh(key, cached, expiresAt: now &+ configuration.failSafeThrottle.wholeMilliseconds, now: now)
         return cached
     }
@@ -205,15 +206,19 @@ extension TieredCache {
         }
     }
 
-    /// Eager refresh: load the key again in the background (once per process at a time).
+    /// Eager refresh: load the key again in the background (once per process at a time: not
+    /// while another load of it runs).
+    ///
+    /// Callers that arrive while it runs (the value may expire meanwhile) wait for it. When it
+    /// fails they do not get its error: they look again, and the first leads a load of its own,
+    /// with the stale value as its fail-safe.
     func startRefresh(_ load: Load) {
         // Refused (counted) when the queue is full: the value then lives out its TTL.
         submit {
-            _ = try? await self.flights.run(load.key) {
-                let value = try await self.loadAndStore(load)
-                self.counters.eagerRefreshes.add(1, ordering: .relaxed)
-                return value
-            }
+            guard self.flights.claim([load.key]).led.first != nil else { return }
+            let value = try? await self.loadAndStore(load)
+            if value != nil { self.counters.eagerRefreshes.add(1, ordering: .relaxed) }
+            self.flights.finish([load.key: value.map { .success($0) }])
         }
     }
 }

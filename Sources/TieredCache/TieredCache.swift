@@ -239,7 +239,7 @@ public final class TieredCache: Service, Sendable {
             if let (kept, _) = memory.lookupValue(key, consumeRefresh: false) { return kept }
             let outcome = try await flights.run(key) {
                 let value = try await compute()
-                let cached = CachedValue(value: value, tag: ContentTag.of(value), freshUntil: 0)
+                let cached = CachedValue(value: value, tag: ContentTag.of(value), freshUntil: 0, tier: .stale)
                 let now = clock.nowMilliseconds()
                 memory.set(key, cached, expiresAt: now &+ lifetime.wholeMilliseconds, now: now)
                 return cached
@@ -267,7 +267,7 @@ public final class TieredCache: Service, Sendable {
         let refreshAt = configuration.eagerRefreshFraction.map { now &+ Int64(Double(ttlMilliseconds) * $0) } ?? .max
         memory.set(key, value: value, expiresAt: freshUntil, now: now, refreshAt: refreshAt, tag: tag)
         // Built after the store, so a caller that drops it (`set` on an L1-only cache) costs no copy.
-        return CachedValue(value: value, tag: tag, freshUntil: freshUntil)
+        return CachedValue(value: value, tag: tag, freshUntil: freshUntil, tier: .source)
     }
 
     /// The L2 entry of a value: its envelope (with its tag), kept for its TTL plus the grace period.
@@ -364,7 +364,7 @@ public final class TieredCache: Service, Sendable {
         // Copy out of the (possibly much larger) read buffer the reply arrived in.
         var value = ByteBufferAllocator().buffer(capacity: envelope.payload.readableBytes)
         value.writeImmutableBuffer(envelope.payload)
-        let cached = CachedValue(value: value, tag: envelope.tag, freshUntil: envelope.freshUntil)
+        let cached = CachedValue(value: value, tag: envelope.tag, freshUntil: envelope.freshUntil, tier: .l2)
         memory.set(key, cached, expiresAt: envelope.freshUntil, now: clock.nowMilliseconds())
         return cached
     }

@@ -125,6 +125,35 @@ struct PolicyTests {
     }
 
     @Test(
+        "an eager refresh that fails while a caller waits for it (the value expired meanwhile): the caller gets the stale value, not the refresh's error",
+        arguments: StoreKind.allCases)
+    func failedRefreshServesStale(kind: StoreKind) async throws {
+        try await Harness.with(kind) { h in
+            let cache = h.cache()
+            try await running([cache], on: h.clock) {
+                _ = try await cache.getOrLoad("k", ttl: .seconds(100)) { buffer("old") }
+                h.clock.advance(by: .seconds(95))
+                let gate = Gate()
+                let refresh = CountingLoader(gate: gate)
+                refresh.failing.store(true, ordering: .relaxed)
+                // Due for refresh: answered at once, the refresh waits at the gate.
+                #expect(try await cache.getOrLoad("k", ttl: .seconds(100)) { try await refresh.load("new") } == buffer("old"))
+                #expect(await eventually { gate.arrivals == 1 })
+                h.clock.advance(by: .seconds(10))
+                let later = CountingLoader()
+                later.failing.store(true, ordering: .relaxed)
+                // Expired: this caller finds the refresh in flight and waits for it.
+                async let answer = cache.getOrLoadValue("k", ttl: .seconds(100)) { try await later.load("newer") }
+                #expect(await eventually { cache.loadWaiters == 1 })
+                gate.open()
+                let value = try await answer
+                #expect(value.value == buffer("old") && value.tier == .stale, "the stale value, from the caller's own load's fail-safe")
+                #expect(later.count == 1, "the caller led a load of its own")
+            }
+        }
+    }
+
+    @Test(
         "a loader slower than the soft timeout: the stale value when the timeout passes, the fresh value once the load ends",
         arguments: StoreKind.allCases)
     func softTimeout(kind: StoreKind) async throws {
