@@ -59,16 +59,17 @@ final class RequestRecorder: Sendable {
         }
     }
 
-    /// Records an answered request. `bytes`: the body's bytes sent (nil when unknown);
-    /// `remote`: the client's address, read only when the access log writes it.
+    /// Records an answered request. `bytes`: the body's bytes sent (nil when unknown); `target`
+    /// and `remote` (the client's address) are read only when the access log writes them.
     func record(
-        method: String, target: String, status: Int, bytes: Int?, tier: AnswerTier, elapsedNanoseconds: Int64,
+        method: String, target: @autoclosure () -> String, status: Int, bytes: Int?, tier: AnswerTier, elapsedNanoseconds: Int64,
         remote: @autoclosure () -> SocketAddress?
     ) {
         counter(tier: tier, status: status).increment()
         durations[Int(tier.rawValue)].recordNanoseconds(elapsedNanoseconds)
-        accessLog?.append(
-            .init(method: method, target: target, status: status, bytes: bytes, tier: tier, elapsedNanoseconds: elapsedNanoseconds, remote: remote()))
+        guard let accessLog else { return }
+        accessLog.append(
+            .init(method: method, target: target(), status: status, bytes: bytes, tier: tier, elapsedNanoseconds: elapsedNanoseconds, remote: remote()))
     }
 
     /// Records an L1 hit the fast path answered (200, or 304 for a matching `If-None-Match`);
