@@ -5,6 +5,7 @@ import Prometheus
 import ServiceLifecycle
 import Synchronization
 import IBGE
+import Utilities
 
 #if canImport(Glibc)
     import Glibc
@@ -16,15 +17,17 @@ import IBGE
 /// (`key=value` fields after the timestamp) or JSON (one object a line).
 ///
 /// ```
-/// 2026-12-01T15:20:33.123Z remote=127.0.0.1 method=GET path=/api/v1/localidades/estados/SC status=200 bytes=93 duration_ms=0.041 tier=l1
+/// 2026-12-01T15:20:33.123Z remote=127.0.0.1 method=GET status=200 bytes=93 duration_ms=0.041 tier=l1 path=/api/v1/localidades/estados/SC
 /// {"timestamp":"2026-12-01T15:20:33.123Z","remote":"127.0.0.1","method":"GET","path":"/api/v1/localidades/estados/SC","status":200,"bytes":93,"duration_ms":0.041,"tier":"l1"}
 /// ```
 ///
 /// A request never waits on the log: lines are added to a buffer (on the event loop, for the
-/// fast path) and written by a background flush every 50 ms, on NIO's thread pool (a slow or
-/// blocked standard output holds a pool thread, not an event loop or a task). The buffer is
-/// bounded: past ``maximumPendingBytes`` lines are dropped and counted
-/// (`ibge_cache_access_log_dropped_lines_total`, and a warning per flush that dropped some).
+/// fast path) and written by a background flush every 50 ms, one chunk at a time, on NIO's
+/// thread pool (a slow or blocked standard output holds a pool thread, not an event loop or a
+/// task, and shutdown waits for it a second at most). The buffer is bounded: past
+/// ``maximumPendingBytes`` lines are dropped; they, and lines a failed write lost, are counted
+/// (`ibge_cache_access_log_dropped_lines_total`) and reported in a warning at most every 10 s.
+/// `remote` is the connection's peer: behind a proxy, the proxy.
 ///
 /// Every byte of a request target outside printable ASCII, and `"` and `\`, is written as
 /// `%XX`: a line is always one line, a text field one word, a JSON string needs no escaping.
@@ -51,14 +54,21 @@ final class AccessLog: Service, Sendable {
     let format: Format
     /// Bytes of lines waiting for the next flush, at most.
     let maximumPendingBytes: Int
-    private let output: @Sendable ([UInt8]) -> Void
+    private let output: @Sendable ([UInt8]) -> Int
     private let logger: Logger
     private let droppedLines: Counter
+    /// A warning about dropped lines at most every 10 s (it says how many since the last).
+    private let warnings = Throttle(interval: .seconds(10))
     private let state = Mutex(State())
 
     private struct State {
         var pending: [UInt8] = []
+        /// Lines dropped since the last flush took them into account.
         var dropped = 0
+        /// Lines lost and not yet in a warning.
+        var unreported = 0
+        /// A chunk is being written: the next waits (two writes at once could mix their bytes).
+        var writing = false
         var clock = TimestampCache()
     }
 
@@ -68,11 +78,12 @@ final class AccessLog: Service, Sendable {
         var text: [UInt8] = []
     }
 
-    /// An access log in `format`; `output` writes a chunk of whole lines (by default, to
-    /// standard output), called from NIO's thread pool, one chunk at a time.
+    /// An access log in `format`. `output` writes a chunk of whole lines and returns how many
+    /// it could not write (by default: to standard output); it is called on NIO's thread pool,
+    /// one chunk at a time.
     init(
         format: Format, registry: PrometheusCollectorRegistry, logger: Logger, maximumPendingBytes: Int = 8 * 1024 * 1024,
-        output: (@Sendable ([UInt8]) -> Void)? = nil
+        output: (@Sendable ([UInt8]) -> Int)? = nil
     ) {
         self.format = format
         self.maximumPendingBytes = maximumPendingBytes
@@ -81,14 +92,19 @@ final class AccessLog: Service, Sendable {
         self.droppedLines = registry.makeCounter(
             descriptor: .init(
                 namespace: "ibge_cache", subsystem: "access_log", metricName: "dropped_lines", unitName: "total",
-                helpText: "access log lines dropped because standard output did not keep up"))
+                helpText: "access log lines dropped because standard output did not keep up or failed"))
     }
 
     /// Adds a request's line (written at the next flush, or dropped when the buffer is full).
     func append(_ entry: Entry) {
-        var line: [UInt8] = []
-        line.reserveCapacity(192 + entry.target.utf8.count)
+        // All but the timestamp is formatted before taking the lock.
+        var rest: [UInt8] = []
+        rest.reserveCapacity(192 + min(entry.target.utf8.count, Self.longestTarget) * 3)
         let remote = entry.remote?.ipAddress
+        switch format {
+        case .text: Self.text(entry, remote: remote, into: &rest)
+        case .json: Self.json(entry, remote: remote, into: &rest)
+        }
         var now = timespec()
         clock_gettime(CLOCK_REALTIME, &now)
         state.withLock { state in
@@ -96,34 +112,38 @@ final class AccessLog: Service, Sendable {
                 state.dropped += 1
                 return
             }
-            switch format {
-            case .text: Self.text(entry, remote: remote, at: now, clock: &state.clock, into: &line)
-            case .json: Self.json(entry, remote: remote, at: now, clock: &state.clock, into: &line)
-            }
-            state.pending.append(contentsOf: line)
+            if format == .json { state.pending.append(contentsOf: #"{"timestamp":""#.utf8) }
+            Self.timestamp(now, clock: &state.clock, into: &state.pending)
+            state.pending.append(contentsOf: rest)
         }
     }
 
-    /// Writes what is pending (on NIO's thread pool) and reports lines dropped since the last flush.
-    func flush() async {
-        let (chunk, dropped) = state.withLock { state in
-            defer {
-                state.pending = []
-                state.dropped = 0
-            }
-            return (state.pending, state.dropped)
+    /// Writes what is pending on NIO's thread pool (unless the last chunk is still being
+    /// written: it stays pending), waiting at most `limit` for the write; counts and reports the
+    /// lines dropped or lost.
+    func flush(waitingAtMost limit: Duration = .seconds(1)) async {
+        let (chunk, dropped) = state.withLock { state -> ([UInt8], Int) in
+            let dropped = state.dropped
+            state.dropped = 0
+            guard !state.writing, !state.pending.isEmpty else { return ([], dropped) }
+            state.writing = true
+            defer { state.pending = [] }
+            return (state.pending, dropped)
         }
-        if dropped > 0 {
-            droppedLines.increment(by: Int64(dropped))
-            logger.warning("access log lines dropped: standard output does not keep up", metadata: ["lines": "\(dropped)"])
-        }
+        report(lost: dropped)
         guard !chunk.isEmpty else { return }
         let output = self.output
-        try? await NIOThreadPool.singleton.runIfActive { output(chunk) }
+        let written = NIOThreadPool.singleton.runIfActive(eventLoop: MultiThreadedEventLoopGroup.singleton.any()) { output(chunk) }
+        written.whenComplete { result in
+            self.state.withLock { $0.writing = false }
+            self.report(lost: (try? result.get()) ?? chunk.count(where: { $0 == UInt8(ascii: "\n") }))
+        }
+        await Self.wait(for: written, atMost: limit)
     }
 
     /// Flushes every 50 ms until the server shuts down, then once more (after the HTTP server,
-    /// which stops first, has answered its last request).
+    /// which stops first, has answered its last request). A write that does not end within a
+    /// second is not waited for, so a stuck standard output does not hold up shutdown.
     func run() async throws {
         await cancelWhenGracefulShutdown {
             while !Task.isCancelled {
@@ -131,19 +151,51 @@ final class AccessLog: Service, Sendable {
                 await self.flush()
             }
         }
+        // The last lines, once the chunk being written (if any) is done.
+        _ = await eventuallyNotWriting(within: .seconds(1))
         await flush()
+    }
+
+    private func eventuallyNotWriting(within limit: Duration) async -> Bool {
+        let deadline = ContinuousClock.now + limit
+        while state.withLock({ $0.writing }) {
+            guard ContinuousClock.now < deadline else { return false }
+            try? await Task.sleep(for: .milliseconds(10))
+        }
+        return true
+    }
+
+    private func report(lost: Int) {
+        guard lost > 0 else { return }
+        droppedLines.increment(by: Int64(lost))
+        let total = state.withLock { state -> Int? in
+            state.unreported += lost
+            guard warnings.allow() else { return nil }
+            defer { state.unreported = 0 }
+            return state.unreported
+        }
+        if let total {
+            logger.warning("access log lines dropped: standard output does not keep up or fails", metadata: ["lines": "\(total)"])
+        }
+    }
+
+    /// Waits for `future`, at most `limit` (it goes on without the caller after that).
+    private static func wait<T: Sendable>(for future: EventLoopFuture<T>, atMost limit: Duration) async {
+        let once = ResumeOnce()
+        await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
+            future.whenComplete { _ in if once.take() { continuation.resume() } }
+            future.eventLoop.scheduleTask(in: TimeAmount(limit)) { if once.take() { continuation.resume() } }
+        }
     }
 
     // MARK: - Formats
 
-    private static func text(_ entry: Entry, remote: String?, at now: timespec, clock: inout TimestampCache, into line: inout [UInt8]) {
-        timestamp(now, clock: &clock, into: &line)
+    /// A text line after its timestamp; the path last, so nothing in it reads as a later field.
+    private static func text(_ entry: Entry, remote: String?, into line: inout [UInt8]) {
         line.append(contentsOf: " remote=".utf8)
         line.append(contentsOf: (remote ?? "-").utf8)
         line.append(contentsOf: " method=".utf8)
         escaped(entry.method, into: &line)
-        line.append(contentsOf: " path=".utf8)
-        escaped(entry.target, limit: longestTarget, into: &line)
         line.append(contentsOf: " status=".utf8)
         line.append(contentsOf: String(entry.status).utf8)
         line.append(contentsOf: " bytes=".utf8)
@@ -152,12 +204,13 @@ final class AccessLog: Service, Sendable {
         milliseconds(entry.elapsedNanoseconds, into: &line)
         line.append(contentsOf: " tier=".utf8)
         line.append(contentsOf: entry.tier.name.utf8)
+        line.append(contentsOf: " path=".utf8)
+        escaped(entry.target, limit: longestTarget, into: &line)
         line.append(UInt8(ascii: "\n"))
     }
 
-    private static func json(_ entry: Entry, remote: String?, at now: timespec, clock: inout TimestampCache, into line: inout [UInt8]) {
-        line.append(contentsOf: #"{"timestamp":""#.utf8)
-        timestamp(now, clock: &clock, into: &line)
+    /// A JSON line after `{"timestamp":"` and the timestamp.
+    private static func json(_ entry: Entry, remote: String?, into line: inout [UInt8]) {
         line.append(contentsOf: #"","remote":"#.utf8)
         if let remote {
             line.append(UInt8(ascii: "\""))
@@ -250,22 +303,36 @@ final class AccessLog: Service, Sendable {
         }
     }
 
-    /// Writes all of `bytes` to standard output (retrying on interruption); gives up on an error
-    /// such as a closed pipe (the server keeps answering; SIGPIPE is ignored).
-    @Sendable private static func writeToStandardOutput(_ bytes: [UInt8]) {
+    /// Writes all of `bytes` to standard output (retrying on interruption, and waiting up to a
+    /// second for a non-blocking one to take more); gives up on an error such as a closed pipe
+    /// (the server keeps answering: `serve` ignores SIGPIPE). Returns the lines not written.
+    @Sendable private static func writeToStandardOutput(_ bytes: [UInt8]) -> Int {
         bytes.withUnsafeBytes { buffer in
-            guard let base = buffer.baseAddress else { return }
+            guard let base = buffer.baseAddress else { return 0 }
             var offset = 0
             while offset < buffer.count {
                 let written = write(STDOUT_FILENO, base + offset, buffer.count - offset)
                 if written > 0 {
                     offset += written
-                } else if written < 0, errno == EINTR {
                     continue
-                } else {
-                    return
                 }
+                if written < 0, errno == EINTR { continue }
+                if written < 0, errno == EAGAIN || errno == EWOULDBLOCK {
+                    var ready = pollfd(fd: STDOUT_FILENO, events: Int16(POLLOUT), revents: 0)
+                    if poll(&ready, 1, 1000) > 0 { continue }
+                }
+                // What follows the last whole line written is lost.
+                return buffer[offset...].count(where: { $0 == UInt8(ascii: "\n") })
             }
+            return 0
         }
     }
+}
+
+/// Lets one of two racing callbacks through.
+private final class ResumeOnce: Sendable {
+    private let done = Atomic<Bool>(false)
+
+    /// True for the first caller only.
+    func take() -> Bool { !done.exchange(true, ordering: .acquiringAndReleasing) }
 }

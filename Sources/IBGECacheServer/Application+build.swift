@@ -82,10 +82,18 @@ public func buildApplication(
         agregadosTTL: configuration.agregadosTTL, logger: makeLogger("ibge-cache.ibge"))
 
     let answers = DataAnswers(gracePeriod: configuration.gracePeriod)
-    let accessLog =
-        configuration.accessLog
-        ? AccessLog(format: configuration.logFormat == .json ? .json : .text, registry: registry, logger: makeLogger("ibge-cache.access"), output: accessLogOutput)
-        : nil
+    var accessLog: AccessLog?
+    if configuration.accessLog {
+        var writer: (@Sendable ([UInt8]) -> Int)?
+        if let accessLogOutput {
+            writer = { lines in
+                accessLogOutput(lines)
+                return 0
+            }
+        }
+        accessLog = AccessLog(
+            format: configuration.logFormat == .json ? .json : .text, registry: registry, logger: makeLogger("ibge-cache.access"), output: writer)
+    }
     let recorder = RequestRecorder(registry: registry, buckets: metricsFactory.defaultDurationHistogramBuckets, accessLog: accessLog)
     let router = Router(context: AppRequestContext.self)
     router.add(middleware: RecordRequestsMiddleware(recorder: recorder))

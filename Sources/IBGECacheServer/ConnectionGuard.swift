@@ -76,7 +76,7 @@ struct GuardedHTTP1Channel: ServerChildChannel {
         do {
             if open > limits.maximumConnections {
                 logger.debug("connection refused: too many open", metadata: ["open": "\(open)", "limit": "\(limits.maximumConnections)"])
-                try channel.pipeline.syncOperations.addHandler(RefuseConnectionHandler())
+                try channel.pipeline.syncOperations.addHandler(RefuseConnectionHandler(recorder: recorder))
             }
             try channel.pipeline.syncOperations.addHandler(RequestStartObserver(state: state))
             // Ahead of the HTTP decoder, which Hummingbird's setup below adds after it.
@@ -121,10 +121,17 @@ final class OpenConnections: Sendable {
 }
 
 /// First on a connection past ``ConnectionLimits/maximumConnections``: answers 503 once it is
-/// active, reads nothing, and closes it.
+/// active, reads nothing, and closes it. The refusal is recorded as a request (method and path
+/// unread: `-`).
 final class RefuseConnectionHandler: ChannelInboundHandler, RemovableChannelHandler {
     typealias InboundIn = ByteBuffer
     private static let refusal = "HTTP/1.1 503 Service Unavailable\r\nconnection: close\r\ncontent-length: 0\r\nretry-after: 1\r\n\r\n"
+    let recorder: RequestRecorder
+    private var refused = false
+
+    init(recorder: RequestRecorder) {
+        self.recorder = recorder
+    }
 
     func handlerAdded(context: ChannelHandlerContext) {
         if context.channel.isActive { refuse(context) }
@@ -137,6 +144,9 @@ final class RefuseConnectionHandler: ChannelInboundHandler, RemovableChannelHand
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {}
 
     private func refuse(_ context: ChannelHandlerContext) {
+        guard !refused else { return }
+        refused = true
+        recorder.record(method: "-", target: "-", status: 503, bytes: 0, tier: .none, elapsedNanoseconds: 0, remote: context.channel.remoteAddress)
         let loopBound = NIOLoopBound(context, eventLoop: context.eventLoop)
         context.writeAndFlush(NIOAny(ByteBuffer(string: Self.refusal))).whenComplete { _ in
             loopBound.value.close(promise: nil)

@@ -17,7 +17,8 @@ public struct JSONLogHandler: LogHandler {
     /// standard error.
     public init(label: String, write: (@Sendable (String) -> Void)? = nil) {
         self.label = label
-        self.write = write ?? { FileHandle.standardError.write(Data($0.utf8)) }
+        // A failed write (standard error closed) loses the line, not the process.
+        self.write = write ?? { try? FileHandle.standardError.write(contentsOf: Data($0.utf8)) }
     }
 
     public subscript(metadataKey key: String) -> Logger.Metadata.Value? {

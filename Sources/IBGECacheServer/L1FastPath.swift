@@ -2,7 +2,6 @@ import Foundation
 import HTTPTypes
 import HummingbirdCore
 import IBGE
-import Logging
 import NIOCore
 import Prometheus
 import Synchronization

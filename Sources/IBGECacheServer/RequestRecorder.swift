@@ -2,6 +2,7 @@ import HTTPTypes
 import Hummingbird
 public import IBGE
 import NIOCore
+import NIOHTTP1
 import Prometheus
 import Synchronization
 
@@ -10,20 +11,21 @@ import Synchronization
 /// by tier and status, `ibge_cache_http_request_duration_seconds` by tier, and with
 /// `ACCESS_LOG=true` a line of the ``AccessLog``.
 ///
-/// The duration is the server's: from the request read to its answer handed to the
-/// connection (not the time the client takes to read it).
+/// The duration is the server's: from the request read to its answer handed on to be written
+/// (on the router, the `Response` returned to Hummingbird; not the time the client takes to
+/// read it).
 final class RequestRecorder: Sendable {
     /// The access log, when `ACCESS_LOG=true`.
     let accessLog: AccessLog?
     private let registry: PrometheusCollectorRegistry
-    /// `ibge_cache_http_requests_total{tier,status}`, made on first use (statuses are the
-    /// server's own, so the label set stays small), keyed by tier and status.
+    /// `ibge_cache_http_requests_total{tier,status}`, made on first use, keyed by tier and
+    /// status (statuses are few: the server's own and those IBGE answers with).
     private let counters = Mutex<[Int: Counter]>([:])
     /// `ibge_cache_http_request_duration_seconds{tier}`, by ``AnswerTier/rawValue``.
     private let durations: [DurationHistogram]
     /// The fast path's two outcomes, made once.
-    let l1OK: Counter
-    let l1NotModified: Counter
+    private let l1OK: Counter
+    private let l1NotModified: Counter
 
     init(registry: PrometheusCollectorRegistry, buckets: [Duration], accessLog: AccessLog?) {
         self.registry = registry
@@ -78,15 +80,9 @@ final class RequestRecorder: Sendable {
         method: String, target: String, notModified: Bool, stale: Bool, bytes: Int, elapsedNanoseconds: Int64,
         remote: @autoclosure () -> SocketAddress?
     ) {
-        let status = notModified ? 304 : 200
-        guard !stale else {
-            record(method: method, target: target, status: status, bytes: bytes, tier: .stale, elapsedNanoseconds: elapsedNanoseconds, remote: remote())
-            return
-        }
-        (notModified ? l1NotModified : l1OK).increment()
-        durations[Int(AnswerTier.l1.rawValue)].recordNanoseconds(elapsedNanoseconds)
-        accessLog?.append(
-            .init(method: method, target: target, status: status, bytes: bytes, tier: .l1, elapsedNanoseconds: elapsedNanoseconds, remote: remote()))
+        record(
+            method: method, target: target, status: notModified ? 304 : 200, bytes: bytes, tier: stale ? .stale : .l1,
+            elapsedNanoseconds: elapsedNanoseconds, remote: remote())
     }
 
     /// Nanoseconds on the monotonic clock, for request durations.
@@ -112,7 +108,8 @@ public final class AnswerTierCell: Sendable {
 }
 
 /// First on the router: records every request it answers (``RequestRecorder``), errors
-/// included, which it turns into their answers here so their status and size are known.
+/// included, which it turns into their answers here so their status and size are known. It
+/// replaces Hummingbird's `LogRequestsMiddleware`: requests are logged by `ACCESS_LOG`.
 struct RecordRequestsMiddleware: RouterMiddleware {
     typealias Context = AppRequestContext
     let recorder: RequestRecorder
@@ -124,6 +121,10 @@ struct RecordRequestsMiddleware: RouterMiddleware {
             response = try await next(request, context)
         } catch let error as any HTTPResponseError {
             response = try error.response(from: request, context: context)
+        } catch let error as HTTPParserError {
+            // A body the decoder could not read: Hummingbird answers 400 and closes.
+            record(request, context: context, status: 400, bytes: 0, start: start)
+            throw error
         } catch {
             // Hummingbird answers it with a 500 and no body.
             record(request, context: context, status: 500, bytes: 0, start: start)

@@ -16,8 +16,8 @@ public struct CachedValue: Sendable {
     /// Where this answer came from: L1, L2, the loader, or a stale value kept by the fail-safe.
     public var tier: CacheTier
 
-    /// Creates a cached value; `tier` says where it came from (by default, its caller's source).
-    public init(value: ByteBuffer, tag: UInt64, freshUntil: Int64, tier: CacheTier = .source) {
+    /// Creates a cached value; `tier` says where it came from.
+    public init(value: ByteBuffer, tag: UInt64, freshUntil: Int64, tier: CacheTier) {
         self.value = value
         self.tag = tag
         self.freshUntil = freshUntil
@@ -31,17 +31,19 @@ public struct CachedValue: Sendable {
     }
 }
 
-/// Where the cache found, or how it made, the value it answered with, from the cheapest: an
-/// answer assembled from several values has the costliest of their tiers (a joined answer with
-/// one stale part is stale). For logs and metrics: which tier answers how much, and how fast.
-public enum CacheTier: UInt8, Sendable, CaseIterable, Comparable {
+/// Where the cache found, or how it made, the value it answered with, in order from the
+/// cheapest and freshest: an answer assembled from several values has the last of their tiers
+/// in this order (a joined answer with one loaded part is loaded, with one stale part stale).
+/// For logs and metrics: which tier answers how much, and how fast.
+public enum CacheTier: UInt8, Sendable, Comparable {
     /// This process's memory (L1), fresh.
     case l1
-    /// The shared store (L2: Redis), fresh; now in L1 too.
+    /// The shared store (L2: Redis, or the in-process L2 without it), fresh; put in L1 too.
     case l2
     /// The loader (or another caller's load this one waited for): the source.
     case source
-    /// A value past its freshness: kept by the fail-safe while the source fails or is slow.
+    /// A value past its freshness: kept by the fail-safe while the source fails or is slow (or
+    /// derived from one, as ``TieredCache/memoized(_:lifetime:compute:)`` values are).
     case stale
     /// Not from the cache at all: what the caller answered with when the cache could not (the
     /// source failed and nothing stale was kept). The cache never returns it.

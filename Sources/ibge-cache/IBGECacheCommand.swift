@@ -41,6 +41,10 @@ struct Serve: AsyncParsableCommand {
         }
         if let host { configuration.host = host }
         if let port { configuration.port = port }
+        // A closed standard output or error (a log reader gone) fails the write instead of
+        // killing the server: log lines are lost, answers are not. (The other commands keep the
+        // default: `ibge-cache status | head -1` ends quietly.)
+        signal(SIGPIPE, SIG_IGN)
         let level = configuration.logLevel
         switch configuration.logFormat {
         case .text:

@@ -10,7 +10,4 @@ if let text = ProcessInfo.processInfo.environment["IBGE_CACHE_THREADS"], let thr
     NIOSingletons.groupLoopCountSuggestion = threads
 }
 NIOSingletons.unsafeTryInstallSingletonPosixEventLoopGroupAsConcurrencyGlobalExecutor()
-// A closed standard output or error (a log reader gone) fails the write instead of killing the
-// process: logs are lost, answers are not.
-signal(SIGPIPE, SIG_IGN)
 await EntryPoint.run()

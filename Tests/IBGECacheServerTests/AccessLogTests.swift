@@ -24,6 +24,15 @@ final class LineCollector: Sendable {
         }
     }
 
+    /// ``output`` as the access log's writer (which reports the lines it could not write: none).
+    var writer: @Sendable ([UInt8]) -> Int {
+        let output = self.output
+        return { bytes in
+            output(bytes)
+            return 0
+        }
+    }
+
     var all: [String] { lines.withLock { $0 } }
 
     /// Waits until `count` lines have arrived (the log flushes every 50 ms).
@@ -139,7 +148,7 @@ struct AccessLogTests {
         await fake.stop()
     }
 
-    @Test("IBGE down: a stale value is logged stale (by the router and the fast path), an answer from the snapshot snapshot; without an upstream a load is source")
+    @Test("IBGE down: a stale value is logged stale (by the router and the fast path), an answer from the snapshot snapshot, IBGE's failure upstream; without an upstream a load is source")
     func fallbackTiers() async throws {
         let fake = try await FakeIBGE.start()
         let lines = LineCollector()
@@ -166,6 +175,11 @@ struct AccessLogTests {
             let last = await lines.waitFor(lines.all.count + 1).last.map(fields)
             #expect(last?["tier"] == "snapshot" && last?["path"] == "/api/v1/localidades/municipios/3304557", "\(last ?? [:])")
             #expect(fields(lines.all.first ?? "")["tier"] == "upstream")
+            // An agregados query IBGE fails on, with nothing cached: IBGE's failure, on its tier.
+            let failed = try await fetch(port, "/api/v3/agregados/1705/periodos/2010/variaveis/all")
+            #expect(failed.status >= 500)
+            let failedLine = await lines.waitFor(lines.all.count + 1).last.map(fields)
+            #expect(failedLine?["tier"] == "upstream" && failedLine?["status"] == String(failed.status), "\(failedLine ?? [:])")
         }
         await fake.stop()
 
@@ -181,7 +195,7 @@ struct AccessLogTests {
     func bounded() async throws {
         let registry = PrometheusCollectorRegistry()
         let lines = LineCollector()
-        let log = AccessLog(format: .text, registry: registry, logger: Logger(label: "test"), maximumPendingBytes: 2000, output: lines.output)
+        let log = AccessLog(format: .text, registry: registry, logger: Logger(label: "test"), maximumPendingBytes: 2000, output: lines.writer)
         let entry = AccessLog.Entry(
             method: "GET", target: "/a b\"c\\d\né", status: 200, bytes: 10, tier: .l1, elapsedNanoseconds: 1_234_567, remote: nil)
         for _ in 0..<100 { log.append(entry) }
@@ -200,7 +214,15 @@ struct AccessLogTests {
         await log.flush()
         #expect(lines.all.count == written.count + 1)
 
-        let json = AccessLog(format: .json, registry: registry, logger: Logger(label: "test"), output: lines.output)
+        // Lines a write could not take count as dropped too.
+        let failing = AccessLog(format: .text, registry: registry, logger: Logger(label: "test"), output: { _ in 3 })
+        for _ in 0..<5 { failing.append(entry) }
+        await failing.flush()
+        let afterFailure = String(decoding: registry.emitToBuffer(), as: UTF8.self).split(separator: "\n")
+            .first { $0.hasPrefix("ibge_cache_access_log_dropped_lines_total ") }
+        #expect(afterFailure == "ibge_cache_access_log_dropped_lines_total \(100 - written.count + 3)")
+
+        let json = AccessLog(format: .json, registry: registry, logger: Logger(label: "test"), output: lines.writer)
         json.append(entry)
         await json.flush()
         let lastLine = try #require(lines.all.last)

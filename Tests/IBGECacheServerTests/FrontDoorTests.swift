@@ -428,6 +428,9 @@ struct FrontDoorTests {
                 }, "\(refused.prefix(200))")
             for channel in held { try? await channel.channel.close() }
             #expect(try await eventually { try await fetch(port, "/api/v1/localidades/estados").status == 200 })
+            // Refusals are requests answered too: in the request metrics, without a tier.
+            let metrics = String(decoding: try await fetch(port, "/metrics").body, as: UTF8.self)
+            #expect(requestCounts(metrics)["none 503"] ?? 0 >= 1, "\(requestCounts(metrics))")
         }
     }
 }

@@ -218,8 +218,8 @@ struct TieredCacheMemoryTests {
     func keepStaleUnlessFresh() {
         let clock = ManualClock()
         let store = MemoryStore(clock: .manual(clock))
-        let fresh = CachedValue(value: buffer("fresh"), tag: 1, freshUntil: clock.now + 60_000)
-        let stale = CachedValue(value: buffer("stale"), tag: 2, freshUntil: clock.now - 1000)
+        let fresh = CachedValue(value: buffer("fresh"), tag: 1, freshUntil: clock.now + 60_000, tier: .l1)
+        let stale = CachedValue(value: buffer("stale"), tag: 2, freshUntil: clock.now - 1000, tier: .stale)
         store.set("k", fresh, expiresAt: fresh.freshUntil, now: clock.now)
         #expect(!store.setUnlessFresh("k", stale, expiresAt: clock.now + 30_000, now: clock.now))
         #expect(store.get("k") == buffer("fresh"))
