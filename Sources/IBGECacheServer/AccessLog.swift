@@ -279,6 +279,12 @@ final class AccessLog: Service, Sendable {
 
     private static let hex = Array("0123456789ABCDEF".utf8)
 
+    /// Whether a byte is written as it is: printable ASCII but `"` and `\`.
+    @inline(__always)
+    private static func isPlain(_ byte: UInt8) -> Bool {
+        byte > 0x20 && byte < 0x7F && byte != UInt8(ascii: "\"") && byte != UInt8(ascii: "\\")
+    }
+
     /// Bytes of a request target logged, at most (the rest is cut, marked `...`): a target may
     /// be as long as `HTTP_MAX_URI_BYTES`, or the header limit when it is refused.
     static let longestTarget = 2048
@@ -286,6 +292,11 @@ final class AccessLog: Service, Sendable {
     /// `text`'s bytes, each outside printable ASCII (or `"`, `\`) as `%XX`; past `limit`
     /// bytes of `text`, `...` instead of the rest.
     static func escaped(_ text: String, limit: Int = .max, into line: inout [UInt8]) {
+        // The usual target: nothing to escape, nothing to cut; copied at once.
+        if text.utf8.count <= limit, text.utf8.allSatisfy(isPlain) {
+            line.append(contentsOf: text.utf8)
+            return
+        }
         var count = 0
         for byte in text.utf8 {
             count += 1
@@ -293,7 +304,7 @@ final class AccessLog: Service, Sendable {
                 line.append(contentsOf: "...".utf8)
                 return
             }
-            if byte > 0x20, byte < 0x7F, byte != UInt8(ascii: "\""), byte != UInt8(ascii: "\\") {
+            if isPlain(byte) {
                 line.append(byte)
             } else {
                 line.append(UInt8(ascii: "%"))
