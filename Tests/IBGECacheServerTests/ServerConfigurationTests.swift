@@ -26,7 +26,9 @@ struct ServerConfigurationTests {
             "IBGE_CACHE_PREFIX": "ibge-test:", "IBGE_CACHE_L1_MAX_ENTRIES": "5000", "IBGE_CACHE_L1_MAX_MB": "64", "LOG_LEVEL": "debug",
             "IBGE_CIRCUIT_FAILURES": "0", "IBGE_CIRCUIT_OPEN_SECONDS": "30", "ALLOWED_HOSTS": "Cache.Example.com, .example.org",
             "TRUSTED_PROXIES": "10.0.0.1, ::1, 2001:0db8::1", "IBGE_PRELOAD_ON_START": "true", "IBGE_PRELOAD_INTERVAL": "6h",
+            "ACCESS_LOG": "yes",
         ])
+        #expect(c.accessLog && !ServerConfiguration().accessLog)
         #expect(c.preloadOnStart && c.preloadInterval == .seconds(6 * 3600))
         #expect(try ServerConfiguration(environment: ["IBGE_PRELOAD_INTERVAL": "90"]).preloadInterval == .seconds(90))
         #expect(try ServerConfiguration(environment: ["IBGE_PRELOAD_INTERVAL": "30m"]).preloadInterval == .seconds(1800))
@@ -59,6 +61,7 @@ struct ServerConfigurationTests {
             (["IBGE_CIRCUIT_FAILURES": "-1"], "invalid IBGE_CIRCUIT_FAILURES='-1'"),
             (["IBGE_PRELOAD_INTERVAL": "soon"], "invalid IBGE_PRELOAD_INTERVAL='soon'"),
             (["LOG_FORMAT": "xml"], "invalid LOG_FORMAT='xml'"),
+            (["ACCESS_LOG": "stdout"], "invalid ACCESS_LOG='stdout'"),
             (["IBGE_PRELOAD_INTERVAL": "500ms"], "invalid IBGE_PRELOAD_INTERVAL='500ms'"),
             (["IBGE_CIRCUIT_OPEN_SECONDS": "0"], "invalid IBGE_CIRCUIT_OPEN_SECONDS='0'"),
             (["TRUSTED_PROXIES": "10.0.0.0/8"], "invalid TRUSTED_PROXIES='10.0.0.0/8'"),
