@@ -63,6 +63,8 @@ final class AccessLog: Service, Sendable {
 
     private struct State {
         var pending: [UInt8] = []
+        /// The last chunk written, emptied: the next lines go in it (no new buffer per flush).
+        var spare: [UInt8] = []
         /// Lines dropped since the last flush took them into account.
         var dropped = 0
         /// Lines lost and not yet in a warning.
@@ -118,59 +120,91 @@ final class AccessLog: Service, Sendable {
         }
     }
 
-    /// Writes what is pending on NIO's thread pool (unless the last chunk is still being
-    /// written: it stays pending), waiting at most `limit` for the write; counts and reports the
-    /// lines dropped or lost.
-    func flush(waitingAtMost limit: Duration = .seconds(1)) async {
-        let (chunk, dropped) = state.withLock { state -> ([UInt8], Int) in
+    /// Starts writing what is pending on NIO's thread pool, unless the last chunk is still
+    /// being written (it stays pending: two writes at once could mix their bytes), and waits at
+    /// most `limit` for it. Lines dropped or lost are counted, and reported by a warning (from
+    /// the pool thread, never from an event loop) at most every 10 s.
+    func flush(waitingAtMost limit: Duration = .zero) async {
+        let chunk = state.withLock { state -> [UInt8] in
             let dropped = state.dropped
             state.dropped = 0
-            guard !state.writing, !state.pending.isEmpty else { return ([], dropped) }
+            state.unreported += dropped
+            droppedLines.increment(by: Int64(dropped))
+            guard !state.writing, !state.pending.isEmpty else { return [] }
             state.writing = true
-            defer { state.pending = [] }
-            return (state.pending, dropped)
+            // The buffer written last time (emptied, its capacity kept) takes the next lines.
+            var chunk = state.spare
+            swap(&chunk, &state.pending)
+            state.spare = []
+            return chunk
         }
-        report(lost: dropped)
         guard !chunk.isEmpty else { return }
-        let output = self.output
-        let written = NIOThreadPool.singleton.runIfActive(eventLoop: MultiThreadedEventLoopGroup.singleton.any()) { output(chunk) }
+        let written = NIOThreadPool.singleton.runIfActive(eventLoop: MultiThreadedEventLoopGroup.singleton.any()) {
+            let lost = self.output(chunk)
+            self.lost(lost)
+            return chunk
+        }
         written.whenComplete { result in
-            self.state.withLock { $0.writing = false }
-            self.report(lost: (try? result.get()) ?? chunk.count(where: { $0 == UInt8(ascii: "\n") }))
+            self.state.withLock { state in
+                state.writing = false
+                if case .success(var buffer) = result, buffer.capacity <= Self.keptBufferBytes {
+                    buffer.removeAll(keepingCapacity: true)
+                    state.spare = buffer
+                }
+            }
+            // The pool was not running (the process is stopping): the chunk is lost.
+            if case .failure = result { self.lost(chunk.count(where: { $0 == UInt8(ascii: "\n") })) }
         }
         await Self.wait(for: written, atMost: limit)
     }
 
-    /// Flushes every 50 ms until the server shuts down, then once more (after the HTTP server,
-    /// which stops first, has answered its last request). A write that does not end within a
-    /// second is not waited for, so a stuck standard output does not hold up shutdown.
+    /// The largest buffer kept for reuse once written.
+    static let keptBufferBytes = 1024 * 1024
+
+    /// Starts a flush every 50 ms until the server shuts down; then writes the last lines (the
+    /// HTTP server, which stops first, has answered its last request), waiting one second at
+    /// most in all, so a stuck standard output does not hold up shutdown: lines it did not
+    /// take are counted as dropped.
     func run() async throws {
         await cancelWhenGracefulShutdown {
-            while !Task.isCancelled {
-                try? await Task.sleep(for: .milliseconds(50))
+            while true {
+                do {
+                    try await Task.sleep(for: .milliseconds(50))
+                } catch {
+                    return
+                }
                 await self.flush()
             }
         }
-        // The last lines, once the chunk being written (if any) is done.
-        _ = await eventuallyNotWriting(within: .seconds(1))
-        await flush()
-    }
-
-    private func eventuallyNotWriting(within limit: Duration) async -> Bool {
-        let deadline = ContinuousClock.now + limit
-        while state.withLock({ $0.writing }) {
-            guard ContinuousClock.now < deadline else { return false }
-            try? await Task.sleep(for: .milliseconds(10))
+        let deadline = ContinuousClock.now + .seconds(1)
+        while state.withLock({ $0.writing }), ContinuousClock.now < deadline {
+            do {
+                try await Task.sleep(for: .milliseconds(10))
+            } catch {
+                break
+            }
         }
-        return true
+        await flush(waitingAtMost: max(.zero, deadline - ContinuousClock.now))
+        let (left, unreported) = state.withLock { state in
+            defer {
+                state.pending = []
+                state.unreported = 0
+            }
+            return (state.pending.count(where: { $0 == UInt8(ascii: "\n") }), state.unreported)
+        }
+        droppedLines.increment(by: Int64(left))
+        if left + unreported > 0 {
+            logger.warning("access log lines dropped: standard output did not keep up or failed", metadata: ["lines": "\(left + unreported)"])
+        }
     }
 
-    private func report(lost: Int) {
-        guard lost > 0 else { return }
-        droppedLines.increment(by: Int64(lost))
+    /// Counts lines a write lost, and says so (at most every 10 s, with the count since the last
+    /// time). Called on the thread pool, where a blocking write to standard error holds no event loop.
+    private func lost(_ lines: Int) {
         let total = state.withLock { state -> Int? in
-            state.unreported += lost
-            guard warnings.allow() else { return nil }
+            state.unreported += lines
+            droppedLines.increment(by: Int64(lines))
+            guard state.unreported > 0, warnings.allow() else { return nil }
             defer { state.unreported = 0 }
             return state.unreported
         }
@@ -181,10 +215,14 @@ final class AccessLog: Service, Sendable {
 
     /// Waits for `future`, at most `limit` (it goes on without the caller after that).
     private static func wait<T: Sendable>(for future: EventLoopFuture<T>, atMost limit: Duration) async {
+        guard limit > .zero else { return }
         let once = ResumeOnce()
         await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
-            future.whenComplete { _ in if once.take() { continuation.resume() } }
-            future.eventLoop.scheduleTask(in: TimeAmount(limit)) { if once.take() { continuation.resume() } }
+            let timeout = future.eventLoop.scheduleTask(in: TimeAmount(limit)) { if once.take() { continuation.resume() } }
+            future.whenComplete { _ in
+                timeout.cancel()
+                if once.take() { continuation.resume() }
+            }
         }
     }
 
@@ -316,10 +354,25 @@ final class AccessLog: Service, Sendable {
 
     /// Writes all of `bytes` to standard output (retrying on interruption, and waiting up to a
     /// second for a non-blocking one to take more); gives up on an error such as a closed pipe
-    /// (the server keeps answering: `serve` ignores SIGPIPE). Returns the lines not written.
+    /// (the server keeps answering: `serve` ignores SIGPIPE). Returns the lines not written. A
+    /// line cut by a failed write is ended by the next write, so lines stay whole.
     @Sendable private static func writeToStandardOutput(_ bytes: [UInt8]) -> Int {
-        bytes.withUnsafeBytes { buffer in
-            guard let base = buffer.baseAddress else { return 0 }
+        if endedMidLine.load(ordering: .relaxed) {
+            guard writeAll([UInt8(ascii: "\n")]) == nil else { return bytes.count(where: { $0 == UInt8(ascii: "\n") }) }
+            endedMidLine.store(false, ordering: .relaxed)
+        }
+        guard let stop = writeAll(bytes) else { return 0 }
+        if stop > 0, bytes[stop - 1] != UInt8(ascii: "\n") { endedMidLine.store(true, ordering: .relaxed) }
+        return bytes[stop...].count(where: { $0 == UInt8(ascii: "\n") })
+    }
+
+    /// Whether the last write to standard output stopped inside a line.
+    private static let endedMidLine = Atomic<Bool>(false)
+
+    /// Writes `bytes` to standard output; nil when all were written, else where it stopped.
+    private static func writeAll(_ bytes: [UInt8]) -> Int? {
+        bytes.withUnsafeBytes { buffer -> Int? in
+            guard let base = buffer.baseAddress else { return nil }
             var offset = 0
             while offset < buffer.count {
                 let written = write(STDOUT_FILENO, base + offset, buffer.count - offset)
@@ -330,12 +383,13 @@ final class AccessLog: Service, Sendable {
                 if written < 0, errno == EINTR { continue }
                 if written < 0, errno == EAGAIN || errno == EWOULDBLOCK {
                     var ready = pollfd(fd: STDOUT_FILENO, events: Int16(POLLOUT), revents: 0)
-                    if poll(&ready, 1, 1000) > 0 { continue }
+                    var polled: Int32
+                    repeat { polled = poll(&ready, 1, 1000) } while polled < 0 && errno == EINTR
+                    if polled > 0 { continue }
                 }
-                // What follows the last whole line written is lost.
-                return buffer[offset...].count(where: { $0 == UInt8(ascii: "\n") })
+                return offset
             }
-            return 0
+            return nil
         }
     }
 }

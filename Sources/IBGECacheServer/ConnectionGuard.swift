@@ -336,7 +336,8 @@ final class ConnectionGuard: ChannelDuplexHandler, RemovableChannelHandler {
         dropping = true
         state.closing = true
         guard state.outstanding == 0 else { return }
-        let start = RequestRecorder.now()
+        // From the request's first byte, when it was seen.
+        let start = state.readingSince.map { Int64(truncatingIfNeeded: $0.uptimeNanoseconds) } ?? RequestRecorder.now()
         var body = ByteBuffer()
         body.writeString("{\"error\":\"\(message)\",\"success\":false}")
         var fields: HTTPFields = [

@@ -43,7 +43,7 @@ struct DataRoutes {
         } catch where error.code == .notServed && service.upstream != nil {
             return await mirror(request, context)
         } catch {
-            return Self.error(error, context)
+            return errorAnswer(error, context)
         }
     }
 
@@ -55,7 +55,7 @@ struct DataRoutes {
             let ttl = upstreamRequest.kind == .agregados ? service.agregadosTTL : service.ttl
             return await respond(request, context, answer, key: upstreamRequest.cacheKey, ttl: ttl)
         } catch {
-            return Self.error(error, context)
+            return errorAnswer(error, context)
         }
     }
 
@@ -68,8 +68,9 @@ struct DataRoutes {
     }
 
     /// A data error's answer; one IBGE gave, or its failure, is recorded with the tier `upstream`.
-    static func error(_ error: IBGEError, _ context: AppRequestContext) -> Response {
-        if error.upstreamStatus != nil || error.code == .upstreamFailed || error.code == .upstreamTimeout { context.answer.tier = .upstream }
+    func errorAnswer(_ error: IBGEError, _ context: AppRequestContext) -> Response {
+        let fromIBGE = error.upstreamStatus != nil || error.code == .upstreamFailed || error.code == .upstreamTimeout
+        if fromIBGE, service.upstream != nil { context.answer.tier = .upstream }
         return .error(error.message, status: error.status, headers: DataAnswers.errorFields)
     }
 

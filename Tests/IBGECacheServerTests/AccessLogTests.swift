@@ -6,6 +6,7 @@ import Logging
 import NIOCore
 import NIOHTTP1
 import Prometheus
+import ServiceLifecycle
 import IBGETestSupport
 import Synchronization
 import TestSupport
@@ -39,6 +40,16 @@ final class LineCollector: Sendable {
     func waitFor(_ count: Int) async -> [String] {
         _ = await eventually { self.all.count >= count }
         return all
+    }
+
+    /// The fields of the first line after the first `before` whose path is `path`, once it has arrived.
+    func line(after before: Int, path: String) async -> [String: String]? {
+        var found: [String: String]?
+        _ = await eventually {
+            found = self.all.dropFirst(before).map(fields).first { $0["path"] == path }
+            return found != nil
+        }
+        return found
     }
 }
 
@@ -134,7 +145,7 @@ struct AccessLogTests {
                     var fromLog: [String: Int] = [:]
                     for line in logged { fromLog["\(line["tier"] ?? "?") \(line["status"] ?? "?")", default: 0] += 1 }
                     #expect(requestCounts(metrics) == fromLog)
-                    #expect(metrics.contains(#"ibge_cache_http_request_duration_seconds_count{tier="l1"} 4"#))
+                    #expect(metrics.contains(#"ibge_cache_http_request_duration_seconds_count{tier="l1"} 4"# + "\n"))
 
                     // The other instance writes JSON: one object a line, with typed fields.
                     let jsonLine = try #require(await jsonLines.waitFor(1).first)
@@ -167,18 +178,24 @@ struct AccessLogTests {
                     return fields(lines.all.last ?? "")["tier"] == "stale"
                 }, "\(lines.all.map { fields($0)["tier"] ?? "?" })")
             // The fail-safe keeps it in L1 meanwhile: the fast path answers it, still as stale.
+            _ = await lines.waitFor(lines.all.count + 1)  // the last request's line, flushed
+            let fastBefore = try await fastAnswers(port)
             let before = lines.all.count
             _ = try await fetch(port, itajai)
-            #expect(await lines.waitFor(before + 1).last.map(fields)?["tier"] == "stale")
-            let rio = try await fetch(port, "/api/v1/localidades/municipios/3304557")
-            #expect(rio.status == 200)
-            let last = await lines.waitFor(lines.all.count + 1).last.map(fields)
-            #expect(last?["tier"] == "snapshot" && last?["path"] == "/api/v1/localidades/municipios/3304557", "\(last ?? [:])")
+            #expect(try await fastAnswers(port) == fastBefore + 1, "answered by the fast path")
+            #expect(await lines.line(after: before, path: itajai)?["tier"] == "stale")
+            let rio = "/api/v1/localidades/municipios/3304557"
+            let beforeRio = lines.all.count
+            #expect(try await fetch(port, rio).status == 200)
+            let snapshot = await lines.line(after: beforeRio, path: rio)
+            #expect(snapshot?["tier"] == "snapshot", "\(snapshot ?? [:])")
             #expect(fields(lines.all.first ?? "")["tier"] == "upstream")
             // An agregados query IBGE fails on, with nothing cached: IBGE's failure, on its tier.
-            let failed = try await fetch(port, "/api/v3/agregados/1705/periodos/2010/variaveis/all")
+            let agregados = "/api/v3/agregados/1705/periodos/2010/variaveis/all"
+            let beforeFailure = lines.all.count
+            let failed = try await fetch(port, agregados)
             #expect(failed.status >= 500)
-            let failedLine = await lines.waitFor(lines.all.count + 1).last.map(fields)
+            let failedLine = await lines.line(after: beforeFailure, path: agregados)
             #expect(failedLine?["tier"] == "upstream" && failedLine?["status"] == String(failed.status), "\(failedLine ?? [:])")
         }
         await fake.stop()
@@ -199,7 +216,7 @@ struct AccessLogTests {
         let entry = AccessLog.Entry(
             method: "GET", target: "/a b\"c\\d\né", status: 200, bytes: 10, tier: .l1, elapsedNanoseconds: 1_234_567, remote: nil)
         for _ in 0..<100 { log.append(entry) }
-        await log.flush()
+        await log.flush(waitingAtMost: .seconds(30))
         let written = lines.all
         #expect(written.count > 5 && written.count < 100, "\(written.count) lines")
         #expect(written.joined(separator: "\n").utf8.count < 2000 + 200, "at most the bound and one line")
@@ -211,22 +228,113 @@ struct AccessLogTests {
         #expect(line["duration_ms"] == "1.234" && line["remote"] == "-" && line["bytes"] == "10")
         // Flushed: the buffer takes lines again.
         log.append(entry)
-        await log.flush()
+        await log.flush(waitingAtMost: .seconds(30))
         #expect(lines.all.count == written.count + 1)
 
         // Lines a write could not take count as dropped too.
         let failing = AccessLog(format: .text, registry: registry, logger: Logger(label: "test"), output: { _ in 3 })
         for _ in 0..<5 { failing.append(entry) }
-        await failing.flush()
+        await failing.flush(waitingAtMost: .seconds(30))
         let afterFailure = String(decoding: registry.emitToBuffer(), as: UTF8.self).split(separator: "\n")
             .first { $0.hasPrefix("ibge_cache_access_log_dropped_lines_total ") }
         #expect(afterFailure == "ibge_cache_access_log_dropped_lines_total \(100 - written.count + 3)")
 
         let json = AccessLog(format: .json, registry: registry, logger: Logger(label: "test"), output: lines.writer)
         json.append(entry)
-        await json.flush()
+        await json.flush(waitingAtMost: .seconds(30))
         let lastLine = try #require(lines.all.last)
         let object = try #require(try JSONSerialization.jsonObject(with: Data(lastLine.utf8)) as? [String: Any])
         #expect(object["path"] as? String == "/a%20b%22c%5Cd%0A%C3%A9" && object["remote"] is NSNull && object["duration_ms"] as? Double == 1.234)
+    }
+
+    @Test("one write at a time: lines added during a slow write wait for the next; shutdown writes the last lines, and does not wait on a stuck stdout")
+    func writes() async throws {
+        let registry = PrometheusCollectorRegistry()
+        let writer = SlowWriter()
+        let log = AccessLog(format: .text, registry: registry, logger: Logger(label: "test"), output: writer.write)
+        let entry = { (path: String) in
+            AccessLog.Entry(method: "GET", target: path, status: 200, bytes: 1, tier: .l1, elapsedNanoseconds: 1000, remote: nil)
+        }
+        writer.hold()
+        log.append(entry("/first"))
+        await log.flush()
+        #expect(await eventually { writer.entered == 1 }, "the first chunk is being written")
+        log.append(entry("/second"))
+        await log.flush()
+        await log.flush()
+        writer.release()
+        // Once the first write has ended, a flush takes the second line.
+        #expect(
+            await eventually {
+                await log.flush(waitingAtMost: .seconds(30))
+                return writer.lines.count == 2
+            })
+        #expect(writer.lines.map { fields($0)["path"] } == ["/first", "/second"])
+        #expect(writer.mostAtOnce == 1, "never two writes at once")
+
+        // Shutdown: every line added before it is written.
+        let group = ServiceGroup(configuration: .init(services: [log], logger: Logger(label: "test")))
+        try await withThrowingTaskGroup(of: Void.self) { tasks in
+            tasks.addTask { try await group.run() }
+            for i in 0..<200 { log.append(entry("/shutdown/\(i)")) }
+            await group.triggerGracefulShutdown()
+            try await tasks.waitForAll()
+        }
+        #expect(writer.lines.count == 202, "\(writer.lines.count)")
+
+        // A stdout that takes nothing: shutdown waits about a second, and counts what it dropped.
+        let stuck = SlowWriter()
+        let stuckLog = AccessLog(format: .text, registry: registry, logger: Logger(label: "test"), output: stuck.write)
+        stuck.hold()
+        let stuckGroup = ServiceGroup(configuration: .init(services: [stuckLog], logger: Logger(label: "test")))
+        let start = ContinuousClock.now
+        try await withThrowingTaskGroup(of: Void.self) { tasks in
+            tasks.addTask { try await stuckGroup.run() }
+            stuckLog.append(entry("/taken"))
+            #expect(await eventually { stuck.entered == 1 })
+            for i in 0..<10 { stuckLog.append(entry("/left/\(i)")) }
+            await stuckGroup.triggerGracefulShutdown()
+            try await tasks.waitForAll()
+        }
+        #expect(ContinuousClock.now - start < .seconds(10), "shutdown did not wait on the stuck write")
+        let dropped = String(decoding: registry.emitToBuffer(), as: UTF8.self).split(separator: "\n")
+            .first { $0.hasPrefix("ibge_cache_access_log_dropped_lines_total ") }
+        #expect(dropped == "ibge_cache_access_log_dropped_lines_total 10", "\(dropped ?? "none")")
+        stuck.release()
+    }
+}
+
+/// An access-log writer that can be held (as a stuck stdout is), counting writes in progress.
+final class SlowWriter: Sendable {
+    private struct State {
+        var held = false
+        var active = 0
+        var mostAtOnce = 0
+        var entered = 0
+        var lines: [String] = []
+    }
+    private let state = Mutex(State())
+
+    func hold() { state.withLock { $0.held = true } }
+    func release() { state.withLock { $0.held = false } }
+    var entered: Int { state.withLock { $0.entered } }
+    var mostAtOnce: Int { state.withLock { $0.mostAtOnce } }
+    var lines: [String] { state.withLock { $0.lines } }
+
+    var write: @Sendable ([UInt8]) -> Int {
+        { bytes in
+            self.state.withLock { state in
+                state.entered += 1
+                state.active += 1
+                state.mostAtOnce = max(state.mostAtOnce, state.active)
+            }
+            while self.state.withLock({ $0.held }) { usleep(1000) }
+            let text = String(decoding: bytes, as: UTF8.self)
+            self.state.withLock { state in
+                state.lines += text.split(separator: "\n").map(String.init)
+                state.active -= 1
+            }
+            return 0
+        }
     }
 }
