@@ -1,0 +1,98 @@
+import Foundation
+import RESP
+import Redis
+
+/// A real Redis Cluster for tests, on loopback: `masters` redis-server processes with
+/// `cluster-enabled yes`, each with `replicasPerMaster` replicas, joined by
+/// `redis-cli --cluster create … --cluster-replicas N --cluster-yes`; stopped when the test is done.
+public final class RedisClusterProcess: Sendable {
+    /// Every node, masters and replicas, in the order given to `redis-cli --cluster create`.
+    public let nodes: [RedisServerProcess]
+
+    private init(nodes: [RedisServerProcess]) {
+        self.nodes = nodes
+    }
+
+    /// `redis+cluster://127.0.0.1:<port>,…` naming every node as a seed.
+    public var url: String { "redis+cluster://" + nodes.map { "127.0.0.1:\($0.port)" }.joined(separator: ",") }
+
+    /// Starts the nodes, creates the cluster, and waits until every node reports
+    /// `cluster_state:ok` and knows every other node.
+    public static func start(masters: Int = 3, replicasPerMaster: Int = 1) async throws -> RedisClusterProcess {
+        var nodes: [RedisServerProcess] = []
+        do {
+            for _ in 0..<(masters * (1 + replicasPerMaster)) {
+                nodes.append(
+                    try await RedisServerProcess.start([
+                        "--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf", "--cluster-port", String(try RedisServerProcess.freePort()),
+                        "--cluster-node-timeout", "2000", "--cluster-require-full-coverage", "no", "--repl-diskless-sync-delay", "0",
+                    ]))
+            }
+            let cluster = RedisClusterProcess(nodes: nodes)
+            try await cluster.create(replicasPerMaster: replicasPerMaster)
+            return cluster
+        } catch {
+            for node in nodes { node.stop() }
+            throw error
+        }
+    }
+
+    /// Runs `body` with a fresh cluster and stops it afterwards.
+    public static func with<T>(masters: Int = 3, replicasPerMaster: Int = 1, _ body: (RedisClusterProcess) async throws -> T) async throws -> T {
+        let cluster = try await start(masters: masters, replicasPerMaster: replicasPerMaster)
+        defer { cluster.stop() }
+        return try await body(cluster)
+    }
+
+    private func create(replicasPerMaster: Int) async throws {
+        let created = try Self.redisCLI(
+            ["--cluster", "create"] + nodes.map { "127.0.0.1:\($0.port)" } + ["--cluster-replicas", String(replicasPerMaster), "--cluster-yes"])
+        guard created.status == 0 else { throw RedisFixtureError(message: "redis-cli --cluster create failed: \(created.output.suffix(2000))") }
+        for _ in 0..<500 {
+            if try await isReady() { return }
+            try await Task.sleep(for: .milliseconds(20))
+        }
+        throw RedisFixtureError(message: "the cluster did not reach cluster_state:ok within 10 s")
+    }
+
+    /// Whether every node says the cluster is ok and knows all the nodes, and every replica has
+    /// synced with its master.
+    public func isReady() async throws -> Bool {
+        for node in nodes {
+            let client = RedisClient(configuration: node.configuration())
+            let info = try? await client.send(RESPCommand("CLUSTER", "INFO")).string
+            // A replica is ready once it has synced with its master.
+            let role = try? await client.send(RESPCommand("ROLE"))
+            await client.shutdown()
+            guard let info, info.contains("cluster_state:ok"), info.contains("cluster_known_nodes:\(nodes.count)") else { return false }
+            if case .array(let parts) = role, parts.first?.string == "slave", parts.count >= 4, parts[3].string != "connected" { return false }
+        }
+        return true
+    }
+
+    /// Runs `redis-cli` with `arguments`; its exit status and output (stdout and stderr).
+    public static func redisCLI(_ arguments: [String]) throws -> (status: Int32, output: String) {
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: try redisCLIPath())
+        process.arguments = arguments
+        let pipe = Pipe()
+        process.standardOutput = pipe
+        process.standardError = pipe
+        try process.run()
+        let data = pipe.fileHandleForReading.readDataToEndOfFile()
+        process.waitUntilExit()
+        return (process.terminationStatus, String(decoding: data, as: UTF8.self))
+    }
+
+    static func redisCLIPath() throws -> String {
+        for candidate in ["/usr/bin/redis-cli", "/usr/local/bin/redis-cli"] where FileManager.default.isExecutableFile(atPath: candidate) {
+            return candidate
+        }
+        throw RedisFixtureError(message: "redis-cli not found: run scripts/test, which installs redis-tools")
+    }
+
+    /// Stops every node.
+    public func stop() {
+        for node in nodes { node.stop() }
+    }
+}
