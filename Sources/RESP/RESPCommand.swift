@@ -61,6 +61,23 @@ public struct RESPCommand: Sendable {
         buffer.writeImmutableBuffer(body)
     }
 
+    /// The argument at `index` (0: the command's name), as the bytes it was written with; nil
+    /// past the last.
+    public func argument(_ index: Int) -> ByteBufferView? {
+        var copy = body
+        var current = 0
+        while copy.readableBytes > 0 {
+            guard copy.readInteger(as: UInt8.self) == UInt8(ascii: "$"),
+                let end = copy.readableBytesView.firstIndex(of: UInt8(ascii: "\r")),
+                let length = Int(copy.readString(length: end - copy.readerIndex) ?? ""), length >= 0,
+                copy.readSlice(length: 2) != nil, let payload = copy.readSlice(length: length), copy.readSlice(length: 2) != nil
+            else { return nil }
+            if current == index { return payload.readableBytesView }
+            current += 1
+        }
+        return nil
+    }
+
     /// The command's arguments, decoded back to text (for logs and errors).
     public var name: String {
         var copy = body

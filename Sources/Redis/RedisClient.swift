@@ -26,8 +26,23 @@ public import ServiceLifecycle
 public final class RedisClient: Service, Sendable {
     /// The configuration the client was made with.
     public let configuration: RedisConfiguration
-    private let pool: RedisConnectionPool
+    /// One server's pool, or a cluster's router (``RedisConfiguration/clusterSeeds``).
+    private let backend: Backend
     private let subscriber: RedisSubscriber
+
+    private enum Backend: Sendable {
+        case server(RedisConnectionPool)
+        case cluster(ClusterRouter)
+    }
+
+    /// The cluster's router, when the client speaks to a Redis Cluster.
+    var cluster: ClusterRouter? {
+        if case .cluster(let router) = backend { return router }
+        return nil
+    }
+
+    /// Whether the client speaks to a Redis Cluster.
+    public var isCluster: Bool { cluster != nil }
     private let metrics: ClientMetrics
 
     /// Creates a client; no connection is opened until the first command (or ``run()``).
@@ -44,8 +59,20 @@ public final class RedisClient: Service, Sendable {
         let metrics = ClientMetrics(factory: metricsFactory)
         self.metrics = metrics
         self.configuration = configuration
-        self.pool = RedisConnectionPool(configuration: configuration, eventLoopGroup: eventLoopGroup, logger: logger) { open in
-            metrics.connectionsOpen.record(open)
+        if let seeds = configuration.clusterSeeds {
+            let nodes = seeds.compactMap { endpoint -> ClusterTopology.Node? in
+                if case .tcp(let host, let port) = endpoint { return ClusterTopology.Node(host: host, port: port) }
+                return nil
+            }
+            self.backend = .cluster(
+                ClusterRouter(configuration: configuration, seeds: nodes, eventLoopGroup: eventLoopGroup, logger: logger) { open in
+                    metrics.connectionsOpen.record(open)
+                })
+        } else {
+            self.backend = .server(
+                RedisConnectionPool(configuration: configuration, eventLoopGroup: eventLoopGroup, logger: logger) { open in
+                    metrics.connectionsOpen.record(open)
+                })
         }
         self.subscriber = RedisSubscriber(configuration: configuration, eventLoopGroup: eventLoopGroup, logger: logger)
     }
@@ -77,17 +104,34 @@ public final class RedisClient: Service, Sendable {
 
     /// The pool's state now.
     public var poolStatus: PoolStatus {
-        let counts = pool.counts
-        return PoolStatus(open: counts.open, connecting: counts.connecting, backingOff: counts.backingOff, lastError: counts.lastError)
+        switch backend {
+        case .server(let pool):
+            let counts = pool.counts
+            return PoolStatus(open: counts.open, connecting: counts.connecting, backingOff: counts.backingOff, lastError: counts.lastError)
+        case .cluster(let router):
+            // Every node's pool together.
+            var status = PoolStatus(open: 0, connecting: 0, backingOff: 0, lastError: nil)
+            for pool in router.pools {
+                let counts = pool.counts
+                status.open += counts.open
+                status.connecting += counts.connecting
+                status.backingOff += counts.backingOff
+                status.lastError = status.lastError ?? counts.lastError
+            }
+            return status
+        }
     }
 
     /// The number of open connections.
     public var openConnections: Int { poolStatus.open }
 
     /// A connection of the pool, opening one when needed (waiting at most
-    /// ``RedisConfiguration/poolWaitTimeout`` for it).
+    /// ``RedisConfiguration/poolWaitTimeout`` for it); on a cluster, to one of its masters.
     public func connection() async throws(RedisError) -> RedisConnection {
-        try await pool.connection()
+        switch backend {
+        case .server(let pool): return try await pool.connection()
+        case .cluster(let router): return try await router.pool(for: router.master(for: nil)).connection()
+        }
     }
 
     /// Keeps the minimum number of connections open, pings idle ones and closes those idle too
@@ -96,7 +140,10 @@ public final class RedisClient: Service, Sendable {
         let interval = min(configuration.keepAliveInterval, configuration.idleTimeout, .seconds(1))
         await cancelWhenGracefulShutdown {
             while !Task.isCancelled {
-                await self.pool.maintain()
+                switch self.backend {
+                case .server(let pool): await pool.maintain()
+                case .cluster(let router): await router.maintain()
+                }
                 do {
                     try await Task.sleep(for: interval)
                 } catch {
@@ -113,16 +160,26 @@ public final class RedisClient: Service, Sendable {
     ///   error, or the connection or timeout failure.
     public func send(_ command: RESPCommand) async throws(RedisError) -> RESPValue {
         try await measured { () async throws(RedisError) -> RESPValue in
-            let reply = try await pool.connection().send(command)
+            let reply: RESPValue
+            switch backend {
+            case .server(let pool): reply = try await pool.connection().send(command)
+            case .cluster(let router): reply = try await router.send(command, slot: CommandKeys.slot(of: command))
+            }
             if let message = reply.errorMessage { throw RedisError(.serverError, message) }
             return reply
         }
     }
 
     /// Sends several commands in one write on one connection (one round trip) and returns their
-    /// replies in order; error replies are returned as values.
+    /// replies in order; error replies are returned as values. On a cluster: one write per node
+    /// serving the commands' keys, in parallel, the replies put back in order.
     public func pipeline(_ commands: [RESPCommand]) async throws(RedisError) -> [RESPValue] {
-        let replies = try await measured { () async throws(RedisError) -> [RESPValue] in try await pool.connection().pipeline(commands) }
+        let replies = try await measured { () async throws(RedisError) -> [RESPValue] in
+            switch backend {
+            case .server(let pool): try await pool.connection().pipeline(commands)
+            case .cluster(let router): try await router.pipeline(commands)
+            }
+        }
         for reply in replies where reply.errorMessage != nil { metrics.failed(RedisError(.serverError, "")) }
         return replies
     }
@@ -130,7 +187,10 @@ public final class RedisClient: Service, Sendable {
     /// Closes every connection; later calls fail with ``RedisError/Code/clientShutdown``.
     public func shutdown() async {
         await subscriber.shutdown()
-        await pool.shutdown()
+        switch backend {
+        case .server(let pool): await pool.shutdown()
+        case .cluster(let router): await router.shutdown()
+        }
     }
 
     /// Runs `body`, recording its duration when the server answered (an error reply included)

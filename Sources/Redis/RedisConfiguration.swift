@@ -10,8 +10,11 @@ public struct RedisConfiguration: Sendable, Hashable {
         case unixSocket(path: String)
     }
 
-    /// Where the server listens.
+    /// Where the server listens (for a cluster, the first seed).
     public var endpoint: Endpoint
+    /// A Redis Cluster's seed nodes (`redis+cluster://…`): the client reads the slot map from
+    /// them and sends each command to the master serving its key. Nil: one server, ``endpoint``.
+    public var clusterSeeds: [Endpoint]?
     /// Whether to use TLS (`rediss://`). The server's certificate is always verified; there is
     /// no fallback to plaintext.
     public var tls: Bool
@@ -84,6 +87,7 @@ public struct RedisConfiguration: Sendable, Hashable {
     ) {
         self.maximumBufferedBytes = maximumBufferedBytes ?? (maximumReplyBytes + 1024 * 1024)
         self.endpoint = endpoint
+        self.clusterSeeds = nil
         self.tls = tls
         self.username = username
         self.password = password
@@ -102,8 +106,9 @@ public struct RedisConfiguration: Sendable, Hashable {
         self.maximumReplyBytes = maximumReplyBytes
     }
 
-    /// Parses `redis://[user:password@]host[:port][/db]`, `rediss://...` (TLS) or
-    /// `unix:///path/to/redis.sock[?db=N]`.
+    /// Parses `redis://[user:password@]host[:port][/db]`, `rediss://...` (TLS),
+    /// `redis+cluster://[user:password@]host:port,host:port,...` (a Redis Cluster, given by seed
+    /// nodes; `rediss+cluster://` with TLS) or `unix:///path/to/redis.sock[?db=N]`.
     ///
     /// - Throws: ``RedisError`` with code ``RedisError/Code/invalidConfiguration`` naming what is wrong.
     public init(url: String) throws(RedisError) {
@@ -144,20 +149,8 @@ public struct RedisConfiguration: Sendable, Hashable {
             database = n
         }
 
-        let endpoint: Endpoint
-        var tls = false
-        switch scheme {
-        case "redis", "rediss":
-            tls = scheme == "rediss"
-            var hostPort = rest
-            if let slash = rest.firstIndex(of: "/") {
-                hostPort = rest[..<slash]
-                let dbText = rest[rest.index(after: slash)...]
-                if !dbText.isEmpty {
-                    guard let n = Int(dbText), n >= 0 else { throw invalid("database '\(dbText)' is not a number >= 0") }
-                    database = n
-                }
-            }
+        /// `host`, `host:port`, `[v6]` or `[v6]:port`.
+        func tcpEndpoint(_ hostPort: Substring) throws(RedisError) -> Endpoint {
             var host: Substring
             var portText: Substring?
             if hostPort.hasPrefix("[") {
@@ -177,14 +170,43 @@ public struct RedisConfiguration: Sendable, Hashable {
                 guard let p = Int(portText), (1...65535).contains(p) else { throw invalid("port '\(portText)' is not in 1...65535") }
                 port = p
             }
-            endpoint = .tcp(host: String(host), port: port)
+            return .tcp(host: String(host), port: port)
+        }
+
+        let endpoint: Endpoint
+        var tls = false
+        var seeds: [Endpoint]?
+        switch scheme {
+        case "redis", "rediss", "redis+cluster", "rediss+cluster":
+            tls = scheme.hasPrefix("rediss")
+            var hostPort = rest
+            if let slash = rest.firstIndex(of: "/") {
+                hostPort = rest[..<slash]
+                let dbText = rest[rest.index(after: slash)...]
+                if !dbText.isEmpty {
+                    guard let n = Int(dbText), n >= 0 else { throw invalid("database '\(dbText)' is not a number >= 0") }
+                    database = n
+                }
+            }
+            if scheme.hasSuffix("+cluster") {
+                let nodes = hostPort.split(separator: ",", omittingEmptySubsequences: false)
+                guard nodes.count <= 64 else { throw invalid("more than 64 seed nodes") }
+                var parsed: [Endpoint] = []
+                for node in nodes { parsed.append(try tcpEndpoint(node)) }
+                guard database == 0 else { throw invalid("a cluster has only database 0") }
+                seeds = parsed
+                endpoint = parsed[0]
+            } else {
+                endpoint = try tcpEndpoint(hostPort)
+            }
         case "unix":
             guard rest.hasPrefix("/") else { throw invalid("expected an absolute socket path, as in unix:///run/redis.sock") }
             endpoint = .unixSocket(path: String(rest))
         default:
-            throw invalid("unknown scheme '\(scheme)'; expected redis, rediss or unix")
+            throw invalid("unknown scheme '\(scheme)'; expected redis, rediss, redis+cluster, rediss+cluster or unix")
         }
         self.init(endpoint: endpoint, tls: tls, username: username, password: password, database: database)
+        self.clusterSeeds = seeds
         if let ca = query["tls_ca_file"] { self.tlsCAFile = PercentDecoding.lenient(ca) }
         if let name = query["tls_server_name"] { self.tlsServerName = name }
         if (tlsCAFile != nil || tlsServerName != nil) && !tls {

@@ -62,8 +62,18 @@ extension RedisClient {
     /// `MGET key...`: one value or nil per key, in order.
     public func mget(_ keys: [String]) async throws(RedisError) -> [ByteBuffer?] {
         guard !keys.isEmpty else { return [] }
-        var command = RESPCommand("MGET")
-        for key in keys { command.append(key) }
+        if isCluster {
+            // One MGET per slot (a command's keys must share one), pipelined per node.
+            let groups = Self.bySlot(keys)
+            let replies = try await pipeline(groups.map { Self.command("MGET", keys: $0.map { keys[$0] }) })
+            var values = [ByteBuffer?](repeating: nil, count: keys.count)
+            for (indices, reply) in zip(groups, replies) {
+                guard case .array(let parts) = reply, parts.count == indices.count else { throw .unexpected(reply, for: "MGET") }
+                for (index, part) in zip(indices, parts) { values[index] = part.bytes }
+            }
+            return values
+        }
+        let command = Self.command("MGET", keys: keys)
         let reply = try await send(command)
         guard case .array(let values) = reply, values.count == keys.count else { throw .unexpected(reply, for: "MGET") }
         return values.map { $0.bytes }
@@ -72,6 +82,21 @@ extension RedisClient {
     /// `MSET key value [key value ...]`: sets every pair at once.
     public func mset(_ pairs: [(key: String, value: ByteBuffer)]) async throws(RedisError) {
         guard !pairs.isEmpty else { return }
+        if isCluster {
+            let groups = Self.bySlot(pairs.map(\.key))
+            let commands = groups.map { indices in
+                var command = RESPCommand("MSET")
+                for index in indices {
+                    command.append(pairs[index].key)
+                    command.append(pairs[index].value)
+                }
+                return command
+            }
+            for reply in try await pipeline(commands) {
+                if let message = reply.errorMessage { throw RedisError(.serverError, message) }
+            }
+            return
+        }
         var command = RESPCommand("MSET")
         for pair in pairs {
             command.append(pair.key)
@@ -84,7 +109,15 @@ extension RedisClient {
     /// trip, and returns their replies; nil when the transaction was aborted (a `WATCH`ed key
     /// changed). A command the server rejects while queueing aborts it with that error.
     public func transaction(_ commands: [RESPCommand]) async throws(RedisError) -> [RESPValue]? {
-        let replies = try await pipeline([RESPCommand("MULTI")] + commands + [RESPCommand("EXEC")])
+        let all = [RESPCommand("MULTI")] + commands + [RESPCommand("EXEC")]
+        let replies: [RESPValue]
+        if let cluster {
+            // All on the node of the first key (a transaction's keys must share a slot).
+            let node = try await cluster.master(for: commands.lazy.compactMap(CommandKeys.slot(of:)).first)
+            replies = try await cluster.pool(for: node).connection().pipeline(all)
+        } else {
+            replies = try await pipeline(all)
+        }
         for reply in replies.dropLast() {
             if let message = reply.errorMessage { throw RedisError(.serverError, message) }
         }
@@ -123,11 +156,32 @@ extension RedisClient {
 
     private func integerCommand(_ name: String, _ keys: [String]) async throws(RedisError) -> Int {
         guard !keys.isEmpty else { return 0 }
-        var command = RESPCommand(name)
-        for key in keys { command.append(key) }
-        let reply = try await send(command)
+        if isCluster {
+            var total = 0
+            for reply in try await pipeline(Self.bySlot(keys).map { Self.command(name, keys: $0.map { keys[$0] }) }) {
+                if let message = reply.errorMessage { throw RedisError(.serverError, message) }
+                guard case .integer(let n) = reply else { throw .unexpected(reply, for: name) }
+                total += Int(n)
+            }
+            return total
+        }
+        let reply = try await send(Self.command(name, keys: keys))
         guard case .integer(let n) = reply else { throw .unexpected(reply, for: name) }
         return Int(n)
+    }
+
+    /// `name key key ...`.
+    private static func command(_ name: String, keys: [String]) -> RESPCommand {
+        var command = RESPCommand(name)
+        for key in keys { command.append(key) }
+        return command
+    }
+
+    /// The indices of `keys` grouped by hash slot, each group in the keys' order.
+    private static func bySlot(_ keys: [String]) -> [[Int]] {
+        var groups: [HashSlot: [Int]] = [:]
+        for (index, key) in keys.enumerated() { groups[HashSlot(key: key), default: []].append(index) }
+        return groups.values.sorted { $0[0] < $1[0] }
     }
 
     /// `PEXPIRE key ms`: whether the key exists and got the expiry.
@@ -151,6 +205,13 @@ extension RedisClient {
     public func scan(cursor: String = "0", match pattern: String? = nil, count: Int? = nil) async throws(RedisError) -> (
         cursor: String, keys: [String]
     ) {
+        try await scan(cursor: cursor, match: pattern, count: count, on: nil)
+    }
+
+    /// `SCAN` on one node of a cluster (nil: as ``send(_:)`` routes it).
+    func scan(cursor: String, match pattern: String?, count: Int?, on node: ClusterTopology.Node?) async throws(RedisError) -> (
+        cursor: String, keys: [String]
+    ) {
         var command = RESPCommand("SCAN", cursor)
         if let pattern {
             command.append("MATCH")
@@ -160,7 +221,13 @@ extension RedisClient {
             command.append("COUNT")
             command.append(count)
         }
-        let reply = try await send(command)
+        var reply: RESPValue
+        if let node, let cluster {
+            reply = try await cluster.send(command, to: node)
+            if let message = reply.errorMessage { throw RedisError(.serverError, message) }
+        } else {
+            reply = try await send(command)
+        }
         guard case .array(let parts) = reply, parts.count == 2, let next = parts[0].string, case .array(let keys) = parts[1] else {
             throw .unexpected(reply, for: "SCAN")
         }
@@ -179,6 +246,16 @@ extension RedisClient {
 
     /// `DBSIZE`: the number of keys in the selected database.
     public func dbsize() async throws(RedisError) -> Int {
+        if let cluster {
+            // Every master's keys.
+            var total = 0
+            for master in try await cluster.masters() {
+                let reply = try await cluster.send(RESPCommand("DBSIZE"), to: master)
+                guard case .integer(let n) = reply else { throw .unexpected(reply, for: "DBSIZE") }
+                total += Int(n)
+            }
+            return total
+        }
         let reply = try await send(RESPCommand("DBSIZE"))
         guard case .integer(let n) = reply else { throw .unexpected(reply, for: "DBSIZE") }
         return Int(n)
@@ -249,6 +326,21 @@ public struct RedisKeyScan: AsyncSequence, Sendable {
 
         public mutating func next() async throws(RedisError) -> String? {
             while buffered.isEmpty {
+                if let cluster = client.cluster {
+                    // A cluster: every master in turn, each with its own cursor.
+                    if masters == nil { masters = try await cluster.masters() }
+                    guard let remaining = masters, let node = remaining.first else { return nil }
+                    let current = cursor ?? "0"
+                    let step = try await client.scan(cursor: current, match: pattern, count: count, on: node)
+                    buffered = step.keys.reversed()
+                    if step.cursor == "0" {
+                        masters = Array(remaining.dropFirst())
+                        cursor = "0"
+                    } else {
+                        cursor = step.cursor
+                    }
+                    continue
+                }
                 guard let current = cursor else { return nil }
                 let step = try await client.scan(cursor: current, match: pattern, count: count)
                 buffered = step.keys.reversed()
@@ -256,5 +348,8 @@ public struct RedisKeyScan: AsyncSequence, Sendable {
             }
             return buffered.popLast()
         }
+
+        /// On a cluster, the masters not scanned to the end yet.
+        private var masters: [ClusterTopology.Node]?
     }
 }

@@ -1,0 +1,308 @@
+import Logging
+import NIOCore
+import RESP
+import Synchronization
+import Utilities
+
+/// A ``RedisClient``'s way to a Redis Cluster: the slot map, a pool per node, and the
+/// redirections.
+///
+/// - The map comes from `CLUSTER SHARDS` (`CLUSTER SLOTS` on servers without it), asked of the
+///   known masters and then the seeds, one refresh at a time, at most one every
+///   ``minimumRefreshInterval``; ``RedisClient/run()`` refreshes it every
+///   ``periodicRefreshInterval``.
+/// - A command goes to the master of its key's slot (``CommandKeys``); one without a key to
+///   any master.
+/// - `MOVED slot host:port`: the slot is assigned to that node at once, a refresh is started,
+///   and the command is sent there. `ASK slot host:port`: sent there once, after `ASKING`.
+///   `TRYAGAIN` and `CLUSTERDOWN`: tried again after 25, 50, 100, 200 ms. A node that cannot be
+///   reached: the map is refreshed and the command tried again (its replica may have taken
+///   over). At most ``maximumAttempts`` in all.
+final class ClusterRouter: Sendable {
+    let configuration: RedisConfiguration
+    let seeds: [ClusterTopology.Node]
+    private let eventLoopGroup: any EventLoopGroup
+    private let logger: Logger
+    private let onOpenCountChange: @Sendable (Int) -> Void
+    private let state = Mutex(State())
+
+    /// Sends to one node at most this many times per command (redirections and retries).
+    static let maximumAttempts = 6
+    static let minimumRefreshInterval: Duration = .milliseconds(100)
+    static let periodicRefreshInterval: Duration = .seconds(30)
+
+    private struct State {
+        var topology: ClusterTopology?
+        var pools: [ClusterTopology.Node: RedisConnectionPool] = [:]
+        var openPerNode: [ClusterTopology.Node: Int] = [:]
+        /// When the last refresh started (monotonic ns).
+        var lastRefresh: Int64 = .min / 2
+        /// The refresh under way, which callers wait for instead of starting their own.
+        var refreshing: Task<Void, Never>?
+        var shutDown = false
+    }
+
+    init(
+        configuration: RedisConfiguration, seeds: [ClusterTopology.Node], eventLoopGroup: any EventLoopGroup, logger: Logger,
+        onOpenCountChange: @escaping @Sendable (Int) -> Void
+    ) {
+        self.configuration = configuration
+        self.seeds = seeds
+        self.eventLoopGroup = eventLoopGroup
+        self.logger = logger
+        self.onOpenCountChange = onOpenCountChange
+    }
+
+    /// The slot map now (nil before the first refresh).
+    var topology: ClusterTopology? { state.withLock { $0.topology } }
+
+    // MARK: - Pools
+
+    /// The pool of `node`, made on first use.
+    func pool(for node: ClusterTopology.Node) throws(RedisError) -> RedisConnectionPool {
+        let pool = state.withLock { state -> RedisConnectionPool? in
+            guard !state.shutDown else { return nil }
+            if let pool = state.pools[node] { return pool }
+            var nodeConfiguration = configuration
+            nodeConfiguration.endpoint = .tcp(host: node.host, port: node.port)
+            nodeConfiguration.database = 0
+            let pool = RedisConnectionPool(configuration: nodeConfiguration, eventLoopGroup: eventLoopGroup, logger: logger) { [weak self] open in
+                self?.opened(open, on: node)
+            }
+            state.pools[node] = pool
+            return pool
+        }
+        guard let pool else { throw RedisError(.clientShutdown, "the client was shut down") }
+        return pool
+    }
+
+    private func opened(_ count: Int, on node: ClusterTopology.Node) {
+        let total = state.withLock { state in
+            state.openPerNode[node] = count
+            return state.openPerNode.values.reduce(0, +)
+        }
+        onOpenCountChange(total)
+    }
+
+    /// Every pool, for maintenance and status.
+    var pools: [RedisConnectionPool] { state.withLock { Array($0.pools.values) } }
+
+    /// Keeps each pool's minimum open and pings idle connections; refreshes the map every
+    /// ``periodicRefreshInterval``.
+    func maintain() async {
+        for pool in pools { await pool.maintain() }
+        let due = state.withLock { Self.nowNanoseconds - $0.lastRefresh >= Self.periodicRefreshInterval.wholeNanoseconds }
+        if due { await refresh() }
+    }
+
+    func shutdown() async {
+        let pools = state.withLock { state -> [RedisConnectionPool] in
+            state.shutDown = true
+            state.refreshing?.cancel()
+            return Array(state.pools.values)
+        }
+        for pool in pools { await pool.shutdown() }
+    }
+
+    // MARK: - Topology
+
+    /// Refreshes the slot map (or waits for the refresh under way); at most one starts every
+    /// ``minimumRefreshInterval``.
+    func refresh() async {
+        let task = state.withLock { state -> Task<Void, Never>? in
+            if let running = state.refreshing { return running }
+            let now = Self.nowNanoseconds
+            guard now - state.lastRefresh >= Self.minimumRefreshInterval.wholeNanoseconds, !state.shutDown else { return nil }
+            state.lastRefresh = now
+            let task = Task { await self.loadTopology() }
+            state.refreshing = task
+            return task
+        }
+        await task?.value
+    }
+
+    private func loadTopology() async {
+        defer { state.withLock { $0.refreshing = nil } }
+        let known = state.withLock { $0.topology?.masters ?? [] }
+        var lastError: RedisError?
+        for node in known + seeds.filter({ !known.contains($0) }) {
+            do {
+                let topology = try await topology(from: node)
+                state.withLock { $0.topology = topology }
+                return
+            } catch {
+                lastError = error
+            }
+        }
+        logger.warning("cannot read the cluster's slot map from any node", metadata: ["error": "\(lastError.map { "\($0)" } ?? "no node")"])
+    }
+
+    private func topology(from node: ClusterTopology.Node) async throws(RedisError) -> ClusterTopology {
+        let connection = try await pool(for: node).connection()
+        let reply = try await connection.send(RESPCommand("CLUSTER", "SHARDS"))
+        if reply.errorMessage == nil {
+            return try ClusterTopology(shardsReply: reply, seed: node)
+        }
+        // Before Redis 7.
+        let slots = try await connection.send(RESPCommand("CLUSTER", "SLOTS"))
+        if let message = slots.errorMessage { throw RedisError(.serverError, message) }
+        return try ClusterTopology(slotsReply: slots, seed: node)
+    }
+
+    /// The master serving `slot` (any master when nil), refreshing the map when it does not say.
+    func master(for slot: HashSlot?) async throws(RedisError) -> ClusterTopology.Node {
+        for _ in 0..<2 {
+            let node = state.withLock { state -> ClusterTopology.Node? in
+                guard let topology = state.topology else { return nil }
+                if let slot { return topology.master(of: slot) }
+                return topology.masters.first
+            }
+            if let node { return node }
+            await refresh()
+        }
+        if let slot { throw RedisError(.connectFailed, "no node of the cluster serves slot \(slot)") }
+        throw RedisError(.connectFailed, "no node of the cluster answers")
+    }
+
+    /// Every master now.
+    func masters() async throws(RedisError) -> [ClusterTopology.Node] {
+        if let masters = state.withLock({ $0.topology?.masters }), !masters.isEmpty { return masters }
+        await refresh()
+        guard let masters = state.withLock({ $0.topology?.masters }), !masters.isEmpty else {
+            throw RedisError(.connectFailed, "no node of the cluster answers")
+        }
+        return masters
+    }
+
+    // MARK: - Commands
+
+    /// Sends `command` to the master of `slot` (any master when nil), following redirections.
+    /// Error replies other than redirections are returned as values.
+    func send(_ command: RESPCommand, slot: HashSlot?) async throws(RedisError) -> RESPValue {
+        var target = try await master(for: slot)
+        var asking = false
+        var backoff = Duration.milliseconds(25)
+        var lastError: RedisError?
+        for _ in 0..<Self.maximumAttempts {
+            let reply: RESPValue
+            do {
+                let connection = try await pool(for: target).connection()
+                if asking {
+                    let replies = try await connection.pipeline([RESPCommand("ASKING"), command])
+                    reply = replies.last ?? .null
+                } else {
+                    reply = try await connection.send(command)
+                }
+            } catch where error.code != .clientShutdown && error.code != .cancelled {
+                // The node may be gone (a failover): read the map again and try where it says.
+                lastError = error
+                await refresh()
+                target = try await master(for: slot)
+                asking = false
+                continue
+            }
+            asking = false
+            guard let message = reply.errorMessage else { return reply }
+            switch Redirection(message) {
+            case .moved(let movedSlot, let node):
+                state.withLock { $0.topology?.assign(movedSlot, to: node) }
+                Task { await self.refresh() }
+                target = node
+            case .ask(let node):
+                target = node
+                asking = true
+            case .tryAgain:
+                try? await Task.sleep(for: backoff)
+                backoff = min(backoff * 2, .milliseconds(200))
+            case nil:
+                return reply
+            }
+            lastError = RedisError(.serverError, message)
+        }
+        throw lastError ?? RedisError(.serverError, "too many redirections")
+    }
+
+    /// Sends `command` to `node` itself (no routing): for per-node commands such as `SCAN`.
+    func send(_ command: RESPCommand, to node: ClusterTopology.Node) async throws(RedisError) -> RESPValue {
+        try await pool(for: node).connection().send(command)
+    }
+
+    /// The commands grouped by the node serving each one's key, sent as one pipeline per node
+    /// (in parallel), the replies put back in order. A reply that is a redirection is retried
+    /// alone through ``send(_:slot:)``.
+    func pipeline(_ commands: [RESPCommand]) async throws(RedisError) -> [RESPValue] {
+        var groups: [ClusterTopology.Node: [Int]] = [:]
+        let slots = commands.map(CommandKeys.slot(of:))
+        for (index, slot) in slots.enumerated() {
+            let node = try await master(for: slot)
+            groups[node, default: []].append(index)
+        }
+        let outcome = await withTaskGroup(of: (ClusterTopology.Node, [Int], Result<[RESPValue], RedisError>).self) { group in
+            for (node, indices) in groups {
+                group.addTask {
+                    do throws(RedisError) {
+                        return (node, indices, .success(try await self.pool(for: node).connection().pipeline(indices.map { commands[$0] })))
+                    } catch {
+                        return (node, indices, .failure(error))
+                    }
+                }
+            }
+            var results: [(ClusterTopology.Node, [Int], Result<[RESPValue], RedisError>)] = []
+            for await result in group { results.append(result) }
+            return results
+        }
+        var replies = [RESPValue](repeating: .null, count: commands.count)
+        for (_, indices, result) in outcome {
+            switch result {
+            case .success(let values):
+                for (index, value) in zip(indices, values) {
+                    if let message = value.errorMessage, Redirection(message) != nil {
+                        replies[index] = try await send(commands[index], slot: slots[index])
+                    } else {
+                        replies[index] = value
+                    }
+                }
+            case .failure(let error):
+                guard error.code != .clientShutdown, error.code != .cancelled else { throw error }
+                // That node's commands, one by one, where the refreshed map says.
+                for index in indices { replies[index] = try await send(commands[index], slot: slots[index]) }
+            }
+        }
+        return replies
+    }
+}
+
+/// A cluster's answer that the command belongs elsewhere, or must wait.
+enum Redirection: Equatable {
+    case moved(HashSlot, ClusterTopology.Node)
+    case ask(ClusterTopology.Node)
+    case tryAgain
+
+    init?(_ message: String) {
+        let parts = message.split(separator: " ")
+        guard let kind = parts.first else { return nil }
+        switch kind {
+        case "MOVED", "ASK":
+            guard parts.count == 3, let raw = Int(parts[1]), let slot = HashSlot(rawValue: raw), let node = Self.node(parts[2]) else { return nil }
+            self = kind == "MOVED" ? .moved(slot, node) : .ask(node)
+        case "TRYAGAIN", "CLUSTERDOWN":
+            self = .tryAgain
+        default:
+            return nil
+        }
+    }
+
+    /// `host:port`, `[v6]:port` or `:port` (the node that answered, which the caller knows).
+    private static func node(_ text: Substring) -> ClusterTopology.Node? {
+        guard let colon = text.lastIndex(of: ":"), let port = Int(text[text.index(after: colon)...]), (1...65535).contains(port) else { return nil }
+        var host = text[..<colon]
+        if host.hasPrefix("["), host.hasSuffix("]") { host = host.dropFirst().dropLast() }
+        guard !host.isEmpty, host.utf8.count <= 255 else { return nil }
+        return ClusterTopology.Node(host: String(host), port: port)
+    }
+}
+
+extension ClusterRouter {
+    /// Monotonic nanoseconds.
+    fileprivate static var nowNanoseconds: Int64 { Int64(truncatingIfNeeded: NIODeadline.now().uptimeNanoseconds) }
+}

@@ -1,0 +1,95 @@
+import NIOCore
+import RESP
+import Redis
+import TestSupport
+import Testing
+
+@Suite("Redis Cluster: the client on a real cluster")
+struct ClusterClientTests {
+    @Test("redis+cluster:// URLs: seeds, TLS, credentials; a database other than 0 is refused")
+    func urls() throws {
+        let plain = try RedisConfiguration(url: "redis+cluster://u:p%40ss@10.0.0.1:7000,10.0.0.2:7001,[::1]:7002")
+        #expect(plain.clusterSeeds == [.tcp(host: "10.0.0.1", port: 7000), .tcp(host: "10.0.0.2", port: 7001), .tcp(host: "::1", port: 7002)])
+        #expect(plain.endpoint == .tcp(host: "10.0.0.1", port: 7000) && plain.username == "u" && plain.password == "p@ss" && !plain.tls)
+        #expect(try RedisConfiguration(url: "rediss+cluster://h:1").tls)
+        #expect(try RedisConfiguration(url: "redis://h:1").clusterSeeds == nil)
+        for bad in ["redis+cluster://h:1/2", "redis+cluster://h:1,,h:2", "redis+cluster://h:99999", "redis+cluster://"] {
+            #expect(throws: RedisError.self, "\(bad)") { try RedisConfiguration(url: bad) }
+        }
+    }
+
+    @Test("each key on the master of its slot; MGET, EXISTS, DEL, MSET and pipelines across slots; SCAN and DBSIZE over every master; scripts")
+    func commands() async throws {
+        try await RedisClusterProcess.with { cluster in
+            let client = RedisClient(configuration: try RedisConfiguration(url: cluster.url))
+            let keys = (0..<300).map { "ibge:test:\($0)" }
+            for key in keys { try await client.set(key, value: ByteBuffer(string: "v-\(key)")) }
+            // Each key is on one master only: the one its slot maps to.
+            let topology = try #require(try await Self.topology(cluster))
+            for key in keys.prefix(30) {
+                let owner = try #require(topology.master(of: HashSlot(key: key)))
+                let direct = RedisClient(configuration: RedisConfiguration(endpoint: .tcp(host: owner.host, port: owner.port)))
+                #expect(try await direct.get(key) == ByteBuffer(string: "v-\(key)"), "\(key) on \(owner)")
+                await direct.shutdown()
+            }
+            let values = try await client.mget(keys + ["ibge:absent"])
+            #expect(values.count == 301 && values.last == .some(nil))
+            #expect(zip(keys, values).allSatisfy { $1 == ByteBuffer(string: "v-\($0)") }, "MGET's values in the keys' order")
+            #expect(try await client.exists(keys) == 300)
+            var scanned = Set<String>()
+            for try await key in client.scanKeys(matching: "ibge:test:*", count: 50) { scanned.insert(key) }
+            #expect(scanned == Set(keys), "SCAN visits every master")
+            #expect(try await client.dbsize() == 300)
+            try await client.mset(keys.prefix(10).map { ($0, ByteBuffer(string: "m")) })
+            #expect(try await client.mget(Array(keys.prefix(10))).allSatisfy { $0 == ByteBuffer(string: "m") })
+            let replies = try await client.pipeline(keys.suffix(50).map { RESPCommand("GET", $0) })
+            #expect(zip(keys.suffix(50), replies).allSatisfy { $1.bytes == ByteBuffer(string: "v-\($0)") }, "a pipeline's replies in order")
+            let script = RedisScript("return redis.call('GET', KEYS[1])")
+            #expect(try await client.run(script, keys: [keys[42]]).bytes == ByteBuffer(string: "v-\(keys[42])"))
+            #expect(try await client.del(keys) == 300)
+            #expect(try await client.dbsize() == 0)
+            await client.shutdown()
+        }
+    }
+
+    @Test("slots resharded while the client reads and writes: MOVED is followed and the map updated, nothing fails")
+    func reshard() async throws {
+        try await RedisClusterProcess.with { cluster in
+            let client = RedisClient(configuration: try RedisConfiguration(url: cluster.url))
+            let keys = (0..<400).map { "k\($0)" }
+            for key in keys { try await client.set(key, value: ByteBuffer(string: key)) }
+            let before = try #require(try await Self.topology(cluster))
+            let masters = before.masters
+            let from = try await Self.nodeID(masters[0])
+            let to = try await Self.nodeID(masters[1])
+            let moved = try RedisClusterProcess.redisCLI([
+                "--cluster", "reshard", "\(masters[0].host):\(masters[0].port)", "--cluster-from", from, "--cluster-to", to,
+                "--cluster-slots", "500", "--cluster-yes",
+            ])
+            try #require(moved.status == 0, "\(moved.output.suffix(500))")
+            let after = try #require(try await Self.topology(cluster))
+            let movedKeys = keys.filter { before.master(of: HashSlot(key: $0)) != after.master(of: HashSlot(key: $0)) }
+            #expect(movedKeys.count > 0, "some of the keys moved")
+            // The client still has the old map: every read and write lands.
+            for key in keys { #expect(try await client.get(key) == ByteBuffer(string: key), "\(key)") }
+            for key in movedKeys { try await client.set(key, value: ByteBuffer(string: "new")) }
+            #expect(try await client.mget(movedKeys).allSatisfy { $0 == ByteBuffer(string: "new") })
+            await client.shutdown()
+        }
+    }
+
+    static func topology(_ cluster: RedisClusterProcess) async throws -> ClusterTopology? {
+        let seed = cluster.nodes[0]
+        let client = RedisClient(configuration: seed.configuration())
+        let reply = try await client.send(RESPCommand("CLUSTER", "SHARDS"))
+        await client.shutdown()
+        return try ClusterTopology(shardsReply: reply, seed: .init(host: "127.0.0.1", port: seed.port))
+    }
+
+    static func nodeID(_ node: ClusterTopology.Node) async throws -> String {
+        let client = RedisClient(configuration: RedisConfiguration(endpoint: .tcp(host: node.host, port: node.port)))
+        let id = try await client.send(RESPCommand("CLUSTER", "MYID")).string ?? ""
+        await client.shutdown()
+        return id
+    }
+}
