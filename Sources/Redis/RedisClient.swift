@@ -163,7 +163,7 @@ public final class RedisClient: Service, Sendable {
             let reply: RESPValue
             switch backend {
             case .server(let pool): reply = try await pool.connection().send(command)
-            case .cluster(let router): reply = try await router.send(command, slot: CommandKeys.slot(of: command))
+            case .cluster(let router): reply = try await router.send(command)
             }
             if let message = reply.errorMessage { throw RedisError(.serverError, message) }
             return reply

@@ -34,6 +34,8 @@ enum StoreKind: String, CaseIterable, Sendable, CustomStringConvertible {
     case memory
     /// `RedisStore` on a real redis-server the test starts, one client per cache.
     case redis
+    /// `RedisStore` on a real Redis Cluster (3 masters, 3 replicas) the test starts.
+    case cluster
 
     var description: String { rawValue }
 }
@@ -44,13 +46,15 @@ final class Harness: Sendable {
     let kind: StoreKind
     let clock = ManualClock()
     let server: RedisServerProcess?
+    let cluster: RedisClusterProcess?
     let memoryStore: InMemoryL2Store?
     private let clients = Mutex<[RedisClient]>([])
 
-    private init(kind: StoreKind, server: RedisServerProcess?) {
+    private init(kind: StoreKind, server: RedisServerProcess?, cluster: RedisClusterProcess? = nil) {
         self.kind = kind
         self.server = server
-        self.memoryStore = server == nil ? InMemoryL2Store(clock: .manual(clock), shared: true) : nil
+        self.cluster = cluster
+        self.memoryStore = server == nil && cluster == nil ? InMemoryL2Store(clock: .manual(clock), shared: true) : nil
     }
 
     /// Runs `body` with a harness of `kind` (starting and stopping a redis-server for `.redis`).
@@ -69,12 +73,29 @@ final class Harness: Sendable {
                 }
                 await harness.shutdown()
             }
+        case .cluster:
+            try await RedisClusterProcess.with { cluster in
+                let harness = Harness(kind: kind, server: nil, cluster: cluster)
+                do {
+                    try await body(harness)
+                } catch {
+                    await harness.shutdown()
+                    throw error
+                }
+                await harness.shutdown()
+            }
         }
     }
 
     /// A client on the test's Redis, shut down with the harness.
     func client() -> RedisClient {
-        let client = RedisClient(configuration: server?.configuration() ?? RedisConfiguration(endpoint: .tcp(host: "127.0.0.1", port: 1)))
+        let configuration =
+            if let cluster, let clustered = try? RedisConfiguration(url: cluster.url) {
+                clustered
+            } else {
+                server?.configuration() ?? RedisConfiguration(endpoint: .tcp(host: "127.0.0.1", port: 1))
+            }
+        let client = RedisClient(configuration: configuration)
         clients.withLock { $0.append(client) }
         return client
     }
@@ -121,7 +142,16 @@ final class Harness: Sendable {
 
     /// Makes Redis hold every client's replies for a while (`CLIENT PAUSE … ALL`).
     func pauseRedis(milliseconds: Int) async throws {
-        _ = try await client().send(RESPCommand("CLIENT", "PAUSE", String(milliseconds), "ALL"))
+        guard let cluster else {
+            _ = try await client().send(RESPCommand("CLIENT", "PAUSE", String(milliseconds), "ALL"))
+            return
+        }
+        // Every node of a cluster.
+        for node in cluster.nodes {
+            let direct = RedisClient(configuration: node.configuration())
+            _ = try await direct.send(RESPCommand("CLIENT", "PAUSE", String(milliseconds), "ALL"))
+            await direct.shutdown()
+        }
     }
 
     func shutdown() async {

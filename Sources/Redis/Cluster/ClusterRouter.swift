@@ -222,6 +222,36 @@ final class ClusterRouter: Sendable {
         throw lastError ?? RedisError(.serverError, "too many redirections")
     }
 
+    /// Sends `command` where its key's slot is served; a multi-key command whose keys are in
+    /// several slots (`MGET`, `MSET`, `DEL`, `UNLINK`, `EXISTS`, `TOUCH`) is split into one
+    /// command per slot, sent as pipelines per node, and its replies merged as the single
+    /// command's would be (values in the keys' order; counts added up).
+    func send(_ command: RESPCommand) async throws(RedisError) -> RESPValue {
+        guard let split = MultiKeyCommand(command) else { return try await send(command, slot: CommandKeys.slot(of: command)) }
+        let groups = split.groupsBySlot()
+        guard groups.count > 1 else { return try await send(command, slot: CommandKeys.slot(of: command)) }
+        let replies = try await pipeline(groups.map { split.command(for: $0) })
+        if let failed = replies.first(where: { $0.errorMessage != nil }) { return failed }
+        switch split.merge {
+        case .values:
+            var values = [RESPValue](repeating: .null, count: split.keyCount)
+            for (group, reply) in zip(groups, replies) {
+                guard case .array(let parts) = reply, parts.count == group.count else { throw .unexpected(reply, for: split.name) }
+                for (index, part) in zip(group, parts) { values[index] = part }
+            }
+            return .array(values)
+        case .sum:
+            var total: Int64 = 0
+            for reply in replies {
+                guard case .integer(let n) = reply else { throw .unexpected(reply, for: split.name) }
+                total += n
+            }
+            return .integer(total)
+        case .ok:
+            return replies[0]
+        }
+    }
+
     /// Sends `command` to `node` itself (no routing): for per-node commands such as `SCAN`.
     func send(_ command: RESPCommand, to node: ClusterTopology.Node) async throws(RedisError) -> RESPValue {
         try await pool(for: node).connection().send(command)
@@ -233,6 +263,12 @@ final class ClusterRouter: Sendable {
     func pipeline(_ commands: [RESPCommand]) async throws(RedisError) -> [RESPValue] {
         var groups: [ClusterTopology.Node: [Int]] = [:]
         let slots = commands.map(CommandKeys.slot(of:))
+        // A multi-key command across slots is sent on its own, split (``send(_:)``).
+        if commands.contains(where: { MultiKeyCommand($0).map { $0.groupsBySlot().count > 1 } ?? false }) {
+            var replies: [RESPValue] = []
+            for command in commands { replies.append(try await send(command)) }
+            return replies
+        }
         for (index, slot) in slots.enumerated() {
             let node = try await master(for: slot)
             groups[node, default: []].append(index)
@@ -269,6 +305,71 @@ final class ClusterRouter: Sendable {
             }
         }
         return replies
+    }
+}
+
+/// A command on several keys that a cluster may need split by slot.
+struct MultiKeyCommand {
+    enum Merge {
+        /// An array of one value per key (`MGET`).
+        case values
+        /// Counts added up (`DEL`, `UNLINK`, `EXISTS`, `TOUCH`).
+        case sum
+        /// `OK` (`MSET`).
+        case ok
+    }
+
+    let name: String
+    let merge: Merge
+    /// The keys, and after each its value for `MSET`.
+    let keys: [ByteBufferView]
+    let values: [ByteBufferView]
+
+    var keyCount: Int { keys.count }
+
+    init?(_ command: RESPCommand) {
+        guard let nameBytes = command.argument(0), nameBytes.count <= 8 else { return nil }
+        let name = String(decoding: nameBytes, as: UTF8.self).uppercased()
+        let merge: Merge
+        switch name {
+        case "MGET": merge = .values
+        case "DEL", "UNLINK", "EXISTS", "TOUCH": merge = .sum
+        case "MSET": merge = .ok
+        default: return nil
+        }
+        var arguments: [ByteBufferView] = []
+        var index = 1
+        while let argument = command.argument(index) {
+            arguments.append(argument)
+            index += 1
+        }
+        if merge == .ok {
+            guard arguments.count % 2 == 0 else { return nil }
+            keys = stride(from: 0, to: arguments.count, by: 2).map { arguments[$0] }
+            values = stride(from: 1, to: arguments.count, by: 2).map { arguments[$0] }
+        } else {
+            keys = arguments
+            values = []
+        }
+        self.name = name
+        self.merge = merge
+    }
+
+    /// The keys' indices grouped by slot, each group in the keys' order.
+    func groupsBySlot() -> [[Int]] {
+        var groups: [HashSlot: [Int]] = [:]
+        for (index, key) in keys.enumerated() { groups[HashSlot(key: key), default: []].append(index) }
+        return groups.values.sorted { $0[0] < $1[0] }
+    }
+
+    /// The command for one group of keys.
+    func command(for group: [Int]) -> RESPCommand {
+        var command = RESPCommand(name)
+        for index in group {
+            command.append(bytes: keys[index])
+            if merge == .ok { command.append(bytes: values[index]) }
+        }
+        return command
     }
 }
 

@@ -62,17 +62,6 @@ extension RedisClient {
     /// `MGET key...`: one value or nil per key, in order.
     public func mget(_ keys: [String]) async throws(RedisError) -> [ByteBuffer?] {
         guard !keys.isEmpty else { return [] }
-        if isCluster {
-            // One MGET per slot (a command's keys must share one), pipelined per node.
-            let groups = Self.bySlot(keys)
-            let replies = try await pipeline(groups.map { Self.command("MGET", keys: $0.map { keys[$0] }) })
-            var values = [ByteBuffer?](repeating: nil, count: keys.count)
-            for (indices, reply) in zip(groups, replies) {
-                guard case .array(let parts) = reply, parts.count == indices.count else { throw .unexpected(reply, for: "MGET") }
-                for (index, part) in zip(indices, parts) { values[index] = part.bytes }
-            }
-            return values
-        }
         let command = Self.command("MGET", keys: keys)
         let reply = try await send(command)
         guard case .array(let values) = reply, values.count == keys.count else { throw .unexpected(reply, for: "MGET") }
@@ -82,21 +71,6 @@ extension RedisClient {
     /// `MSET key value [key value ...]`: sets every pair at once.
     public func mset(_ pairs: [(key: String, value: ByteBuffer)]) async throws(RedisError) {
         guard !pairs.isEmpty else { return }
-        if isCluster {
-            let groups = Self.bySlot(pairs.map(\.key))
-            let commands = groups.map { indices in
-                var command = RESPCommand("MSET")
-                for index in indices {
-                    command.append(pairs[index].key)
-                    command.append(pairs[index].value)
-                }
-                return command
-            }
-            for reply in try await pipeline(commands) {
-                if let message = reply.errorMessage { throw RedisError(.serverError, message) }
-            }
-            return
-        }
         var command = RESPCommand("MSET")
         for pair in pairs {
             command.append(pair.key)
@@ -156,15 +130,6 @@ extension RedisClient {
 
     private func integerCommand(_ name: String, _ keys: [String]) async throws(RedisError) -> Int {
         guard !keys.isEmpty else { return 0 }
-        if isCluster {
-            var total = 0
-            for reply in try await pipeline(Self.bySlot(keys).map { Self.command(name, keys: $0.map { keys[$0] }) }) {
-                if let message = reply.errorMessage { throw RedisError(.serverError, message) }
-                guard case .integer(let n) = reply else { throw .unexpected(reply, for: name) }
-                total += Int(n)
-            }
-            return total
-        }
         let reply = try await send(Self.command(name, keys: keys))
         guard case .integer(let n) = reply else { throw .unexpected(reply, for: name) }
         return Int(n)
@@ -177,12 +142,6 @@ extension RedisClient {
         return command
     }
 
-    /// The indices of `keys` grouped by hash slot, each group in the keys' order.
-    private static func bySlot(_ keys: [String]) -> [[Int]] {
-        var groups: [HashSlot: [Int]] = [:]
-        for (index, key) in keys.enumerated() { groups[HashSlot(key: key), default: []].append(index) }
-        return groups.values.sorted { $0[0] < $1[0] }
-    }
 
     /// `PEXPIRE key ms`: whether the key exists and got the expiry.
     @discardableResult
