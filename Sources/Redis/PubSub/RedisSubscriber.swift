@@ -59,15 +59,23 @@ final class RedisSubscriber: Sendable {
         var reconnect: Task<Void, Never>?
         var keepAlive: Task<Void, Never>?
         var isShutdown = false
+        /// The endpoint the next connection goes to (an index into ``endpoints``): a cluster's
+        /// seeds are tried in turn, each after the last failed.
+        var nextEndpoint = 0
 
         var channels: Set<String> { subscriptions.values.reduce(into: []) { $0.formUnion($1.channels) } }
         var patterns: Set<String> { subscriptions.values.reduce(into: []) { $0.formUnion($1.patterns) } }
     }
 
+    /// Where subscriptions may live: the server, or any node of a cluster (a message published
+    /// on any node reaches the subscribers of every node).
+    private let endpoints: [RedisConfiguration.Endpoint]
+
     init(configuration: RedisConfiguration, eventLoopGroup: any EventLoopGroup, logger: Logger) {
         self.configuration = configuration
         self.eventLoopGroup = eventLoopGroup
         self.logger = logger
+        self.endpoints = configuration.clusterSeeds.flatMap { $0.isEmpty ? nil : $0 } ?? [configuration.endpoint]
     }
 
     /// Subscribes to channels and patterns; the stream ends (and the server is told to
@@ -127,8 +135,11 @@ final class RedisSubscriber: Sendable {
             guard !state.isShutdown else { throw RedisError(.clientShutdown, "the Redis client was shut down") }
             if let connection = state.connection, connection.isActive { return eventLoopGroup.any().makeSucceededFuture(connection) }
             if let connecting = state.connecting { return connecting }
+            var target = configuration
+            target.endpoint = endpoints[state.nextEndpoint % endpoints.count]
+            if target.clusterSeeds != nil { target.database = 0 }
             let connecting = RedisConnection.makeConnection(
-                configuration: configuration, eventLoop: eventLoopGroup.next(), logger: logger,
+                configuration: target, eventLoop: eventLoopGroup.next(), logger: logger,
                 onPush: { [weak self] value in self?.received(value) })
             state.connecting = connecting
             return connecting
@@ -157,7 +168,10 @@ final class RedisSubscriber: Sendable {
             }
             return connection
         } catch {
-            state.withLock { $0.connecting = nil }
+            state.withLock { state in
+                state.connecting = nil
+                state.nextEndpoint = (state.nextEndpoint + 1) % endpoints.count
+            }
             throw error as? RedisError ?? RedisError(.connectFailed, "\(error)")
         }
     }

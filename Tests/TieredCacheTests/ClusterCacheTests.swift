@@ -1,0 +1,111 @@
+import NIOCore
+import RESP
+import Redis
+import Synchronization
+import TestSupport
+import TieredCache
+import TieredCacheRedis
+import Testing
+
+/// The cache on a real Redis Cluster (3 masters, 3 replicas), in real time: what only a
+/// cluster can show (keys on every master, a master killed and its replica promoted).
+@Suite("Tiered cache on a real Redis Cluster")
+struct ClusterCacheTests {
+    static func cache(_ cluster: RedisClusterProcess) throws -> TieredCache {
+        TieredCache(
+            configuration: .init(
+                minimumRecoveryBackoff: .milliseconds(20), maximumRecoveryBackoff: .milliseconds(200), healthCheckInterval: .milliseconds(50)),
+            l2: RedisStore(client: RedisClient(configuration: try RedisConfiguration(url: cluster.url))))
+    }
+
+    @Test("clear and key counts walk every master; other applications' keys survive")
+    func clear() async throws {
+        try await RedisClusterProcess.with { cluster in
+            let cache = try Self.cache(cluster)
+            let raw = RedisClient(configuration: try RedisConfiguration(url: cluster.url))
+            try await withRunning(cache.run) {
+                #expect(await eventually { cache.isRedisConnected })
+                for i in 0..<300 { await cache.set("v1:k\(i)", value: buffer("\(i)")) }
+                try await raw.set("other-app:session", value: buffer("keep me"))
+                let status = try #require(await cache.l2Keys(sampleSize: 5))
+                #expect(status.count == 300 && status.complete)
+                let result = await cache.clear()
+                #expect(result.l2Keys == 300)
+                #expect(try await raw.dbsize() == 1)
+                #expect(try await raw.get("other-app:session") == buffer("keep me"))
+            }
+            await raw.shutdown()
+        }
+    }
+
+    @Test("a master killed while 64 callers read and write: its replica is promoted, no request fails, and writes reach Redis again")
+    func failover() async throws {
+        try await RedisClusterProcess.with { cluster in
+            let cache = try Self.cache(cluster)
+            let raw = RedisClient(configuration: try RedisConfiguration(url: cluster.url))
+            try await withRunning(cache.run) {
+                #expect(await eventually { cache.isRedisConnected })
+                for i in 0..<200 { _ = try await cache.getOrLoad("v1:k\(i)") { buffer("v\(i)") } }
+                // The master of one of the keys, and the node that is its replica.
+                let seed = cluster.nodes[0]
+                let topology = try ClusterTopology(
+                    shardsReply: try await raw.send(RESPCommand("CLUSTER", "SHARDS")), seed: .init(host: "127.0.0.1", port: seed.port))
+                let victim = try #require(topology.master(of: HashSlot(key: "ibge:v1:k7")))
+                let victimNode = try #require(cluster.nodes.first { $0.port == victim.port })
+
+                let load = LoadCounters()
+                try await withThrowingTaskGroup(of: Void.self) { group in
+                    for caller in 0..<64 {
+                        group.addTask {
+                            var i = caller
+                            while !load.stop.load(ordering: .relaxed) {
+                                // Old keys, and new ones (written to the cluster when it takes them).
+                                let key = i % 3 == 0 ? "v1:new\(caller)-\(i)" : "v1:k\(i % 200)"
+                                do {
+                                    _ = try await cache.getOrLoad(key) { buffer("loaded") }
+                                } catch {
+                                    load.failures.add(1, ordering: .relaxed)
+                                }
+                                load.requests.add(1, ordering: .relaxed)
+                                i += 64
+                                try await Task.sleep(for: .milliseconds(5))
+                            }
+                        }
+                    }
+                    try await Task.sleep(for: .milliseconds(300))
+                    victimNode.kill()
+                    // The replica takes over after the node timeout (2 s) and an election.
+                    let promoted = await eventually(within: .seconds(30)) {
+                        guard let reply = try? await raw.send(RESPCommand("CLUSTER", "SHARDS")),
+                            let now = try? ClusterTopology(shardsReply: reply, seed: .init(host: "127.0.0.1", port: seed.port)),
+                            let master = now.master(of: HashSlot(key: "ibge:v1:k7"))
+                        else { return false }
+                        return master != victim && now.coversAllSlots
+                    }
+                    #expect(promoted, "the replica was promoted")
+                    // Writes to the failed-over slots land again (the client found the new master).
+                    let landed = await eventually(within: .seconds(30)) {
+                        _ = try? await cache.getOrLoad("v1:after-failover") { buffer("after") }
+                        await cache.remove("v1:k7")
+                        _ = try? await cache.getOrLoad("v1:k7") { buffer("again") }
+                        return (try? await raw.get("ibge:v1:k7")) != nil
+                    }
+                    #expect(landed, "a key of the failed master's slots is written to its new master")
+                    load.stop.store(true, ordering: .relaxed)
+                    try await group.waitForAll()
+                }
+                #expect(load.requests.load(ordering: .relaxed) > 500)
+                #expect(load.failures.load(ordering: .relaxed) == 0, "L1 and the source cover the gap")
+                #expect(await eventually { cache.isRedisConnected }, "the cache is back on Redis, not left in fallback")
+            }
+            await raw.shutdown()
+        }
+    }
+}
+
+/// Counts of a load test's callers, shared with their tasks.
+final class LoadCounters: Sendable {
+    let failures = Atomic<Int>(0)
+    let requests = Atomic<Int>(0)
+    let stop = Atomic<Bool>(false)
+}
