@@ -101,6 +101,64 @@ struct ClusterCacheTests {
             await raw.shutdown()
         }
     }
+
+    @Test("slots resharded while 64 callers read and write through the cache: no request fails, and every key reads back from Redis")
+    func reshardUnderLoad() async throws {
+        try await RedisClusterProcess.with { cluster in
+            let cache = try Self.cache(cluster)
+            let raw = RedisClient(configuration: try RedisConfiguration(url: cluster.url))
+            try await withRunning(cache.run) {
+                #expect(await eventually { cache.isRedisConnected })
+                for i in 0..<200 { _ = try await cache.getOrLoad("v1:k\(i)") { buffer("v\(i)") } }
+                let seed = cluster.nodes[0]
+                let topology = try ClusterTopology(
+                    shardsReply: try await raw.send(RESPCommand("CLUSTER", "SHARDS")), seed: .init(host: "127.0.0.1", port: seed.port))
+                let (from, to) = (topology.masters[0], topology.masters[1])
+                func id(_ node: ClusterTopology.Node) async throws -> String {
+                    let client = RedisClient(configuration: RedisConfiguration(endpoint: .tcp(host: node.host, port: node.port)))
+                    let id = try await client.send(RESPCommand("CLUSTER", "MYID")).string ?? ""
+                    await client.shutdown()
+                    return id
+                }
+                let (fromID, toID) = (try await id(from), try await id(to))
+                let load = LoadCounters()
+                try await withThrowingTaskGroup(of: Void.self) { group in
+                    for caller in 0..<64 {
+                        group.addTask {
+                            var i = caller
+                            while !load.stop.load(ordering: .relaxed) {
+                                let key = i % 2 == 0 ? "v1:new\(caller)-\(i)" : "v1:k\(i % 200)"
+                                do {
+                                    _ = try await cache.getOrLoad(key) { buffer("loaded") }
+                                } catch {
+                                    load.failures.add(1, ordering: .relaxed)
+                                }
+                                load.requests.add(1, ordering: .relaxed)
+                                i += 64
+                                try await Task.sleep(for: .milliseconds(2))
+                            }
+                        }
+                    }
+                    let moved = try RedisClusterProcess.redisCLI([
+                        "--cluster", "reshard", "\(from.host):\(from.port)", "--cluster-from", fromID, "--cluster-to", toID,
+                        "--cluster-slots", "1000", "--cluster-yes",
+                    ])
+                    load.stop.store(true, ordering: .relaxed)
+                    try await group.waitForAll()
+                    #expect(moved.status == 0, "\(moved.output.suffix(300))")
+                }
+                #expect(load.requests.load(ordering: .relaxed) > 200)
+                #expect(load.failures.load(ordering: .relaxed) == 0)
+                // Every key written before and during the move reads back from the cluster.
+                let values = try await raw.mget((0..<200).map { "ibge:v1:k\($0)" })
+                #expect(values.allSatisfy { $0 != nil }, "\(values.filter { $0 == nil }.count) keys missing")
+                #expect(cache.isRedisConnected)
+                // MOVED and ASK were followed inside the client: none reached the cache as an error.
+                #expect(cache.metrics().redisErrors == 0, "\(cache.metrics().redisLastError ?? "")")
+            }
+            await raw.shutdown()
+        }
+    }
 }
 
 /// Counts of a load test's callers, shared with their tasks.
