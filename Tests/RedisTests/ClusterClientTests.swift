@@ -1,7 +1,7 @@
 import NIOCore
 import RESP
-import Redis
 import TestSupport
+@testable import Redis
 import Testing
 
 @Suite("Redis Cluster: the client on a real cluster")
@@ -74,7 +74,41 @@ struct ClusterClientTests {
             for key in keys { #expect(try await client.get(key) == ByteBuffer(string: key), "\(key)") }
             for key in movedKeys { try await client.set(key, value: ByteBuffer(string: "new")) }
             #expect(try await client.mget(movedKeys).allSatisfy { $0 == ByteBuffer(string: "new") })
+            let first = HashSlot(key: try #require(movedKeys.first))
+            #expect(client.cluster?.topology?.master(of: first) == after.master(of: first), "the client's map follows the move")
             await client.shutdown()
+        }
+    }
+
+    @Test("a slot being migrated: ASK is followed with ASKING, once, and does not change the client's map; MOVED does")
+    func ask() async throws {
+        try await RedisClusterProcess.with { cluster in
+            let client = RedisClient(configuration: try RedisConfiguration(url: cluster.url))
+            try await client.set("{ask}old", value: ByteBuffer(string: "stays"))
+            try await client.set("{ask}gone", value: ByteBuffer(string: "moved"))
+            let topology = try #require(try await Self.topology(cluster))
+            let slot = HashSlot(key: "{ask}")
+            let source = try #require(topology.master(of: slot))
+            let target = try #require(topology.masters.first { $0 != source })
+            let (sourceID, targetID) = (try await Self.nodeID(source), try await Self.nodeID(target))
+            let onSource = RedisClient(configuration: RedisConfiguration(endpoint: .tcp(host: source.host, port: source.port)))
+            let onTarget = RedisClient(configuration: RedisConfiguration(endpoint: .tcp(host: target.host, port: target.port)))
+            _ = try await onTarget.send(RESPCommand("CLUSTER", "SETSLOT", String(slot.rawValue), "IMPORTING", sourceID))
+            _ = try await onSource.send(RESPCommand("CLUSTER", "SETSLOT", String(slot.rawValue), "MIGRATING", targetID))
+            _ = try await onSource.send(RESPCommand("MIGRATE", target.host, String(target.port), "", "0", "5000", "KEYS", "{ask}gone"))
+            // The source still has one key, the target the other; a new key goes to the target.
+            #expect(try await client.get("{ask}old") == ByteBuffer(string: "stays"))
+            #expect(try await client.get("{ask}gone") == ByteBuffer(string: "moved"), "ASK followed to the target")
+            try await client.set("{ask}new", value: ByteBuffer(string: "fresh"))
+            let onTargetNow = try await onTarget.pipeline([RESPCommand("ASKING"), RESPCommand("GET", "{ask}new")])
+            #expect(onTargetNow.last?.bytes == ByteBuffer(string: "fresh"), "the new key was written on the importing node")
+            #expect(client.cluster?.topology?.master(of: slot) == source, "an ASK is for one command: the map is unchanged")
+            // The migration ends: the slot is the target's, and the client follows the MOVED.
+            _ = try await onSource.send(RESPCommand("MIGRATE", target.host, String(target.port), "", "0", "5000", "KEYS", "{ask}old"))
+            for node in [onTarget, onSource] { _ = try await node.send(RESPCommand("CLUSTER", "SETSLOT", String(slot.rawValue), "NODE", targetID)) }
+            #expect(try await client.mget(["{ask}old", "{ask}gone", "{ask}new"]) == ["stays", "moved", "fresh"].map { ByteBuffer(string: $0) })
+            #expect(client.cluster?.topology?.master(of: slot) == target, "MOVED updated the map")
+            for node in [client, onSource, onTarget] { await node.shutdown() }
         }
     }
 
