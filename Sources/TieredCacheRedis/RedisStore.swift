@@ -11,8 +11,10 @@ import Utilities
 ///   key is reported as ``L2Read/invalid(_:)``.
 /// - A write and its backplane notice (`PUBLISH <prefix>backplane`) go in one pipelined round
 ///   trip; notices are `1|<origin>|<set|remove|clear>|<key>`.
-/// - Load locks: `SET <prefix>lock:<key> <token> NX PX <lease>`, released by a
-///   compare-and-delete script, so an expired lock taken over by another is never deleted.
+/// - Load locks: `SET <prefix>lock:{<prefix><key>} <token> NX PX <lease>`, released by a
+///   compare-and-delete script, so an expired lock taken over by another is never deleted. The
+///   braces are a hash tag: in a Redis Cluster the lock is in its value's slot (on its node),
+///   so one script may touch both.
 /// - `removeAll` and `count` walk the prefix with `SCAN` (never `KEYS` or `FLUSHDB`), so other
 ///   applications' keys in the same database are left alone.
 public final class RedisStore: L2Store {
@@ -47,8 +49,19 @@ public final class RedisStore: L2Store {
     /// The Redis key of a cache key.
     func redisKey(_ key: String) -> String { configuration.keyPrefix + key }
 
-    /// The Redis key of a cache key's load lock (beside the value, so Cluster can give both one slot).
-    func lockKey(_ key: String) -> String { configuration.keyPrefix + "lock:" + key }
+    /// The Redis key of a cache key's load lock: `<prefix>lock:{<what the value key's slot is
+    /// computed from>}`, so that in a Redis Cluster both are in one slot.
+    func lockKey(_ key: String) -> String { configuration.keyPrefix + "lock:{" + Self.hashInput(redisKey(key)) + "}" }
+
+    /// What a key's cluster slot is computed from: its hash tag (between the first `{` and the
+    /// next `}`, when not empty), or the whole key.
+    static func hashInput(_ key: String) -> Substring {
+        if let open = key.firstIndex(of: "{") {
+            let afterOpen = key.index(after: open)
+            if let close = key[afterOpen...].firstIndex(of: "}"), close != afterOpen { return key[afterOpen..<close] }
+        }
+        return key[...]
+    }
 
     /// The pub/sub channel of the backplane.
     var backplaneChannel: String { configuration.keyPrefix + "backplane" }

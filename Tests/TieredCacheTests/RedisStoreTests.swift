@@ -20,7 +20,7 @@ struct RedisStoreTests {
             l2: RedisStore(client: RedisClient(configuration: server.configuration())))
     }
 
-    @Test("keys are <prefix><key>, values live TTL + grace in Redis, and locks and notices use the prefix too")
+    @Test("keys are <prefix><key>, values live TTL + grace in Redis, and locks (in their value's cluster slot) and notices use the prefix too")
     func layout() async throws {
         try await RedisServerProcess.with { server in
             let cache = Self.cache(server)
@@ -32,7 +32,16 @@ struct RedisStoreTests {
                 #expect(try CacheEnvelope(decoding: stored).payload == buffer("payload"))
                 let pttl = try await raw.pttl("ibge:v1:thing")
                 #expect(pttl > 60_000 && pttl <= (66 + 24 * 3600) * 1000, "TTL (up to 10 % jitter) + grace")
-                #expect(try await raw.exists(["ibge:lock:v1:thing"]) == 0, "the load lock is released")
+                // The load lock, held while a load runs, is in the value's cluster slot.
+                let gate = Gate()
+                let loader = CountingLoader(gate: gate)
+                async let slow = cache.getOrLoad("v1:other", ttl: .seconds(60)) { try await loader.load("x") }
+                let lock = "ibge:lock:{ibge:v1:other}"
+                #expect(await eventually { (try? await raw.exists([lock])) == 1 }, "held during the load")
+                #expect(HashSlot(key: lock) == HashSlot(key: "ibge:v1:other"))
+                gate.open()
+                _ = try await slow
+                #expect(try await raw.exists([lock]) == 0, "the load lock is released")
             }
             await raw.shutdown()
         }
@@ -118,15 +127,15 @@ struct RedisStoreTests {
                 try await withRunning(cache.run) { () async throws in
                     #expect(await eventually { cache.isRedisConnected })
                     // A holder that took the lock and then vanished (no expiry yet: the test ends its lease).
-                    #expect(try await raw.set("ibge:lock:orphan", value: buffer("dead-token"), condition: .ifNotExists))
+                    #expect(try await raw.set("ibge:lock:{ibge:orphan}", value: buffer("dead-token"), condition: .ifNotExists))
                     let loader = CountingLoader()
                     async let value = cache.getOrLoad("orphan") { try await loader.load("recovered") }
                     #expect(await eventually { cache.metrics().lockWaits == 1 }, "the cache waits for the holder")
                     #expect(loader.count == 0)
-                    #expect(try await raw.pexpire("ibge:lock:orphan", after: .milliseconds(1)))
+                    #expect(try await raw.pexpire("ibge:lock:{ibge:orphan}", after: .milliseconds(1)))
                     #expect(try await value == buffer("recovered"))
                     #expect(loader.count == 1)
-                    #expect(try await raw.exists(["ibge:lock:orphan"]) == 0, "our lock is released after the load")
+                    #expect(try await raw.exists(["ibge:lock:{ibge:orphan}"]) == 0, "our lock is released after the load")
                 }
             }
         }
