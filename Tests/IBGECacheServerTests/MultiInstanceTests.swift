@@ -57,15 +57,26 @@ final class ServeProcesses: Sendable {
 struct MultiInstanceTests {
     @Test("1,000 concurrent requests spread across three instances for one cold key: exactly one upstream load")
     func oneLoadAcrossProcesses() async throws {
+        try await RedisServerProcess.with { server in try await Self.oneLoad(redisURL: server.url) }
+    }
+
+    @Test("the same on a Redis Cluster (3 masters, 3 replicas): exactly one upstream load")
+    func oneLoadAcrossProcessesOnCluster() async throws {
+        try await RedisClusterProcess.with { cluster in try await Self.oneLoad(redisURL: cluster.url) }
+    }
+
+    /// Three `serve` processes on `redisURL` and a slow stand-in IBGE; 1,000 concurrent requests
+    /// for one cold key, spread across them.
+    static func oneLoad(redisURL: String) async throws {
         let fake = try await FakeIBGE.start()
         // A slow IBGE widens the window in which every instance asks for the key.
         fake.inject(.latency(.milliseconds(300)))
         let http = HTTPClient(eventLoopGroupProvider: .singleton)
         do {
-            try await RedisServerProcess.with { server in
+            do {
                 let instances = try ServeProcesses(
                     count: 3,
-                    environment: ["REDIS_URL": server.url, "ENABLE_REAL_APIS": "true", "IBGE_API_BASE_URL": fake.baseURL, "LOG_LEVEL": "error"])
+                    environment: ["REDIS_URL": redisURL, "ENABLE_REAL_APIS": "true", "IBGE_API_BASE_URL": fake.baseURL, "LOG_LEVEL": "error"])
                 defer { instances.stop() }
                 for port in instances.ports {
                     let ready = await eventually(within: .seconds(30)) {
