@@ -33,6 +33,7 @@ public final class RedisClient: Service, Sendable {
     private enum Backend: Sendable {
         case server(RedisConnectionPool)
         case cluster(ClusterRouter)
+        case sentinel(SentinelRouter)
     }
 
     /// The cluster's router, when the client speaks to a Redis Cluster.
@@ -59,7 +60,18 @@ public final class RedisClient: Service, Sendable {
         let metrics = ClientMetrics(factory: metricsFactory)
         self.metrics = metrics
         self.configuration = configuration
-        if let seeds = configuration.clusterSeeds {
+        var resolveEndpoint: (@Sendable () async -> RedisConfiguration.Endpoint?)?
+        if let sentinel = configuration.sentinel, !sentinel.endpoints.isEmpty {
+            let router = SentinelRouter(configuration: configuration, sentinel: sentinel, eventLoopGroup: eventLoopGroup, logger: logger) { open in
+                metrics.connectionsOpen.record(open)
+            }
+            self.backend = .sentinel(router)
+            // The backplane's subscriptions follow the master too.
+            resolveEndpoint = {
+                guard let master = try? await router.master() else { return nil }
+                return .tcp(host: master.host, port: master.port)
+            }
+        } else if let seeds = configuration.clusterSeeds {
             let nodes = seeds.compactMap { endpoint -> ClusterTopology.Node? in
                 if case .tcp(let host, let port) = endpoint { return ClusterTopology.Node(host: host, port: port) }
                 return nil
@@ -74,7 +86,7 @@ public final class RedisClient: Service, Sendable {
                     metrics.connectionsOpen.record(open)
                 })
         }
-        self.subscriber = RedisSubscriber(configuration: configuration, eventLoopGroup: eventLoopGroup, logger: logger)
+        self.subscriber = RedisSubscriber(configuration: configuration, eventLoopGroup: eventLoopGroup, logger: logger, resolveEndpoint: resolveEndpoint)
     }
 
     /// Subscribes to channels. Messages arrive on the returned stream (at most 4,096 waiting;
@@ -108,7 +120,7 @@ public final class RedisClient: Service, Sendable {
         case .server(let pool):
             let counts = pool.counts
             return PoolStatus(open: counts.open, connecting: counts.connecting, backingOff: counts.backingOff, lastError: counts.lastError)
-        case .cluster(let router):
+        case .cluster(let router as any PoolOwner), .sentinel(let router as any PoolOwner):
             // Every node's pool together.
             var status = PoolStatus(open: 0, connecting: 0, backingOff: 0, lastError: nil)
             for pool in router.pools {
@@ -131,6 +143,7 @@ public final class RedisClient: Service, Sendable {
         switch backend {
         case .server(let pool): return try await pool.connection()
         case .cluster(let router): return try await router.pool(for: router.master(for: nil)).connection()
+        case .sentinel(let router): return try await router.pool(for: router.master()).connection()
         }
     }
 
@@ -143,6 +156,7 @@ public final class RedisClient: Service, Sendable {
                 switch self.backend {
                 case .server(let pool): await pool.maintain()
                 case .cluster(let router): await router.maintain()
+                case .sentinel(let router): await router.maintain()
                 }
                 do {
                     try await Task.sleep(for: interval)
@@ -164,6 +178,8 @@ public final class RedisClient: Service, Sendable {
             switch backend {
             case .server(let pool): reply = try await pool.connection().send(command)
             case .cluster(let router): reply = try await router.send(command)
+            case .sentinel(let router):
+                reply = try await router.withMaster({ (connection) async throws(RedisError) in try await connection.send(command) }, isReadOnly: Self.isReadOnly)
             }
             if let message = reply.errorMessage { throw RedisError(.serverError, message) }
             return reply
@@ -178,6 +194,8 @@ public final class RedisClient: Service, Sendable {
             switch backend {
             case .server(let pool): try await pool.connection().pipeline(commands)
             case .cluster(let router): try await router.pipeline(commands)
+            case .sentinel(let router):
+                try await router.withMaster({ (connection) async throws(RedisError) in try await connection.pipeline(commands) }, isReadOnly: { $0.contains(where: Self.isReadOnly) })
             }
         }
         for reply in replies where reply.errorMessage != nil { metrics.failed(RedisError(.serverError, "")) }
@@ -190,6 +208,7 @@ public final class RedisClient: Service, Sendable {
         switch backend {
         case .server(let pool): await pool.shutdown()
         case .cluster(let router): await router.shutdown()
+        case .sentinel(let router): await router.shutdown()
         }
     }
 
@@ -208,6 +227,21 @@ public final class RedisClient: Service, Sendable {
         }
     }
 }
+
+extension RedisClient {
+    /// A `READONLY` error: the node became a replica (a failover the client has not heard of).
+    @Sendable static func isReadOnly(_ reply: RESPValue) -> Bool {
+        reply.errorMessage?.hasPrefix("READONLY") == true
+    }
+}
+
+/// A router that keeps a pool per node.
+protocol PoolOwner {
+    var pools: [RedisConnectionPool] { get }
+}
+
+extension ClusterRouter: PoolOwner {}
+extension SentinelRouter: PoolOwner {}
 
 /// The client's metrics (swift-metrics), made once.
 final class ClientMetrics: Sendable {

@@ -15,6 +15,27 @@ public struct RedisConfiguration: Sendable, Hashable {
     /// A Redis Cluster's seed nodes (`redis+cluster://…`): the client reads the slot map from
     /// them and sends each command to the master serving its key. Nil: one server, ``endpoint``.
     public var clusterSeeds: [Endpoint]?
+    /// Redis Sentinel (`redis+sentinel://…`): the sentinels to ask, and the name of the master
+    /// they watch. The client connects to the master they name, follows their
+    /// `+switch-master`, and asks again when the master stops answering. Nil: no sentinels.
+    public var sentinel: Sentinel?
+
+    /// Where the sentinels are and which master to follow.
+    public struct Sentinel: Sendable, Hashable {
+        /// The sentinels.
+        public var endpoints: [Endpoint]
+        /// The name the sentinels monitor the master under (`sentinel monitor <name> …`).
+        public var masterName: String
+        /// The sentinels' password (URL parameter `sentinel_password`), when they need one.
+        public var password: String?
+
+        /// Creates a sentinel setting.
+        public init(endpoints: [Endpoint], masterName: String, password: String? = nil) {
+            self.endpoints = endpoints
+            self.masterName = masterName
+            self.password = password
+        }
+    }
     /// Whether to use TLS (`rediss://`). The server's certificate is always verified; there is
     /// no fallback to plaintext.
     public var tls: Bool
@@ -88,6 +109,7 @@ public struct RedisConfiguration: Sendable, Hashable {
         self.maximumBufferedBytes = maximumBufferedBytes ?? (maximumReplyBytes + 1024 * 1024)
         self.endpoint = endpoint
         self.clusterSeeds = nil
+        self.sentinel = nil
         self.tls = tls
         self.username = username
         self.password = password
@@ -108,7 +130,9 @@ public struct RedisConfiguration: Sendable, Hashable {
 
     /// Parses `redis://[user:password@]host[:port][/db]`, `rediss://...` (TLS),
     /// `redis+cluster://[user:password@]host:port,host:port,...` (a Redis Cluster, given by seed
-    /// nodes; `rediss+cluster://` with TLS) or `unix:///path/to/redis.sock[?db=N]`.
+    /// nodes; `rediss+cluster://` with TLS), `redis+sentinel://[user:password@]host:port,host:port/<master>[/db]`
+    /// (the master that Redis Sentinel names; `?sentinel_password=` for the sentinels' own) or
+    /// `unix:///path/to/redis.sock[?db=N]`.
     ///
     /// - Throws: ``RedisError`` with code ``RedisError/Code/invalidConfiguration`` naming what is wrong.
     public init(url: String) throws(RedisError) {
@@ -176,7 +200,32 @@ public struct RedisConfiguration: Sendable, Hashable {
         let endpoint: Endpoint
         var tls = false
         var seeds: [Endpoint]?
+        var sentinel: Sentinel?
         switch scheme {
+        case "redis+sentinel", "rediss+sentinel":
+            tls = scheme.hasPrefix("rediss")
+            // host:port,host:port/<master name>[/db]
+            let parts = rest.split(separator: "/", maxSplits: 2, omittingEmptySubsequences: false)
+            guard parts.count >= 2, !parts[1].isEmpty else { throw invalid("expected redis+sentinel://host:port,.../<master name>[/db]") }
+            let nodes = parts[0].split(separator: ",", omittingEmptySubsequences: false)
+            guard nodes.count <= 64 else { throw invalid("more than 64 sentinels") }
+            var parsed: [Endpoint] = []
+            for node in nodes {
+                // A sentinel's port is 26379 unless given.
+                let hasPort = node.hasPrefix("[") ? node.contains("]:") : node.contains(":")
+                let endpoint = try tcpEndpoint(node)
+                if !hasPort, case .tcp(let host, _) = endpoint { parsed.append(.tcp(host: host, port: 26379)) } else { parsed.append(endpoint) }
+            }
+            let name = String(parts[1])
+            guard name.utf8.count <= 256, name.utf8.allSatisfy({ $0 > 0x20 && $0 < 0x7F }) else { throw invalid("invalid master name") }
+            if parts.count == 3, !parts[2].isEmpty {
+                guard let n = Int(parts[2]), n >= 0 else { throw invalid("database '\(parts[2])' is not a number >= 0") }
+                database = n
+            }
+            var sentinelPassword: String?
+            if let text = query["sentinel_password"] { sentinelPassword = try Self.credential(text, invalid) }
+            sentinel = Sentinel(endpoints: parsed, masterName: name, password: sentinelPassword)
+            endpoint = parsed[0]
         case "redis", "rediss", "redis+cluster", "rediss+cluster":
             tls = scheme.hasPrefix("rediss")
             var hostPort = rest
@@ -203,10 +252,11 @@ public struct RedisConfiguration: Sendable, Hashable {
             guard rest.hasPrefix("/") else { throw invalid("expected an absolute socket path, as in unix:///run/redis.sock") }
             endpoint = .unixSocket(path: String(rest))
         default:
-            throw invalid("unknown scheme '\(scheme)'; expected redis, rediss, redis+cluster, rediss+cluster or unix")
+            throw invalid("unknown scheme '\(scheme)'; expected redis, rediss, redis+cluster, redis+sentinel (or their rediss+ forms) or unix")
         }
         self.init(endpoint: endpoint, tls: tls, username: username, password: password, database: database)
         self.clusterSeeds = seeds
+        self.sentinel = sentinel
         if let ca = query["tls_ca_file"] { self.tlsCAFile = PercentDecoding.lenient(ca) }
         if let name = query["tls_server_name"] { self.tlsServerName = name }
         if (tlsCAFile != nil || tlsServerName != nil) && !tls {

@@ -28,14 +28,28 @@ public final class HostileRedisServer: Sendable {
             "endlessArray": (b"*16000000\r\n", b"+x\r\n" * 16384),
             "silentSubscriber": (b">3\r\n$9\r\nsubscribe\r\n$2\r\nch\r\n:1\r\n", b""),
         }
-        head, chunk = streams[mode]
+        head, chunk = streams.get(mode, (b"", b""))
         accepted = 0
         server = socket.socket()
         server.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         server.bind(("127.0.0.1", 0))
         server.listen(16)
         print(server.getsockname()[1], flush=True)
+        def lie(connection):
+            # A sentinel that names 127.0.0.1:<port> as the master, whatever is asked.
+            target = mode.split(":")[1].encode()
+            try:
+                connection.recv(65536)              # HELLO 3
+                connection.sendall(b"%0\r\n")
+                while connection.recv(65536):
+                    connection.sendall(b"*2\r\n$9\r\n127.0.0.1\r\n$%d\r\n%s\r\n" % (len(target), target))
+            except OSError:
+                pass
+            finally:
+                connection.close()
         def serve(connection):
+            if mode.startswith("sentinel:"):
+                return lie(connection)
             try:
                 connection.recv(65536)              # HELLO 3
                 connection.sendall(b"%0\r\n")       # an empty map: RESP3, no more to say
@@ -80,6 +94,11 @@ public final class HostileRedisServer: Sendable {
     /// Starts one in `mode` and waits until it listens.
     public static func start(_ mode: Mode) throws -> HostileRedisServer {
         try start(modeName: mode.rawValue)
+    }
+
+    /// Starts a sentinel that names `127.0.0.1:<port>` as the master of any name.
+    public static func startSentinel(naming port: Int) throws -> HostileRedisServer {
+        try start(modeName: "sentinel:\(port)")
     }
 
     /// Starts one that confirms a subscription to `ch`, then never answers again.

@@ -67,15 +67,21 @@ final class RedisSubscriber: Sendable {
         var patterns: Set<String> { subscriptions.values.reduce(into: []) { $0.formUnion($1.patterns) } }
     }
 
-    /// Where subscriptions may live: the server, or any node of a cluster (a message published
-    /// on any node reaches the subscribers of every node).
+    /// Where subscriptions may live: the server, any node of a cluster (a message published
+    /// on any node reaches the subscribers of every node), or the given endpoints (sentinels).
     private let endpoints: [RedisConfiguration.Endpoint]
+    /// Where the next connection goes, asked before each (the master Sentinel names), when given.
+    private let resolveEndpoint: (@Sendable () async -> RedisConfiguration.Endpoint?)?
 
-    init(configuration: RedisConfiguration, eventLoopGroup: any EventLoopGroup, logger: Logger) {
+    init(
+        configuration: RedisConfiguration, eventLoopGroup: any EventLoopGroup, logger: Logger, endpoints: [RedisConfiguration.Endpoint]? = nil,
+        resolveEndpoint: (@Sendable () async -> RedisConfiguration.Endpoint?)? = nil
+    ) {
         self.configuration = configuration
         self.eventLoopGroup = eventLoopGroup
         self.logger = logger
-        self.endpoints = configuration.clusterSeeds.flatMap { $0.isEmpty ? nil : $0 } ?? [configuration.endpoint]
+        self.endpoints = endpoints.flatMap { $0.isEmpty ? nil : $0 } ?? configuration.clusterSeeds.flatMap { $0.isEmpty ? nil : $0 } ?? [configuration.endpoint]
+        self.resolveEndpoint = resolveEndpoint
     }
 
     /// Subscribes to channels and patterns; the stream ends (and the server is told to
@@ -131,12 +137,13 @@ final class RedisSubscriber: Sendable {
     // MARK: - Connection
 
     private func connection() async throws(RedisError) -> RedisConnection {
+        let resolved = await resolveEndpoint?()
         let future: EventLoopFuture<RedisConnection> = try state.withLock { (state) throws(RedisError) in
             guard !state.isShutdown else { throw RedisError(.clientShutdown, "the Redis client was shut down") }
             if let connection = state.connection, connection.isActive { return eventLoopGroup.any().makeSucceededFuture(connection) }
             if let connecting = state.connecting { return connecting }
             var target = configuration
-            target.endpoint = endpoints[state.nextEndpoint % endpoints.count]
+            target.endpoint = resolved ?? endpoints[state.nextEndpoint % endpoints.count]
             if target.clusterSeeds != nil { target.database = 0 }
             let connecting = RedisConnection.makeConnection(
                 configuration: target, eventLoop: eventLoopGroup.next(), logger: logger,

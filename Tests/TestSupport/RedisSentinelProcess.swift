@@ -1,0 +1,135 @@
+import Foundation
+import RESP
+import Redis
+import Synchronization
+
+#if canImport(Glibc)
+    import Glibc
+#endif
+
+/// A real Redis Sentinel deployment for tests, on loopback: a master, a replica of it, and
+/// three sentinels watching it as `mymaster` (quorum 2, down after 1 s, failover timeout 3 s).
+public final class RedisSentinelProcess: Sendable {
+    /// The master at start.
+    public let master: RedisServerProcess
+    /// Its replica at start.
+    public let replica: RedisServerProcess
+    /// The sentinels' ports.
+    public let sentinelPorts: [Int]
+    private let sentinels: Mutex<[Process]>
+    private let directory: String
+    /// The name the sentinels watch the master under.
+    public static let masterName = "mymaster"
+
+    /// `redis+sentinel://127.0.0.1:<port>,…/mymaster`
+    public var url: String { "redis+sentinel://" + sentinelPorts.map { "127.0.0.1:\($0)" }.joined(separator: ",") + "/" + Self.masterName }
+
+    private init(master: RedisServerProcess, replica: RedisServerProcess, sentinelPorts: [Int], sentinels: [Process], directory: String) {
+        self.master = master
+        self.replica = replica
+        self.sentinelPorts = sentinelPorts
+        self.sentinels = Mutex(sentinels)
+        self.directory = directory
+    }
+
+    /// Starts the master, the replica and the sentinels, and waits until every sentinel knows
+    /// the replica and the two other sentinels.
+    public static func start() async throws -> RedisSentinelProcess {
+        let master = try await RedisServerProcess.start(["--repl-diskless-sync-delay", "0"])
+        let replica = try await RedisServerProcess.start(["--replicaof", "127.0.0.1", String(master.port), "--repl-diskless-sync-delay", "0"])
+        let directory = NSTemporaryDirectory() + "ibge-cache-sentinel-\(UUID().uuidString.prefix(8))"
+        try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+        var ports: [Int] = []
+        var processes: [Process] = []
+        do {
+            for index in 0..<3 {
+                let port = try RedisServerProcess.freePort()
+                let config = "\(directory)/sentinel-\(index).conf"
+                try """
+                port \(port)
+                bind 127.0.0.1
+                protected-mode no
+                daemonize no
+                dir \(directory)
+                loglevel warning
+                sentinel monitor \(masterName) 127.0.0.1 \(master.port) 2
+                sentinel down-after-milliseconds \(masterName) 1000
+                sentinel failover-timeout \(masterName) 3000
+                sentinel parallel-syncs \(masterName) 1
+
+                """.write(toFile: config, atomically: true, encoding: .utf8)
+                let process = Process()
+                process.executableURL = URL(fileURLWithPath: try RedisServerProcess.redisServerPath())
+                process.arguments = [config, "--sentinel"]
+                process.standardOutput = FileHandle.nullDevice
+                process.standardError = FileHandle.nullDevice
+                try process.run()
+                ports.append(port)
+                processes.append(process)
+            }
+            let deployment = RedisSentinelProcess(master: master, replica: replica, sentinelPorts: ports, sentinels: processes, directory: directory)
+            for _ in 0..<750 {
+                if await deployment.isReady() { return deployment }
+                try await Task.sleep(for: .milliseconds(20))
+            }
+            deployment.stop()
+            throw RedisFixtureError(message: "the sentinels did not see the replica and each other within 15 s")
+        } catch {
+            for process in processes where process.isRunning { Glibc.kill(process.processIdentifier, SIGKILL) }
+            master.stop()
+            replica.stop()
+            throw error
+        }
+    }
+
+    /// Runs `body` with a fresh deployment and stops it afterwards.
+    public static func with<T>(_ body: (RedisSentinelProcess) async throws -> T) async throws -> T {
+        let deployment = try await start()
+        defer { deployment.stop() }
+        return try await body(deployment)
+    }
+
+    /// Whether every sentinel knows the replica and the two other sentinels.
+    func isReady() async -> Bool {
+        for port in sentinelPorts {
+            guard let others = try? await Self.ask(port, RESPCommand("SENTINEL", "sentinels", Self.masterName)),
+                case .array(let sentinels) = others, sentinels.count == 2,
+                let replicas = try? await Self.ask(port, RESPCommand("SENTINEL", "replicas", Self.masterName)),
+                case .array(let known) = replicas, known.count == 1
+            else { return false }
+        }
+        return true
+    }
+
+    /// The master the sentinel on `port` names now.
+    public func namedMaster(sentinel port: Int) async -> Int? {
+        guard let reply = try? await Self.ask(port, RESPCommand("SENTINEL", "get-master-addr-by-name", Self.masterName)),
+            case .array(let parts) = reply, parts.count == 2
+        else { return nil }
+        return parts[1].string.flatMap(Int.init)
+    }
+
+    static func ask(_ port: Int, _ command: RESPCommand) async throws -> RESPValue {
+        let client = RedisClient(configuration: RedisConfiguration(endpoint: .tcp(host: "127.0.0.1", port: port)))
+        do {
+            let reply = try await client.send(command)
+            await client.shutdown()
+            return reply
+        } catch {
+            await client.shutdown()
+            throw error
+        }
+    }
+
+    /// Stops every process.
+    public func stop() {
+        for process in sentinels.withLock({ $0 }) where process.isRunning {
+            // SIGKILL: a sentinel in the middle of a failover may take its time over SIGTERM.
+            Glibc.kill(process.processIdentifier, SIGKILL)
+            process.waitUntilExit()
+        }
+        master.stop()
+        replica.stop()
+        try? FileManager.default.removeItem(atPath: directory)
+    }
+}
