@@ -39,9 +39,17 @@ public final class RedisClusterProcess: Sendable {
 
     /// Runs `body` with a fresh cluster and stops it afterwards.
     public static func with<T>(masters: Int = 3, replicasPerMaster: Int = 1, _ body: (RedisClusterProcess) async throws -> T) async throws -> T {
-        let cluster = try await start(masters: masters, replicasPerMaster: replicasPerMaster)
-        defer { cluster.stop() }
-        return try await body(cluster)
+        await TopologyTurn.shared.acquire()
+        do {
+            let cluster = try await start(masters: masters, replicasPerMaster: replicasPerMaster)
+            defer { cluster.stop() }
+            let result = try await body(cluster)
+            await TopologyTurn.shared.release()
+            return result
+        } catch {
+            await TopologyTurn.shared.release()
+            throw error
+        }
     }
 
     private func create(replicasPerMaster: Int) async throws {

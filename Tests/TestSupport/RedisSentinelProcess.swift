@@ -84,9 +84,17 @@ public final class RedisSentinelProcess: Sendable {
 
     /// Runs `body` with a fresh deployment and stops it afterwards.
     public static func with<T>(_ body: (RedisSentinelProcess) async throws -> T) async throws -> T {
-        let deployment = try await start()
-        defer { deployment.stop() }
-        return try await body(deployment)
+        await TopologyTurn.shared.acquire()
+        do {
+            let deployment = try await start()
+            defer { deployment.stop() }
+            let result = try await body(deployment)
+            await TopologyTurn.shared.release()
+            return result
+        } catch {
+            await TopologyTurn.shared.release()
+            throw error
+        }
     }
 
     /// Whether every sentinel knows the replica and the two other sentinels.

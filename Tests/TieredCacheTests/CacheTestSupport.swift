@@ -1,3 +1,4 @@
+import Foundation
 import NIOCore
 import RESP
 import Redis
@@ -28,8 +29,13 @@ final class CountingLoader: Sendable {
 
 struct LoaderFailure: Error {}
 
-/// The L2 stores the policy tests run on.
+/// The L2 stores the policy tests run on: in-process and one Redis, or, with
+/// `IBGE_TEST_REDIS_TOPOLOGY=cluster` (a phase of its own in `scripts/test`), a Redis Cluster.
 enum StoreKind: String, CaseIterable, Sendable, CustomStringConvertible {
+    static var allCases: [StoreKind] {
+        ProcessInfo.processInfo.environment["IBGE_TEST_REDIS_TOPOLOGY"] == "cluster" ? [.cluster] : [.memory, .redis]
+    }
+
     /// ``InMemoryL2Store`` shared by the test's caches, on the test's manual clock.
     case memory
     /// `RedisStore` on a real redis-server the test starts, one client per cache.

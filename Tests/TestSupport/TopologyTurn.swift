@@ -1,0 +1,27 @@
+/// One multi-node Redis deployment (a cluster, a sentinel set-up) at a time in the test
+/// process: each is six or five servers, and several at once on a 2-core machine starve the
+/// time-bound tests running beside them. Callers wait their turn, in order.
+public actor TopologyTurn {
+    /// The process's turn-taking.
+    public static let shared = TopologyTurn()
+    private var busy = false
+    private var waiting: [CheckedContinuation<Void, Never>] = []
+
+    /// Waits for the turn.
+    public func acquire() async {
+        guard busy else {
+            busy = true
+            return
+        }
+        await withCheckedContinuation { waiting.append($0) }
+    }
+
+    /// Ends the turn; the next in line goes.
+    public func release() {
+        if waiting.isEmpty {
+            busy = false
+        } else {
+            waiting.removeFirst().resume()
+        }
+    }
+}
