@@ -39,6 +39,9 @@ struct BenchRedis: AsyncParsableCommand {
     @Option(help: "Distinct keys.")
     var keyspace = 100_000
 
+    @Flag(help: "A Redis Cluster: --redis-url names a seed node (redis+cluster:// URLs say so themselves); redis-benchmark runs with --cluster.")
+    var cluster = false
+
     @Flag(help: "Print one JSON line: {\"set_ops_per_s\": …, \"get_ops_per_s\": …}.")
     var json = false
 
@@ -56,6 +59,7 @@ struct BenchRedis: AsyncParsableCommand {
     func run() async throws {
         let url = redisURL ?? ProcessInfo.processInfo.environment["REDIS_URL"] ?? "redis://127.0.0.1:6379/0"
         var configuration = try RedisConfiguration(url: url)
+        if cluster, configuration.clusterSeeds == nil { configuration.clusterSeeds = [configuration.endpoint] }
         configuration.maximumConnections = connections
         var logger = Logger(label: "bench")
         logger.logLevel = .warning
@@ -87,6 +91,7 @@ struct BenchRedis: AsyncParsableCommand {
         }
         print(
             "ibge-cache bench redis: \(clients) callers, \(requests) requests, \(size)-byte values, pipeline \(pipeline), ≤\(connections) connections"
+                + (configuration.clusterSeeds != nil ? " per node, on a Redis Cluster" : "")
         )
         print("")
         print("| | SET ops/s | GET ops/s |")
@@ -95,7 +100,8 @@ struct BenchRedis: AsyncParsableCommand {
         if let reference = try Self.redisBenchmark(
             configuration: configuration, clients: clients, requests: requests, size: size, pipeline: pipeline, keyspace: keyspace)
         {
-            print("| redis-benchmark -c \(clients) -P \(pipeline) | \(Int(reference.set).formatted()) | \(Int(reference.get).formatted()) |")
+            let flags = configuration.clusterSeeds != nil ? " --cluster" : ""
+            print("| redis-benchmark -c \(clients) -P \(pipeline)\(flags) | \(Int(reference.set).formatted()) | \(Int(reference.get).formatted()) |")
             print(String(format: "| ratio | %.2f | %.2f |", Double(ours.set_ops_per_s) / reference.set, Double(ours.get_ops_per_s) / reference.get))
         } else {
             print("| redis-benchmark | not installed | |")
@@ -147,8 +153,10 @@ struct BenchRedis: AsyncParsableCommand {
         else { return nil }
         var arguments = [
             "-t", "set,get", "-n", String(requests), "-c", String(clients), "-d", String(size), "-P", String(pipeline),
-            "-r", String(keyspace), "--csv", "--dbnum", String(configuration.database),
+            "-r", String(keyspace), "--csv",
         ]
+        // A cluster: every master, keys spread over them; else the database chosen.
+        arguments += configuration.clusterSeeds != nil ? ["--cluster"] : ["--dbnum", String(configuration.database)]
         switch configuration.endpoint {
         case .tcp(let host, let port): arguments += ["-h", host, "-p", String(port)]
         case .unixSocket(let socket): arguments += ["-s", socket]
