@@ -64,18 +64,38 @@ public struct RESPCommand: Sendable {
     /// The argument at `index` (0: the command's name), as the bytes it was written with; nil
     /// past the last.
     public func argument(_ index: Int) -> ByteBufferView? {
-        var copy = body
+        var found: ByteBufferView?
         var current = 0
+        forEachArgument { payload in
+            if current == index { found = payload }
+            current += 1
+            return found == nil
+        }
+        return found
+    }
+
+    /// Every argument (the name first), in one pass.
+    public var arguments: [ByteBufferView] {
+        var all: [ByteBufferView] = []
+        all.reserveCapacity(argumentCount)
+        forEachArgument { payload in
+            all.append(payload)
+            return true
+        }
+        return all
+    }
+
+    /// Calls `visit` with each argument's bytes until it returns false.
+    private func forEachArgument(_ visit: (ByteBufferView) -> Bool) {
+        var copy = self.body
         while copy.readableBytes > 0 {
             guard copy.readInteger(as: UInt8.self) == UInt8(ascii: "$"),
                 let end = copy.readableBytesView.firstIndex(of: UInt8(ascii: "\r")),
                 let length = Int(copy.readString(length: end - copy.readerIndex) ?? ""), length >= 0,
                 copy.readSlice(length: 2) != nil, let payload = copy.readSlice(length: length), copy.readSlice(length: 2) != nil
-            else { return nil }
-            if current == index { return payload.readableBytesView }
-            current += 1
+            else { return }
+            guard visit(payload.readableBytesView) else { return }
         }
-        return nil
     }
 
     /// The command's arguments, decoded back to text (for logs and errors).

@@ -179,7 +179,9 @@ public final class RedisClient: Service, Sendable {
             case .server(let pool): reply = try await pool.connection().send(command)
             case .cluster(let router): reply = try await router.send(command)
             case .sentinel(let router):
-                reply = try await router.withMaster({ (connection) async throws(RedisError) in try await connection.send(command) }, isReadOnly: Self.isReadOnly)
+                reply = try await router.withMaster(
+                    withoutEffects: CommandKeys.isReadOnly(command), { (connection) async throws(RedisError) in try await connection.send(command) },
+                    isReadOnly: Self.isReadOnly)
             }
             if let message = reply.errorMessage { throw RedisError(.serverError, message) }
             return reply
@@ -195,7 +197,10 @@ public final class RedisClient: Service, Sendable {
             case .server(let pool): try await pool.connection().pipeline(commands)
             case .cluster(let router): try await router.pipeline(commands)
             case .sentinel(let router):
-                try await router.withMaster({ (connection) async throws(RedisError) in try await connection.pipeline(commands) }, isReadOnly: { $0.contains(where: Self.isReadOnly) })
+                try await router.withMaster(
+                    withoutEffects: commands.allSatisfy(CommandKeys.isReadOnly),
+                    { (connection) async throws(RedisError) in try await connection.pipeline(commands) },
+                    isReadOnly: { $0.contains(where: Self.isReadOnly) })
             }
         }
         for reply in replies where reply.errorMessage != nil { metrics.failed(RedisError(.serverError, "")) }

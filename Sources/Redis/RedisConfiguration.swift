@@ -264,14 +264,28 @@ public struct RedisConfiguration: Sendable, Hashable {
         }
     }
 
-    /// The URL with its password replaced by `***`, for logs and errors.
+    /// The URL with its passwords replaced by `***` (the one before `@`, and query parameters
+    /// such as `sentinel_password`), for logs, errors and status.
     public static func redacted(_ url: String) -> String {
-        guard let schemeEnd = url.schemeSeparator, let at = url[schemeEnd.upperBound...].lastIndex(of: "@") else { return url }
-        let userInfo = url[schemeEnd.upperBound..<at]
-        if let colon = userInfo.firstIndex(of: ":") {
-            return String(url[..<colon]) + ":***" + String(url[at...])
+        var text = Substring(url)
+        var query = ""
+        if let mark = url.firstIndex(of: "?") {
+            text = url[..<mark]
+            query =
+                "?"
+                + url[url.index(after: mark)...].split(separator: "&", omittingEmptySubsequences: false).map { item -> String in
+                    let parts = item.split(separator: "=", maxSplits: 1)
+                    guard parts.count == 2, parts[0].lowercased().contains("password") else { return String(item) }
+                    return parts[0] + "=***"
+                }.joined(separator: "&")
         }
-        return String(url[..<schemeEnd.upperBound]) + "***" + String(url[at...])
+        let base = String(text)
+        guard let schemeEnd = base.schemeSeparator, let at = base[schemeEnd.upperBound...].lastIndex(of: "@") else { return base + query }
+        let userInfo = base[schemeEnd.upperBound..<at]
+        if let colon = userInfo.firstIndex(of: ":") {
+            return String(base[..<colon]) + ":***" + String(base[at...]) + query
+        }
+        return String(base[..<schemeEnd.upperBound]) + "***" + String(base[at...]) + query
     }
 
     private static func credential(_ text: some StringProtocol, _ invalid: (String) -> RedisError) throws(RedisError) -> String {

@@ -86,6 +86,21 @@ public struct RedisError: Error, Sendable, CustomStringConvertible {
         }
     }
 
+    /// `true` when the command cannot have reached the server (no connection could be had):
+    /// sending it again elsewhere runs it at most once.
+    var commandWasNotSent: Bool {
+        switch code.base {
+        case .connectTimeout, .connectFailed, .handshakeFailed, .poolTimeout: true
+        default: false
+        }
+    }
+
+    /// `true` when the command may have run but its reply was lost (the connection closed, the
+    /// reply was late): only a command without effects may be sent again.
+    var replyWasLost: Bool {
+        code == .connectionClosed || code == .commandTimeout
+    }
+
     /// The error prefix of a server error reply (`ERR`, `WRONGTYPE`, `NOSCRIPT`, ...).
     public var serverErrorPrefix: String? {
         guard code == .serverError else { return nil }

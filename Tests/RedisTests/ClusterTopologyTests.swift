@@ -1,7 +1,7 @@
 import NIOCore
 import RESP
-import Redis
 import TestSupport
+@testable import Redis
 import Testing
 
 @Suite("Redis Cluster: hash slots and topology")
@@ -105,5 +105,66 @@ struct ClusterTopologyTests {
         // A shard without a master (mid-failover) leaves its slots unserved, not an error.
         let orphan = try ClusterTopology(shardsReply: .array([shard([0, 100], role: "replica"), shard([101, 16383])]), seed: seed)
         #expect(!orphan.coversAllSlots && orphan.master(of: HashSlot(rawValue: 50)!) == nil)
+    }
+
+    @Test("redirections parsed strictly (an address without a host is the node that answered); a MOVED remaps one slot, bounded, until the next read of the map")
+    func redirections() throws {
+        let here = ClusterTopology.Node(host: "10.0.0.9", port: 7000)
+        #expect(Redirection("MOVED 3999 127.0.0.1:6381", from: here) == .moved(HashSlot(rawValue: 3999)!, .init(host: "127.0.0.1", port: 6381)))
+        #expect(Redirection("ASK 3999 [::1]:6381", from: here) == .ask(.init(host: "::1", port: 6381)))
+        #expect(Redirection("MOVED 3999 :6381", from: here) == .moved(HashSlot(rawValue: 3999)!, .init(host: "10.0.0.9", port: 6381)))
+        #expect(Redirection("TRYAGAIN Multiple keys request during rehashing of slot", from: here) == .tryAgain)
+        #expect(Redirection("CLUSTERDOWN The cluster is down", from: here) == .tryAgain)
+        for junk in ["MOVED 16384 h:1", "MOVED x h:1", "MOVED 1 h:0", "MOVED 1 h", "MOVED 1", "ASK 1 h:99999", "ERR unknown", "MOVED 1 h:1 extra"] {
+            #expect(Redirection(junk, from: here) == nil, "\(junk)")
+        }
+        let a = ClusterTopology.Node(host: "127.0.0.1", port: 7000)
+        let b = ClusterTopology.Node(host: "127.0.0.1", port: 7001)
+        var topology = try ClusterTopology(shards: [.init(slots: 0...16383, master: a, replicas: [])])
+        for raw in 0..<16384 { topology.assign(HashSlot(rawValue: raw)!, to: b) }
+        #expect(topology.masters == [a, b] && topology.shards.count == 1, "at most one override a slot, no shard per MOVED")
+        topology.assign(HashSlot(rawValue: 5)!, to: a)
+        #expect(topology.master(of: HashSlot(rawValue: 5)!) == a && topology.master(of: HashSlot(rawValue: 6)!) == b)
+        #expect(topology.knows(b) && !topology.knows(.init(host: "169.254.169.254", port: 80)))
+    }
+
+    @Test("a failed master still listed in CLUSTER SHARDS is not the shard's master; TLS takes the tls-port")
+    func failedMaster() throws {
+        let seed = ClusterTopology.Node(host: "127.0.0.1", port: 7000)
+        func node(_ port: Int64, role: String, health: String, tlsPort: Int64? = nil) -> RESPValue {
+            var pairs = [
+                RESPPair(key: .bulkString(ByteBuffer(string: "ip")), value: .bulkString(ByteBuffer(string: "127.0.0.1"))),
+                RESPPair(key: .bulkString(ByteBuffer(string: "port")), value: .integer(port)),
+                RESPPair(key: .bulkString(ByteBuffer(string: "role")), value: .bulkString(ByteBuffer(string: role))),
+                RESPPair(key: .bulkString(ByteBuffer(string: "health")), value: .bulkString(ByteBuffer(string: health))),
+            ]
+            if let tlsPort { pairs.append(RESPPair(key: .bulkString(ByteBuffer(string: "tls-port")), value: .integer(tlsPort))) }
+            return .map(pairs)
+        }
+        let reply = RESPValue.array([
+            .map([
+                RESPPair(key: .bulkString(ByteBuffer(string: "slots")), value: .array([.integer(0), .integer(16383)])),
+                RESPPair(
+                    key: .bulkString(ByteBuffer(string: "nodes")),
+                    value: .array([node(7000, role: "master", health: "fail"), node(7001, role: "master", health: "online", tlsPort: 8001)])),
+            ])
+        ])
+        #expect(try ClusterTopology(shardsReply: reply, seed: seed).masters == [.init(host: "127.0.0.1", port: 7001)])
+        #expect(try ClusterTopology(shardsReply: reply, seed: seed, tls: true).masters == [.init(host: "127.0.0.1", port: 8001)])
+    }
+
+    @Test("multi-key commands split by slot keep their keys' order; URLs are redacted of every password")
+    func splitsAndRedaction() throws {
+        var mget = RESPCommand("MGET")
+        for key in ["a", "b", "{a}c", "d"] { mget.append(key) }
+        let split = try #require(MultiKeyCommand(mget))
+        let groups = split.groupsBySlot()
+        #expect(groups.flatMap { $0 }.sorted() == [0, 1, 2, 3] && groups.first { $0.contains(0) }?.contains(2) == true)
+        #expect(split.command(for: [0, 2]).arguments.map { String(decoding: $0, as: UTF8.self) } == ["MGET", "a", "{a}c"])
+        var mset = RESPCommand("MSET")
+        for part in ["k", "v", "odd"] { mset.append(part) }
+        #expect(MultiKeyCommand(mset) == nil, "an odd MSET is sent as it is, for the server to refuse")
+        let url = RedisConfiguration.redacted("redis+sentinel://u:pw@s1:26379/m?sentinel_password=sp&db=1&tls_server_name=x")
+        #expect(!url.contains("pw@") && !url.contains("=sp") && url.contains("sentinel_password=***") && url.contains("tls_server_name=x"), "\(url)")
     }
 }

@@ -42,8 +42,15 @@ public final class RedisClusterProcess: Sendable {
         await TopologyTurn.shared.acquire()
         do {
             let cluster = try await start(masters: masters, replicasPerMaster: replicasPerMaster)
-            defer { cluster.stop() }
-            let result = try await body(cluster)
+            let result: T
+            do {
+                result = try await body(cluster)
+            } catch {
+                cluster.stop()
+                throw error
+            }
+            // Stopped before the next deployment's turn.
+            cluster.stop()
             await TopologyTurn.shared.release()
             return result
         } catch {

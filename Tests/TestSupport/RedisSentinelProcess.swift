@@ -87,8 +87,15 @@ public final class RedisSentinelProcess: Sendable {
         await TopologyTurn.shared.acquire()
         do {
             let deployment = try await start()
-            defer { deployment.stop() }
-            let result = try await body(deployment)
+            let result: T
+            do {
+                result = try await body(deployment)
+            } catch {
+                deployment.stop()
+                throw error
+            }
+            // Stopped before the next deployment's turn.
+            deployment.stop()
             await TopologyTurn.shared.release()
             return result
         } catch {

@@ -8,7 +8,7 @@ import Testing
 
 /// The cache policy, on each kind of L2 store, with time driven by hand: no test here sleeps
 /// or measures time; each moves a ``ManualClock`` and waits for the behaviour to follow.
-@Suite("Cache policy on each L2 store, with a manual clock", .timeLimit(.minutes(5)))
+@Suite("Cache policy on each L2 store, with a manual clock", .timeLimit(.minutes(1)))
 struct PolicyTests {
     @Test("values reach L2 in an envelope that stays for TTL + grace; another instance reads them without loading", arguments: StoreKind.allCases)
     func sharedThroughL2(kind: StoreKind) async throws {
@@ -116,7 +116,7 @@ struct PolicyTests {
                 // The refresh runs in the background: this reader gets the old value or, when the
                 // refresh was quicker, the new one; either way it starts no refresh of its own.
                 let fourth = try await cache.getOrLoad("k", ttl: .seconds(100), loader: next)
-                #expect(fourth == buffer("v1") || fourth == buffer("v2"), "one refresh, not one per reader")
+                #expect(fourth == buffer("v1") || fourth == buffer("v2"))
                 #expect(await eventually { cache.metrics().eagerRefreshes == 1 }, "refreshed with no caller waiting")
                 #expect(cache.memory.get("k") == buffer("v2"))
                 #expect(try await h.stored("k")?.payload == buffer("v2"), "the refresh reached L2")

@@ -32,6 +32,8 @@ struct SentinelCacheTests {
                 l2: RedisStore(client: client))
             let onMaster = RedisClient(configuration: deployment.master.configuration())
             let onReplica = RedisClient(configuration: deployment.replica.configuration())
+            // The client's run() follows the sentinels' +switch-master, as the server runs it.
+            try await withRunning(client.run) {
             try await withRunning(cache.run) {
                 #expect(await eventually { cache.isRedisConnected })
                 for i in 0..<100 { _ = try await cache.getOrLoad("v1:k\(i)") { buffer("v\(i)") } }
@@ -86,6 +88,7 @@ struct SentinelCacheTests {
                 #expect(load.requests.load(ordering: .relaxed) > 300)
                 #expect(load.failures.load(ordering: .relaxed) == 0, "L1 and the source cover the gap")
                 #expect(await eventually { cache.isRedisConnected })
+            }
             }
             for connection in [onMaster, onReplica] { await connection.shutdown() }
         }

@@ -126,9 +126,22 @@ final class ClusterRouter: Sendable {
         let known = state.withLock { $0.topology?.masters ?? [] }
         var lastError: RedisError?
         for node in known + seeds.filter({ !known.contains($0) }) {
-            do {
+            do throws(RedisError) {
                 let topology = try await topology(from: node)
-                state.withLock { $0.topology = topology }
+                guard !topology.masters.isEmpty else { throw RedisError(.unexpectedReply, "\(node) knows no master") }
+                // Pools of nodes the map no longer names are closed.
+                let stale = state.withLock { state -> [RedisConnectionPool] in
+                    state.topology = topology
+                    let gone = state.pools.keys.filter { !topology.knows($0) && !self.seeds.contains($0) }
+                    defer {
+                        for node in gone {
+                            state.pools[node] = nil
+                            state.openPerNode[node] = nil
+                        }
+                    }
+                    return gone.compactMap { state.pools[$0] }
+                }
+                for pool in stale { await pool.shutdown() }
                 return
             } catch {
                 lastError = error
@@ -141,7 +154,7 @@ final class ClusterRouter: Sendable {
         let connection = try await pool(for: node).connection()
         let reply = try await connection.send(RESPCommand("CLUSTER", "SHARDS"))
         if reply.errorMessage == nil {
-            return try ClusterTopology(shardsReply: reply, seed: node)
+            return try ClusterTopology(shardsReply: reply, seed: node, tls: configuration.tls)
         }
         // Before Redis 7.
         let slots = try await connection.send(RESPCommand("CLUSTER", "SLOTS"))
@@ -178,22 +191,28 @@ final class ClusterRouter: Sendable {
 
     /// Sends `command` to the master of `slot` (any master when nil), following redirections.
     /// Error replies other than redirections are returned as values.
+    ///
+    /// A command is sent again only when it cannot have run (no connection could be had, or a
+    /// redirection), or when it has no effect and its reply was lost: a write whose node died
+    /// mid-reply fails rather than maybe run twice.
     func send(_ command: RESPCommand, slot: HashSlot?) async throws(RedisError) -> RESPValue {
         var target = try await master(for: slot)
         var asking = false
         var backoff = Duration.milliseconds(25)
         var lastError: RedisError?
-        for _ in 0..<Self.maximumAttempts {
+        for attempt in 0..<Self.maximumAttempts {
             let reply: RESPValue
             do {
                 let connection = try await pool(for: target).connection()
                 if asking {
+                    // One write: no other caller's command can come between the two.
                     let replies = try await connection.pipeline([RESPCommand("ASKING"), command])
                     reply = replies.last ?? .null
                 } else {
                     reply = try await connection.send(command)
                 }
             } catch where error.code != .clientShutdown && error.code != .cancelled {
+                guard error.commandWasNotSent || (error.replyWasLost && CommandKeys.isReadOnly(command)) else { throw error }
                 // The node may be gone (a failover): read the map again and try where it says.
                 lastError = error
                 await refresh()
@@ -203,16 +222,25 @@ final class ClusterRouter: Sendable {
             }
             asking = false
             guard let message = reply.errorMessage else { return reply }
-            switch Redirection(message) {
+            switch Redirection(message, from: target) {
             case .moved(let movedSlot, let node):
-                state.withLock { $0.topology?.assign(movedSlot, to: node) }
-                Task { await self.refresh() }
+                // A node may only move the command's own slot, and only to a node the cluster names.
+                guard slot == nil || movedSlot == slot else { return reply }
+                if !isKnown(node) { await refresh() }
+                guard isKnown(node) else { return reply }
+                if state.withLock({ $0.topology?.master(of: movedSlot) != node }) {
+                    state.withLock { $0.topology?.assign(movedSlot, to: node) }
+                    Task { await self.refresh() }
+                }
                 target = node
             case .ask(let node):
+                guard isKnown(node) else { return reply }
                 target = node
                 asking = true
             case .tryAgain:
-                try? await Task.sleep(for: backoff)
+                // CLUSTERDOWN may be a failover under way: the map is read again too.
+                if message.hasPrefix("CLUSTERDOWN") { Task { await self.refresh() } }
+                if attempt + 1 < Self.maximumAttempts { try? await Task.sleep(for: backoff) }
                 backoff = min(backoff * 2, .milliseconds(200))
             case nil:
                 return reply
@@ -220,6 +248,11 @@ final class ClusterRouter: Sendable {
             lastError = RedisError(.serverError, message)
         }
         throw lastError ?? RedisError(.serverError, "too many redirections")
+    }
+
+    /// Whether the slot map names `node` (as a master or a replica).
+    private func isKnown(_ node: ClusterTopology.Node) -> Bool {
+        state.withLock { $0.topology?.knows(node) ?? false } || seeds.contains(node)
     }
 
     /// Sends `command` where its key's slot is served; a multi-key command whose keys are in
@@ -262,7 +295,15 @@ final class ClusterRouter: Sendable {
     /// alone through ``send(_:slot:)``.
     func pipeline(_ commands: [RESPCommand]) async throws(RedisError) -> [RESPValue] {
         var groups: [ClusterTopology.Node: [Int]] = [:]
-        let slots = commands.map(CommandKeys.slot(of:))
+        // A command without a key (a PUBLISH after its SET) goes with the keyed command before
+        // it, so it follows that command on its node.
+        var slots: [HashSlot?] = []
+        var previous: HashSlot?
+        for command in commands {
+            let slot = CommandKeys.slot(of: command) ?? previous
+            slots.append(slot)
+            previous = slot
+        }
         // A multi-key command across slots is sent on its own, split (``send(_:)``).
         if commands.contains(where: { MultiKeyCommand($0).map { $0.groupsBySlot().count > 1 } ?? false }) {
             var replies: [RESPValue] = []
@@ -288,19 +329,22 @@ final class ClusterRouter: Sendable {
             return results
         }
         var replies = [RESPValue](repeating: .null, count: commands.count)
-        for (_, indices, result) in outcome {
+        for (node, indices, result) in outcome {
             switch result {
             case .success(let values):
                 for (index, value) in zip(indices, values) {
-                    if let message = value.errorMessage, Redirection(message) != nil {
+                    if let message = value.errorMessage, Redirection(message, from: node) != nil {
                         replies[index] = try await send(commands[index], slot: slots[index])
                     } else {
                         replies[index] = value
                     }
                 }
             case .failure(let error):
-                guard error.code != .clientShutdown, error.code != .cancelled else { throw error }
-                // That node's commands, one by one, where the refreshed map says.
+                // That node's commands, one by one, where the refreshed map says: only when
+                // none can have run (or none has effects).
+                guard error.commandWasNotSent || (error.replyWasLost && indices.allSatisfy({ CommandKeys.isReadOnly(commands[$0]) })) else {
+                    throw error
+                }
                 for index in indices { replies[index] = try await send(commands[index], slot: slots[index]) }
             }
         }
@@ -337,12 +381,7 @@ struct MultiKeyCommand {
         case "MSET": merge = .ok
         default: return nil
         }
-        var arguments: [ByteBufferView] = []
-        var index = 1
-        while let argument = command.argument(index) {
-            arguments.append(argument)
-            index += 1
-        }
+        let arguments = Array(command.arguments.dropFirst())
         if merge == .ok {
             guard arguments.count % 2 == 0 else { return nil }
             keys = stride(from: 0, to: arguments.count, by: 2).map { arguments[$0] }
@@ -379,12 +418,15 @@ enum Redirection: Equatable {
     case ask(ClusterTopology.Node)
     case tryAgain
 
-    init?(_ message: String) {
+    /// `from`: the node that answered (an address without a host means it).
+    init?(_ message: String, from: ClusterTopology.Node) {
         let parts = message.split(separator: " ")
         guard let kind = parts.first else { return nil }
         switch kind {
         case "MOVED", "ASK":
-            guard parts.count == 3, let raw = Int(parts[1]), let slot = HashSlot(rawValue: raw), let node = Self.node(parts[2]) else { return nil }
+            guard parts.count == 3, let raw = Int(parts[1]), let slot = HashSlot(rawValue: raw), let node = Self.node(parts[2], from: from) else {
+                return nil
+            }
             self = kind == "MOVED" ? .moved(slot, node) : .ask(node)
         case "TRYAGAIN", "CLUSTERDOWN":
             self = .tryAgain
@@ -394,12 +436,12 @@ enum Redirection: Equatable {
     }
 
     /// `host:port`, `[v6]:port` or `:port` (the node that answered, which the caller knows).
-    private static func node(_ text: Substring) -> ClusterTopology.Node? {
+    private static func node(_ text: Substring, from: ClusterTopology.Node) -> ClusterTopology.Node? {
         guard let colon = text.lastIndex(of: ":"), let port = Int(text[text.index(after: colon)...]), (1...65535).contains(port) else { return nil }
         var host = text[..<colon]
         if host.hasPrefix("["), host.hasSuffix("]") { host = host.dropFirst().dropLast() }
-        guard !host.isEmpty, host.utf8.count <= 255 else { return nil }
-        return ClusterTopology.Node(host: String(host), port: port)
+        guard host.utf8.count <= 255 else { return nil }
+        return ClusterTopology.Node(host: host.isEmpty ? from.host : String(host), port: port)
     }
 }
 

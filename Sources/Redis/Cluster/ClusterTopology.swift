@@ -38,6 +38,8 @@ public struct ClusterTopology: Sendable, Equatable {
     public private(set) var shards: [Shard]
     /// The master of each slot, as an index into ``shards`` (nil: not served).
     private var owner: [Int32]
+    /// Slots a `MOVED` gave to another node since the map was read (at most one entry a slot).
+    private var moved: [UInt16: Node] = [:]
 
     /// A topology from its ranges (sorted here; overlaps are refused).
     public init(shards: [Shard]) throws(RedisError) {
@@ -55,12 +57,14 @@ public struct ClusterTopology: Sendable, Equatable {
 
     /// The master serving `slot`, or nil when no node does.
     public func master(of slot: HashSlot) -> Node? {
+        if let node = moved[slot.rawValue] { return node }
         let index = Int(owner[Int(slot.rawValue)])
         return index >= 0 ? shards[index].master : nil
     }
 
-    /// The shard serving `slot`.
+    /// The shard serving `slot` (a slot moved since the map was read: its new master alone).
     public func shard(of slot: HashSlot) -> Shard? {
+        if let node = moved[slot.rawValue] { return Shard(slots: Int(slot.rawValue)...Int(slot.rawValue), master: node, replicas: []) }
         let index = Int(owner[Int(slot.rawValue)])
         return index >= 0 ? shards[index] : nil
     }
@@ -68,18 +72,25 @@ public struct ClusterTopology: Sendable, Equatable {
     /// Every master, once.
     public var masters: [Node] {
         var seen = Set<Node>()
-        return shards.map(\.master).filter { seen.insert($0).inserted }
+        return (shards.map(\.master) + moved.values.sorted { $0.description < $1.description }).filter { seen.insert($0).inserted }
+    }
+
+    /// Whether the map names `node`, as a master or a replica.
+    public func knows(_ node: Node) -> Bool {
+        moved.values.contains(node) || shards.contains { $0.master == node || $0.replicas.contains(node) }
     }
 
     /// Whether every slot is served.
     public var coversAllSlots: Bool { !owner.contains(-1) }
 
-    /// Moves `slot` to `node` (after a `MOVED`), as a range of its own until the next refresh.
+    /// Moves `slot` to `node` (after a `MOVED`), until the map is read again.
     public mutating func assign(_ slot: HashSlot, to node: Node) {
         let index = Int(slot.rawValue)
-        if owner[index] >= 0, shards[Int(owner[index])].master == node { return }
-        shards.append(Shard(slots: index...index, master: node, replicas: []))
-        owner[index] = Int32(shards.count - 1)
+        if owner[index] >= 0, shards[Int(owner[index])].master == node {
+            moved[slot.rawValue] = nil
+        } else {
+            moved[slot.rawValue] = node
+        }
     }
 
     /// Same masters and replicas for every slot.
@@ -95,7 +106,9 @@ public struct ClusterTopology: Sendable, Equatable {
 
     /// The topology in a `CLUSTER SHARDS` reply (RESP3 maps, or RESP2 flat key/value arrays).
     /// `seed` is the node that answered: a node announcing no address (`?` or empty) is it.
-    public init(shardsReply reply: RESPValue, seed: Node) throws(RedisError) {
+    /// A shard's master is its node with role `master` and health `online` (a failed old
+    /// master may still be listed); `tls` takes each node's `tls-port` when it has one.
+    public init(shardsReply reply: RESPValue, seed: Node, tls: Bool = false) throws(RedisError) {
         guard case .array(let items) = reply else { throw Self.invalid("CLUSTER SHARDS is not an array") }
         var shards: [Shard] = []
         for item in items {
@@ -110,10 +123,12 @@ public struct ClusterTopology: Sendable, Equatable {
                 let node = try Self.fields(nodeValue)
                 let health = node["health"]?.string ?? "online"
                 guard let role = node["role"]?.string else { throw Self.invalid("a node without a role") }
-                let address = try Self.node(host: node["endpoint"]?.string ?? node["ip"]?.string, port: node["port"] ?? node["tls-port"], seed: seed)
+                let port = tls ? (node["tls-port"] ?? node["port"]) : (node["port"] ?? node["tls-port"])
+                let address = try Self.node(host: node["endpoint"]?.string ?? node["ip"]?.string, port: port, seed: seed)
+                guard health == "online" else { continue }
                 if role == "master" {
-                    master = address
-                } else if health == "online" {
+                    if master == nil { master = address }
+                } else {
                     replicas.append(address)
                 }
             }

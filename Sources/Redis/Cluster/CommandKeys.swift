@@ -16,6 +16,18 @@ enum CommandKeys {
     /// Scripts and functions: `EVAL script numkeys key ...`.
     private static let numberOfKeysSecond: Set<String> = ["EVAL", "EVALSHA", "EVAL_RO", "EVALSHA_RO", "FCALL", "FCALL_RO"]
 
+    /// Commands without effects: safe to send again when their reply was lost.
+    private static let readOnly: Set<String> = [
+        "GET", "MGET", "EXISTS", "TTL", "PTTL", "TYPE", "STRLEN", "HGET", "HGETALL", "LRANGE", "SMEMBERS", "ZRANGE", "SCAN", "DBSIZE",
+        "PING", "INFO", "TIME", "ROLE", "CLUSTER", "DUMP", "EVAL_RO", "EVALSHA_RO", "FCALL_RO",
+    ]
+
+    /// Whether `command` has no effect (sending it twice is the same as once).
+    static func isReadOnly(_ command: RESPCommand) -> Bool {
+        guard let nameBytes = command.argument(0), nameBytes.count <= 16 else { return false }
+        return readOnly.contains(String(decoding: nameBytes, as: UTF8.self).uppercased())
+    }
+
     /// The slot of the command's first key, or nil when it has none this table knows.
     static func slot(of command: RESPCommand) -> HashSlot? {
         guard let nameBytes = command.argument(0), nameBytes.count <= 16 else { return nil }

@@ -138,6 +138,11 @@ final class RedisSubscriber: Sendable {
 
     private func connection() async throws(RedisError) -> RedisConnection {
         let resolved = await resolveEndpoint?()
+        // Following a master (Sentinel): none known now is a failed attempt, never a fallback
+        // to another endpoint (a sentinel would accept the subscription and never deliver).
+        if resolveEndpoint != nil, resolved == nil, state.withLock({ $0.connection?.isActive != true }) {
+            throw RedisError(.connectFailed, "no master known to subscribe on")
+        }
         let future: EventLoopFuture<RedisConnection> = try state.withLock { (state) throws(RedisError) in
             guard !state.isShutdown else { throw RedisError(.clientShutdown, "the Redis client was shut down") }
             if let connection = state.connection, connection.isActive { return eventLoopGroup.any().makeSucceededFuture(connection) }

@@ -27,6 +27,7 @@ final class SentinelRouter: Sendable {
     private struct State {
         var master: ClusterTopology.Node?
         var pools: [ClusterTopology.Node: RedisConnectionPool] = [:]
+        var openPerNode: [ClusterTopology.Node: Int] = [:]
         var lastResolve: Int64 = .min / 2
         var resolving: Task<Void, Never>?
         var watching: Task<Void, Never>?
@@ -73,8 +74,9 @@ final class SentinelRouter: Sendable {
             var nodeConfiguration = configuration
             nodeConfiguration.endpoint = .tcp(host: node.host, port: node.port)
             nodeConfiguration.sentinel = nil
-            let onOpen = onOpenCountChange
-            let pool = RedisConnectionPool(configuration: nodeConfiguration, eventLoopGroup: eventLoopGroup, logger: logger) { open in onOpen(open) }
+            let pool = RedisConnectionPool(configuration: nodeConfiguration, eventLoopGroup: eventLoopGroup, logger: logger) { [weak self] open in
+                self?.opened(open, on: node)
+            }
             state.pools[node] = pool
             return pool
         }
@@ -83,6 +85,15 @@ final class SentinelRouter: Sendable {
     }
 
     var pools: [RedisConnectionPool] { state.withLock { Array($0.pools.values) } }
+
+    /// Reports every pool's open connections together.
+    private func opened(_ count: Int, on node: ClusterTopology.Node) {
+        let total = state.withLock { state in
+            state.openPerNode[node] = count
+            return state.openPerNode.values.reduce(0, +)
+        }
+        onOpenCountChange(total)
+    }
 
     /// Keeps the pools' minimum open; starts following `+switch-master`.
     func maintain() async {
@@ -157,13 +168,19 @@ final class SentinelRouter: Sendable {
                     problems.append("\(endpoint) names \(named), which is not a master (\(role))")
                     continue
                 }
-                let previous = state.withLock { state -> ClusterTopology.Node? in
-                    defer {
-                        state.master = named
-                        state.preferred = index
+                // The other nodes' pools (an old master, a replica a sentinel named) are closed.
+                let (previous, others) = state.withLock { state -> (ClusterTopology.Node?, [RedisConnectionPool]) in
+                    let previous = state.master
+                    state.master = named
+                    state.preferred = index
+                    let others = state.pools.filter { $0.key != named }
+                    for node in others.keys {
+                        state.pools[node] = nil
+                        state.openPerNode[node] = nil
                     }
-                    return state.master
+                    return (previous, Array(others.values))
                 }
+                for pool in others { await pool.shutdown() }
                 if previous != named {
                     logger.info("Redis master from the sentinels", metadata: ["master": "\(named)", "previous": "\(previous.map { "\($0)" } ?? "none")"])
                 }
@@ -207,22 +224,24 @@ final class SentinelRouter: Sendable {
 
     // MARK: - Commands
 
-    /// Runs `body` on a connection to the master; when the master does not answer or says it
+    /// Runs `body` on a connection to the master; when the master cannot be reached or says it
     /// is read-only (a failover), asks the sentinels again and tries again, at most
-    /// ``retryDelays``.count times.
-    func withMaster<T>(_ body: (RedisConnection) async throws(RedisError) -> T, isReadOnly: (T) -> Bool) async throws(RedisError) -> T {
+    /// ``retryDelays``.count times. A command whose reply was lost is sent again only when
+    /// `withoutEffects` (it may have run).
+    func withMaster<T>(
+        withoutEffects: Bool, _ body: (RedisConnection) async throws(RedisError) -> T, isReadOnly: (T) -> Bool
+    ) async throws(RedisError) -> T {
         var lastError: RedisError?
         for delay in [Duration.zero] + Self.retryDelays {
-            if delay > .zero {
-                try? await Task.sleep(for: delay)
-                await resolve(force: true)
-            }
+            if delay > .zero { try? await Task.sleep(for: delay) }
             do {
                 let result = try await body(try await pool(for: master()).connection())
                 guard isReadOnly(result) else { return result }
                 lastError = RedisError(.serverError, "READONLY: the node is a replica now")
-            } catch where error.code != .clientShutdown && error.code != .cancelled && error.code != .serverError {
+            } catch where error.commandWasNotSent || (error.replyWasLost && withoutEffects) {
                 lastError = error
+                // Busy, not gone: the same master, after the pause.
+                if error.code == .poolTimeout { continue }
             }
             state.withLock { $0.master = nil }
         }
