@@ -1,3 +1,4 @@
+import Foundation
 import NIOCore
 import RESP
 import TestSupport
@@ -118,6 +119,22 @@ struct ClusterClientTests {
                     return client.cluster?.topology?.master(of: slot) == target
                 }, "MOVED updated the map")
             for node in [client, onSource, onTarget] { await node.shutdown() }
+        }
+    }
+
+    @Test("a cluster whose nodes need a password: every node's pool authenticates; a wrong password fails clearly")
+    func password() async throws {
+        try await RedisClusterProcess.with(password: "s3cret") { cluster in
+            let client = RedisClient(configuration: try RedisConfiguration(url: cluster.url))
+            let keys = (0..<50).map { "auth:\($0)" }
+            for key in keys { try await client.set(key, value: ByteBuffer(string: key)) }
+            #expect(try await client.mget(keys) == keys.map { ByteBuffer(string: $0) }, "keys on every master")
+            #expect(try await client.dbsize() == 50)
+            await client.shutdown()
+            let wrong = RedisClient(configuration: try RedisConfiguration(url: cluster.url.replacingOccurrences(of: "s3cret", with: "nope")))
+            let error = await #expect(throws: RedisError.self) { try await wrong.set("k", value: ByteBuffer(string: "v")) }
+            #expect(error?.code == .authenticationFailed || error?.message.contains("WRONGPASS") == true, "\(String(describing: error))")
+            await wrong.shutdown()
         }
     }
 

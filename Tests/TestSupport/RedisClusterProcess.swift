@@ -8,17 +8,22 @@ import Redis
 public final class RedisClusterProcess: Sendable {
     /// Every node, masters and replicas, in the order given to `redis-cli --cluster create`.
     public let nodes: [RedisServerProcess]
+    /// The nodes' password (`requirepass`), when they have one.
+    public let password: String?
 
-    private init(nodes: [RedisServerProcess]) {
+    private init(nodes: [RedisServerProcess], password: String?) {
         self.nodes = nodes
+        self.password = password
     }
 
-    /// `redis+cluster://127.0.0.1:<port>,…` naming every node as a seed.
-    public var url: String { "redis+cluster://" + nodes.map { "127.0.0.1:\($0.port)" }.joined(separator: ",") }
+    /// `redis+cluster://[:<password>@]127.0.0.1:<port>,…` naming every node as a seed.
+    public var url: String {
+        "redis+cluster://" + (password.map { ":\($0)@" } ?? "") + nodes.map { "127.0.0.1:\($0.port)" }.joined(separator: ",")
+    }
 
     /// Starts the nodes, creates the cluster, and waits until every node reports
     /// `cluster_state:ok` and knows every other node.
-    public static func start(masters: Int = 3, replicasPerMaster: Int = 1) async throws -> RedisClusterProcess {
+    public static func start(masters: Int = 3, replicasPerMaster: Int = 1, password: String? = nil) async throws -> RedisClusterProcess {
         var nodes: [RedisServerProcess] = []
         do {
             for _ in 0..<(masters * (1 + replicasPerMaster)) {
@@ -26,9 +31,9 @@ public final class RedisClusterProcess: Sendable {
                     try await RedisServerProcess.start([
                         "--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf", "--cluster-port", String(try RedisServerProcess.freePort()),
                         "--cluster-node-timeout", "2000", "--cluster-require-full-coverage", "no", "--repl-diskless-sync-delay", "0",
-                    ]))
+                    ] + (password.map { ["--requirepass", $0, "--masterauth", $0] } ?? [])))
             }
-            let cluster = RedisClusterProcess(nodes: nodes)
+            let cluster = RedisClusterProcess(nodes: nodes, password: password)
             try await cluster.create(replicasPerMaster: replicasPerMaster)
             return cluster
         } catch {
@@ -38,10 +43,12 @@ public final class RedisClusterProcess: Sendable {
     }
 
     /// Runs `body` with a fresh cluster and stops it afterwards.
-    public static func with<T>(masters: Int = 3, replicasPerMaster: Int = 1, _ body: (RedisClusterProcess) async throws -> T) async throws -> T {
+    public static func with<T>(
+        masters: Int = 3, replicasPerMaster: Int = 1, password: String? = nil, _ body: (RedisClusterProcess) async throws -> T
+    ) async throws -> T {
         await TopologyTurn.shared.acquire()
         do {
-            let cluster = try await start(masters: masters, replicasPerMaster: replicasPerMaster)
+            let cluster = try await start(masters: masters, replicasPerMaster: replicasPerMaster, password: password)
             let result: T
             do {
                 result = try await body(cluster)
@@ -61,7 +68,8 @@ public final class RedisClusterProcess: Sendable {
 
     private func create(replicasPerMaster: Int) async throws {
         let created = try Self.redisCLI(
-            ["--cluster", "create"] + nodes.map { "127.0.0.1:\($0.port)" } + ["--cluster-replicas", String(replicasPerMaster), "--cluster-yes"])
+            (password.map { ["-a", $0, "--no-auth-warning"] } ?? []) + ["--cluster", "create"] + nodes.map { "127.0.0.1:\($0.port)" }
+                + ["--cluster-replicas", String(replicasPerMaster), "--cluster-yes"])
         guard created.status == 0 else { throw RedisFixtureError(message: "redis-cli --cluster create failed: \(created.output.suffix(2000))") }
         for _ in 0..<500 {
             if try await isReady() { return }

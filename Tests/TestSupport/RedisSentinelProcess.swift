@@ -21,10 +21,19 @@ public final class RedisSentinelProcess: Sendable {
     /// The name the sentinels watch the master under.
     public static let masterName = "mymaster"
 
-    /// `redis+sentinel://127.0.0.1:<port>,…/mymaster`
-    public var url: String { "redis+sentinel://" + sentinelPorts.map { "127.0.0.1:\($0)" }.joined(separator: ",") + "/" + Self.masterName }
+    /// The data nodes' password, when they have one.
+    public let password: String?
 
-    private init(master: RedisServerProcess, replica: RedisServerProcess, sentinelPorts: [Int], sentinels: [Process], directory: String) {
+    /// `redis+sentinel://[:<password>@]127.0.0.1:<port>,…/mymaster`
+    public var url: String {
+        "redis+sentinel://" + (password.map { ":\($0)@" } ?? "") + sentinelPorts.map { "127.0.0.1:\($0)" }.joined(separator: ",") + "/"
+            + Self.masterName
+    }
+
+    private init(
+        master: RedisServerProcess, replica: RedisServerProcess, sentinelPorts: [Int], sentinels: [Process], directory: String, password: String?
+    ) {
+        self.password = password
         self.master = master
         self.replica = replica
         self.sentinelPorts = sentinelPorts
@@ -34,9 +43,10 @@ public final class RedisSentinelProcess: Sendable {
 
     /// Starts the master, the replica and the sentinels, and waits until every sentinel knows
     /// the replica and the two other sentinels.
-    public static func start() async throws -> RedisSentinelProcess {
-        let master = try await RedisServerProcess.start(["--repl-diskless-sync-delay", "0"])
-        let replica = try await RedisServerProcess.start(["--replicaof", "127.0.0.1", String(master.port), "--repl-diskless-sync-delay", "0"])
+    public static func start(password: String? = nil) async throws -> RedisSentinelProcess {
+        let auth = password.map { ["--requirepass", $0, "--masterauth", $0] } ?? []
+        let master = try await RedisServerProcess.start(["--repl-diskless-sync-delay", "0"] + auth)
+        let replica = try await RedisServerProcess.start(["--replicaof", "127.0.0.1", String(master.port), "--repl-diskless-sync-delay", "0"] + auth)
         let directory = NSTemporaryDirectory() + "ibge-cache-sentinel-\(UUID().uuidString.prefix(8))"
         try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
         var ports: [Int] = []
@@ -56,6 +66,7 @@ public final class RedisSentinelProcess: Sendable {
                 sentinel down-after-milliseconds \(masterName) 1000
                 sentinel failover-timeout \(masterName) 3000
                 sentinel parallel-syncs \(masterName) 1
+                \(password.map { "sentinel auth-pass \(masterName) \($0)" } ?? "")
 
                 """.write(toFile: config, atomically: true, encoding: .utf8)
                 let process = Process()
@@ -67,7 +78,8 @@ public final class RedisSentinelProcess: Sendable {
                 ports.append(port)
                 processes.append(process)
             }
-            let deployment = RedisSentinelProcess(master: master, replica: replica, sentinelPorts: ports, sentinels: processes, directory: directory)
+            let deployment = RedisSentinelProcess(
+                master: master, replica: replica, sentinelPorts: ports, sentinels: processes, directory: directory, password: password)
             for _ in 0..<750 {
                 if await deployment.isReady() { return deployment }
                 try await Task.sleep(for: .milliseconds(20))
@@ -83,10 +95,10 @@ public final class RedisSentinelProcess: Sendable {
     }
 
     /// Runs `body` with a fresh deployment and stops it afterwards.
-    public static func with<T>(_ body: (RedisSentinelProcess) async throws -> T) async throws -> T {
+    public static func with<T>(password: String? = nil, _ body: (RedisSentinelProcess) async throws -> T) async throws -> T {
         await TopologyTurn.shared.acquire()
         do {
-            let deployment = try await start()
+            let deployment = try await start(password: password)
             let result: T
             do {
                 result = try await body(deployment)

@@ -30,6 +30,7 @@ public final class RedisServerProcess: Sendable {
         configuration.database = database
         configuration.connectTimeout = .seconds(2)
         configuration.commandTimeout = .seconds(2)
+        if let index = arguments.firstIndex(of: "--requirepass"), index + 1 < arguments.count { configuration.password = arguments[index + 1] }
         return configuration
     }
 

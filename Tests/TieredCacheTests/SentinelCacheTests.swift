@@ -93,6 +93,18 @@ struct SentinelCacheTests {
             for connection in [onMaster, onReplica] { await connection.shutdown() }
         }
     }
+
+    @Test("a master that needs a password: the client finds it through the sentinels and authenticates")
+    func password() async throws {
+        try await RedisSentinelProcess.with(password: "s3cret") { deployment in
+            let client = RedisClient(configuration: try RedisConfiguration(url: deployment.url))
+            try await client.set("k", value: buffer("v"))
+            let onMaster = RedisClient(configuration: deployment.master.configuration())
+            #expect(try await onMaster.get("k") == buffer("v"))
+            await client.shutdown()
+            await onMaster.shutdown()
+        }
+    }
 }
 
 @Suite("Redis Sentinel: which node the client accepts")

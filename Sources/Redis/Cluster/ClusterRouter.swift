@@ -39,6 +39,8 @@ final class ClusterRouter: Sendable {
         var lastRefresh: Int64 = .min / 2
         /// The refresh under way, which callers wait for instead of starting their own.
         var refreshing: Task<Void, Never>?
+        /// Why the last refresh found no map (nil once one did).
+        var refreshError: RedisError?
         var shutDown = false
     }
 
@@ -132,6 +134,7 @@ final class ClusterRouter: Sendable {
                 // Pools of nodes the map no longer names are closed.
                 let stale = state.withLock { state -> [RedisConnectionPool] in
                     state.topology = topology
+                    state.refreshError = nil
                     let gone = state.pools.keys.filter { !topology.knows($0) && !self.seeds.contains($0) }
                     defer {
                         for node in gone {
@@ -147,6 +150,7 @@ final class ClusterRouter: Sendable {
                 lastError = error
             }
         }
+        state.withLock { $0.refreshError = lastError }
         logger.warning("cannot read the cluster's slot map from any node", metadata: ["error": "\(lastError.map { "\($0)" } ?? "no node")"])
     }
 
@@ -173,6 +177,8 @@ final class ClusterRouter: Sendable {
             if let node { return node }
             await refresh()
         }
+        // Why no map could be read (a wrong password, say) says more than the missing slot.
+        if let cause = state.withLock({ $0.topology == nil ? $0.refreshError : nil }) { throw cause }
         if let slot { throw RedisError(.connectFailed, "no node of the cluster serves slot \(slot)") }
         throw RedisError(.connectFailed, "no node of the cluster answers")
     }
