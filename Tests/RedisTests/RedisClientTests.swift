@@ -156,7 +156,9 @@ struct RedisClientTests {
             #expect(error?.message.contains("WRONGPASS") == true)
             await refused.shutdown()
 
-            let noPassword = RedisClient(configuration: server.configuration())
+            var withoutPassword = server.configuration()
+            withoutPassword.password = nil
+            let noPassword = RedisClient(configuration: withoutPassword)
             let noAuth = await #expect(throws: RedisError.self) { try await noPassword.get("x") }
             #expect(noAuth?.code == .serverError || noAuth?.code == .authenticationFailed)
             await noPassword.shutdown()
