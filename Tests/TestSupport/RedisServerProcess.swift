@@ -2,6 +2,7 @@ import Foundation
 import Logging
 import NIOCore
 import NIOPosix
+import RESP
 public import Redis
 import Synchronization
 
@@ -93,7 +94,12 @@ public final class RedisServerProcess: Sendable {
             if let connection = try? await RedisConnection.connect(
                 configuration: config, eventLoop: MultiThreadedEventLoopGroup.singleton.next(), logger: logger)
             {
+                // Ours, not another test's server that took the port first (ours then failed to bind).
+                let info = try? await connection.send(RESPCommand("INFO", "server")).string
                 await connection.close()
+                guard let info, info.contains("process_id:\(process.processIdentifier)\r\n") else {
+                    throw RedisFixtureError(message: "port \(port) answered for another redis-server")
+                }
                 return
             }
             try await Task.sleep(for: .milliseconds(20))
