@@ -120,10 +120,10 @@ public final class RedisClient: Service, Sendable {
         case .server(let pool):
             let counts = pool.counts
             return PoolStatus(open: counts.open, connecting: counts.connecting, backingOff: counts.backingOff, lastError: counts.lastError)
-        case .cluster(let router as any PoolOwner), .sentinel(let router as any PoolOwner):
+        case .cluster(let router as any NodeRouter), .sentinel(let router as any NodeRouter):
             // Every node's pool together.
             var status = PoolStatus(open: 0, connecting: 0, backingOff: 0, lastError: nil)
-            for pool in router.pools {
+            for pool in router.nodes.all {
                 let counts = pool.counts
                 status.open += counts.open
                 status.connecting += counts.connecting
@@ -241,12 +241,12 @@ extension RedisClient {
 }
 
 /// A router that keeps a pool per node.
-protocol PoolOwner {
-    var pools: [RedisConnectionPool] { get }
+protocol NodeRouter {
+    var nodes: NodePools { get }
 }
 
-extension ClusterRouter: PoolOwner {}
-extension SentinelRouter: PoolOwner {}
+extension ClusterRouter: NodeRouter {}
+extension SentinelRouter: NodeRouter {}
 
 /// The client's metrics (swift-metrics), made once.
 final class ClientMetrics: Sendable {

@@ -26,7 +26,7 @@ struct ClusterClientTests {
             let keys = (0..<300).map { "ibge:test:\($0)" }
             for key in keys { try await client.set(key, value: ByteBuffer(string: "v-\(key)")) }
             // Each key is on one master only: the one its slot maps to.
-            let topology = try #require(try await Self.topology(cluster))
+            let topology = try await cluster.topology()
             for key in keys.prefix(30) {
                 let owner = try #require(topology.master(of: HashSlot(key: key)))
                 let direct = RedisClient(configuration: RedisConfiguration(endpoint: .tcp(host: owner.host, port: owner.port)))
@@ -59,16 +59,16 @@ struct ClusterClientTests {
             let client = RedisClient(configuration: try RedisConfiguration(url: cluster.url))
             let keys = (0..<400).map { "k\($0)" }
             for key in keys { try await client.set(key, value: ByteBuffer(string: key)) }
-            let before = try #require(try await Self.topology(cluster))
+            let before = try await cluster.topology()
             let masters = before.masters
-            let from = try await Self.nodeID(masters[0])
-            let to = try await Self.nodeID(masters[1])
+            let from = try await cluster.id(of: masters[0])
+            let to = try await cluster.id(of: masters[1])
             let moved = try RedisClusterProcess.redisCLI([
                 "--cluster", "reshard", "\(masters[0].host):\(masters[0].port)", "--cluster-from", from, "--cluster-to", to,
                 "--cluster-slots", "500", "--cluster-yes",
             ])
             try #require(moved.status == 0, "\(moved.output.suffix(500))")
-            let after = try #require(try await Self.topology(cluster))
+            let after = try await cluster.topology()
             let movedKeys = keys.filter { before.master(of: HashSlot(key: $0)) != after.master(of: HashSlot(key: $0)) }
             #expect(movedKeys.count > 0, "some of the keys moved")
             // The client still has the old map: every read and write lands.
@@ -91,11 +91,11 @@ struct ClusterClientTests {
             let client = RedisClient(configuration: try RedisConfiguration(url: cluster.url))
             try await client.set("{ask}old", value: ByteBuffer(string: "stays"))
             try await client.set("{ask}gone", value: ByteBuffer(string: "moved"))
-            let topology = try #require(try await Self.topology(cluster))
+            let topology = try await cluster.topology()
             let slot = HashSlot(key: "{ask}")
             let source = try #require(topology.master(of: slot))
             let target = try #require(topology.masters.first { $0 != source })
-            let (sourceID, targetID) = (try await Self.nodeID(source), try await Self.nodeID(target))
+            let (sourceID, targetID) = (try await cluster.id(of: source), try await cluster.id(of: target))
             let onSource = RedisClient(configuration: RedisConfiguration(endpoint: .tcp(host: source.host, port: source.port)))
             let onTarget = RedisClient(configuration: RedisConfiguration(endpoint: .tcp(host: target.host, port: target.port)))
             _ = try await onTarget.send(RESPCommand("CLUSTER", "SETSLOT", String(slot.rawValue), "IMPORTING", sourceID))
@@ -136,20 +136,5 @@ struct ClusterClientTests {
             #expect(error?.code == .authenticationFailed || error?.message.contains("WRONGPASS") == true, "\(String(describing: error))")
             await wrong.shutdown()
         }
-    }
-
-    static func topology(_ cluster: RedisClusterProcess) async throws -> ClusterTopology? {
-        let seed = cluster.nodes[0]
-        let client = RedisClient(configuration: seed.configuration())
-        let reply = try await client.send(RESPCommand("CLUSTER", "SHARDS"))
-        await client.shutdown()
-        return try ClusterTopology(shardsReply: reply, seed: .init(host: "127.0.0.1", port: seed.port))
-    }
-
-    static func nodeID(_ node: ClusterTopology.Node) async throws -> String {
-        let client = RedisClient(configuration: RedisConfiguration(endpoint: .tcp(host: node.host, port: node.port)))
-        let id = try await client.send(RESPCommand("CLUSTER", "MYID")).string ?? ""
-        await client.shutdown()
-        return id
     }
 }

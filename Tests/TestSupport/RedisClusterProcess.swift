@@ -1,6 +1,6 @@
 import Foundation
 import RESP
-import Redis
+public import Redis
 
 /// A real Redis Cluster for tests, on loopback: `masters` redis-server processes with
 /// `cluster-enabled yes`, each with `replicasPerMaster` replicas, joined by
@@ -112,6 +112,35 @@ public final class RedisClusterProcess: Sendable {
             return candidate
         }
         throw RedisFixtureError(message: "redis-cli not found: run scripts/test, which installs redis-tools")
+    }
+
+    /// The slot map as the first node that answers sees it now (`CLUSTER SHARDS`): a test may
+    /// have killed some.
+    public func topology() async throws -> ClusterTopology {
+        var lastError: (any Error)?
+        for node in nodes {
+            let client = RedisClient(configuration: node.configuration())
+            do {
+                let reply = try await client.send(RESPCommand("CLUSTER", "SHARDS"))
+                await client.shutdown()
+                return try ClusterTopology(shardsReply: reply, seed: .init(host: "127.0.0.1", port: node.port))
+            } catch {
+                await client.shutdown()
+                lastError = error
+            }
+        }
+        throw lastError ?? RedisFixtureError(message: "no node of the cluster answers")
+    }
+
+    /// A node's id (`CLUSTER MYID`), for `redis-cli --cluster reshard` and `CLUSTER SETSLOT`.
+    public func id(of node: ClusterTopology.Node) async throws -> String {
+        var configuration = RedisConfiguration(endpoint: .tcp(host: node.host, port: node.port))
+        configuration.password = password
+        let client = RedisClient(configuration: configuration)
+        let id = try? await client.send(RESPCommand("CLUSTER", "MYID")).string
+        await client.shutdown()
+        guard let id else { throw RedisFixtureError(message: "\(node) did not say its id") }
+        return id
     }
 
     /// Stops every node.

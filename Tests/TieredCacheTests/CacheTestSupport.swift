@@ -191,3 +191,44 @@ struct HarnessError: Error, CustomStringConvertible {
     var message: String
     var description: String { message }
 }
+
+/// Counts of a load test's callers, shared with their tasks.
+final class LoadCounters: Sendable {
+    let failures = Atomic<Int>(0)
+    let requests = Atomic<Int>(0)
+    let stop = Atomic<Bool>(false)
+}
+
+/// 64 callers reading and writing through `cache` while `body` runs: old keys
+/// (`v1:k<i % oldKeys>`, loaded before) and, one call in `newEvery`, new ones, each caller
+/// pausing `pause` between calls. Returns their counts once they have all stopped.
+func underLoad(_ cache: TieredCache, oldKeys: Int, newEvery: Int, pause: Duration, _ body: () async throws -> Void) async throws -> LoadCounters {
+    let load = LoadCounters()
+    try await withThrowingTaskGroup(of: Void.self) { group in
+        for caller in 0..<64 {
+            group.addTask {
+                var i = caller
+                while !load.stop.load(ordering: .relaxed) {
+                    let key = i % newEvery == 0 ? "v1:new\(caller)-\(i)" : "v1:k\(i % oldKeys)"
+                    do {
+                        _ = try await cache.getOrLoad(key) { buffer("loaded") }
+                    } catch {
+                        load.failures.add(1, ordering: .relaxed)
+                    }
+                    load.requests.add(1, ordering: .relaxed)
+                    i += 64
+                    try await Task.sleep(for: pause)
+                }
+            }
+        }
+        do {
+            try await body()
+        } catch {
+            load.stop.store(true, ordering: .relaxed)
+            throw error
+        }
+        load.stop.store(true, ordering: .relaxed)
+        try await group.waitForAll()
+    }
+    return load
+}

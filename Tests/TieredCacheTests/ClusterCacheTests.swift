@@ -47,39 +47,16 @@ struct ClusterCacheTests {
                 #expect(await eventually { cache.isRedisConnected })
                 for i in 0..<200 { _ = try await cache.getOrLoad("v1:k\(i)") { buffer("v\(i)") } }
                 // The master of one of the keys, and the node that is its replica.
-                let seed = cluster.nodes[0]
-                let topology = try ClusterTopology(
-                    shardsReply: try await raw.send(RESPCommand("CLUSTER", "SHARDS")), seed: .init(host: "127.0.0.1", port: seed.port))
-                let victim = try #require(topology.master(of: HashSlot(key: "{k7}")))
+                let victim = try #require(try await cluster.topology().master(of: HashSlot(key: "{k7}")))
                 let victimNode = try #require(cluster.nodes.first { $0.port == victim.port })
 
-                let load = LoadCounters()
-                try await withThrowingTaskGroup(of: Void.self) { group in
-                    for caller in 0..<64 {
-                        group.addTask {
-                            var i = caller
-                            while !load.stop.load(ordering: .relaxed) {
-                                // Old keys, and new ones (written to the cluster when it takes them).
-                                let key = i % 3 == 0 ? "v1:new\(caller)-\(i)" : "v1:k\(i % 200)"
-                                do {
-                                    _ = try await cache.getOrLoad(key) { buffer("loaded") }
-                                } catch {
-                                    load.failures.add(1, ordering: .relaxed)
-                                }
-                                load.requests.add(1, ordering: .relaxed)
-                                i += 64
-                                try await Task.sleep(for: .milliseconds(5))
-                            }
-                        }
-                    }
+                // Old keys, and new ones (written to the cluster when it takes them).
+                let load = try await underLoad(cache, oldKeys: 200, newEvery: 3, pause: .milliseconds(5)) {
                     try await Task.sleep(for: .milliseconds(300))
                     victimNode.kill()
                     // The replica takes over after the node timeout (2 s) and an election.
                     let promoted = await eventually(within: .seconds(30)) {
-                        guard let reply = try? await raw.send(RESPCommand("CLUSTER", "SHARDS")),
-                            let now = try? ClusterTopology(shardsReply: reply, seed: .init(host: "127.0.0.1", port: seed.port)),
-                            let master = now.master(of: HashSlot(key: "{k7}"))
-                        else { return false }
+                        guard let now = try? await cluster.topology(), let master = now.master(of: HashSlot(key: "{k7}")) else { return false }
                         return master != victim && now.coversAllSlots
                     }
                     #expect(promoted, "the replica was promoted")
@@ -94,8 +71,6 @@ struct ClusterCacheTests {
                         return (try? CacheEnvelope(decoding: stored).payload) == buffer(value)
                     }
                     #expect(landed, "a key of the failed master's slots is written to its new master")
-                    load.stop.store(true, ordering: .relaxed)
-                    try await group.waitForAll()
                 }
                 #expect(load.requests.load(ordering: .relaxed) > 500)
                 #expect(load.failures.load(ordering: .relaxed) == 0, "L1 and the source cover the gap")
@@ -113,41 +88,14 @@ struct ClusterCacheTests {
             try await withRunning(cache.run) {
                 #expect(await eventually { cache.isRedisConnected })
                 for i in 0..<200 { _ = try await cache.getOrLoad("v1:k\(i)") { buffer("v\(i)") } }
-                let seed = cluster.nodes[0]
-                let topology = try ClusterTopology(
-                    shardsReply: try await raw.send(RESPCommand("CLUSTER", "SHARDS")), seed: .init(host: "127.0.0.1", port: seed.port))
+                let topology = try await cluster.topology()
                 let (from, to) = (topology.masters[0], topology.masters[1])
-                func id(_ node: ClusterTopology.Node) async throws -> String {
-                    let client = RedisClient(configuration: RedisConfiguration(endpoint: .tcp(host: node.host, port: node.port)))
-                    let id = try await client.send(RESPCommand("CLUSTER", "MYID")).string ?? ""
-                    await client.shutdown()
-                    return id
-                }
-                let (fromID, toID) = (try await id(from), try await id(to))
-                let load = LoadCounters()
-                try await withThrowingTaskGroup(of: Void.self) { group in
-                    for caller in 0..<64 {
-                        group.addTask {
-                            var i = caller
-                            while !load.stop.load(ordering: .relaxed) {
-                                let key = i % 2 == 0 ? "v1:new\(caller)-\(i)" : "v1:k\(i % 200)"
-                                do {
-                                    _ = try await cache.getOrLoad(key) { buffer("loaded") }
-                                } catch {
-                                    load.failures.add(1, ordering: .relaxed)
-                                }
-                                load.requests.add(1, ordering: .relaxed)
-                                i += 64
-                                try await Task.sleep(for: .milliseconds(2))
-                            }
-                        }
-                    }
+                let (fromID, toID) = (try await cluster.id(of: from), try await cluster.id(of: to))
+                let load = try await underLoad(cache, oldKeys: 200, newEvery: 2, pause: .milliseconds(2)) {
                     let moved = try RedisClusterProcess.redisCLI([
                         "--cluster", "reshard", "\(from.host):\(from.port)", "--cluster-from", fromID, "--cluster-to", toID,
                         "--cluster-slots", "1000", "--cluster-yes",
                     ])
-                    load.stop.store(true, ordering: .relaxed)
-                    try await group.waitForAll()
                     #expect(moved.status == 0, "\(moved.output.suffix(300))")
                 }
                 #expect(load.requests.load(ordering: .relaxed) > 200)
@@ -162,11 +110,4 @@ struct ClusterCacheTests {
             await raw.shutdown()
         }
     }
-}
-
-/// Counts of a load test's callers, shared with their tasks.
-final class LoadCounters: Sendable {
-    let failures = Atomic<Int>(0)
-    let requests = Atomic<Int>(0)
-    let stop = Atomic<Bool>(false)
 }

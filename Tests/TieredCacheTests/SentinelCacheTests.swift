@@ -39,26 +39,9 @@ struct SentinelCacheTests {
                 for i in 0..<100 { _ = try await cache.getOrLoad("v1:k\(i)") { buffer("v\(i)") } }
                 #expect(try await onMaster.get("ibge:v1:k1") != nil, "written on the master the sentinels name")
 
-                let load = LoadCounters()
                 var switched: ContinuousClock.Instant?
                 var landed: ContinuousClock.Instant?
-                try await withThrowingTaskGroup(of: Void.self) { group in
-                    for caller in 0..<64 {
-                        group.addTask {
-                            var i = caller
-                            while !load.stop.load(ordering: .relaxed) {
-                                let key = i % 2 == 0 ? "v1:new\(caller)-\(i)" : "v1:k\(i % 100)"
-                                do {
-                                    _ = try await cache.getOrLoad(key) { buffer("loaded") }
-                                } catch {
-                                    load.failures.add(1, ordering: .relaxed)
-                                }
-                                load.requests.add(1, ordering: .relaxed)
-                                i += 64
-                                try await Task.sleep(for: .milliseconds(5))
-                            }
-                        }
-                    }
+                let load = try await underLoad(cache, oldKeys: 100, newEvery: 2, pause: .milliseconds(5)) {
                     try await Task.sleep(for: .milliseconds(200))
                     deployment.master.kill()
                     // The sentinels agree on the replica after down-after (1 s) and an election.
@@ -79,8 +62,6 @@ struct SentinelCacheTests {
                             landed = .now
                             return true
                         }, "writes reach the promoted replica")
-                    load.stop.store(true, ordering: .relaxed)
-                    try await group.waitForAll()
                 }
                 if let switched, let landed {
                     #expect(landed - switched < .seconds(2), "followed \(landed - switched) after the switch")

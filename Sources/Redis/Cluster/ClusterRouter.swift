@@ -2,7 +2,6 @@ import Logging
 import NIOCore
 import RESP
 import Synchronization
-import Utilities
 
 /// A ``RedisClient``'s way to a Redis Cluster: the slot map, a pool per node, and the
 /// redirections.
@@ -21,9 +20,10 @@ import Utilities
 final class ClusterRouter: Sendable {
     let configuration: RedisConfiguration
     let seeds: [ClusterTopology.Node]
-    private let eventLoopGroup: any EventLoopGroup
     private let logger: Logger
-    private let onOpenCountChange: @Sendable (Int) -> Void
+    /// A pool per node.
+    let nodes: NodePools
+    private let refreshes = SingleFlightRefresh(minimumInterval: ClusterRouter.minimumRefreshInterval)
     private let state = Mutex(State())
 
     /// Sends to one node at most this many times per command (redirections and retries).
@@ -33,15 +33,8 @@ final class ClusterRouter: Sendable {
 
     private struct State {
         var topology: ClusterTopology?
-        var pools: [ClusterTopology.Node: RedisConnectionPool] = [:]
-        var openPerNode: [ClusterTopology.Node: Int] = [:]
-        /// When the last refresh started (monotonic ns).
-        var lastRefresh: Int64 = .min / 2
-        /// The refresh under way, which callers wait for instead of starting their own.
-        var refreshing: Task<Void, Never>?
         /// Why the last refresh found no map (nil once one did).
         var refreshError: RedisError?
-        var shutDown = false
     }
 
     init(
@@ -50,9 +43,10 @@ final class ClusterRouter: Sendable {
     ) {
         self.configuration = configuration
         self.seeds = seeds
-        self.eventLoopGroup = eventLoopGroup
         self.logger = logger
-        self.onOpenCountChange = onOpenCountChange
+        var nodeConfiguration = configuration
+        nodeConfiguration.database = 0
+        self.nodes = NodePools(configuration: nodeConfiguration, eventLoopGroup: eventLoopGroup, logger: logger, onOpenCountChange: onOpenCountChange)
     }
 
     /// The slot map now (nil before the first refresh).
@@ -62,48 +56,19 @@ final class ClusterRouter: Sendable {
 
     /// The pool of `node`, made on first use.
     func pool(for node: ClusterTopology.Node) throws(RedisError) -> RedisConnectionPool {
-        let pool = state.withLock { state -> RedisConnectionPool? in
-            guard !state.shutDown else { return nil }
-            if let pool = state.pools[node] { return pool }
-            var nodeConfiguration = configuration
-            nodeConfiguration.endpoint = .tcp(host: node.host, port: node.port)
-            nodeConfiguration.database = 0
-            let pool = RedisConnectionPool(configuration: nodeConfiguration, eventLoopGroup: eventLoopGroup, logger: logger) { [weak self] open in
-                self?.opened(open, on: node)
-            }
-            state.pools[node] = pool
-            return pool
-        }
-        guard let pool else { throw RedisError(.clientShutdown, "the client was shut down") }
-        return pool
+        try nodes.pool(for: node)
     }
-
-    private func opened(_ count: Int, on node: ClusterTopology.Node) {
-        let total = state.withLock { state in
-            state.openPerNode[node] = count
-            return state.openPerNode.values.reduce(0, +)
-        }
-        onOpenCountChange(total)
-    }
-
-    /// Every pool, for maintenance and status.
-    var pools: [RedisConnectionPool] { state.withLock { Array($0.pools.values) } }
 
     /// Keeps each pool's minimum open and pings idle connections; refreshes the map every
     /// ``periodicRefreshInterval``.
     func maintain() async {
-        for pool in pools { await pool.maintain() }
-        let due = state.withLock { Self.nowNanoseconds - $0.lastRefresh >= Self.periodicRefreshInterval.wholeNanoseconds }
-        if due { await refresh() }
+        for pool in nodes.all { await pool.maintain() }
+        if (refreshes.sinceLastStart ?? .seconds(Int64.max / 2)) >= Self.periodicRefreshInterval { await refresh() }
     }
 
     func shutdown() async {
-        let pools = state.withLock { state -> [RedisConnectionPool] in
-            state.shutDown = true
-            state.refreshing?.cancel()
-            return Array(state.pools.values)
-        }
-        for pool in pools { await pool.shutdown() }
+        refreshes.stop()
+        await nodes.shutdown()
     }
 
     // MARK: - Topology
@@ -111,40 +76,23 @@ final class ClusterRouter: Sendable {
     /// Refreshes the slot map (or waits for the refresh under way); at most one starts every
     /// ``minimumRefreshInterval``.
     func refresh() async {
-        let task = state.withLock { state -> Task<Void, Never>? in
-            if let running = state.refreshing { return running }
-            let now = Self.nowNanoseconds
-            guard now - state.lastRefresh >= Self.minimumRefreshInterval.wholeNanoseconds, !state.shutDown else { return nil }
-            state.lastRefresh = now
-            let task = Task { await self.loadTopology() }
-            state.refreshing = task
-            return task
-        }
-        await task?.value
+        await refreshes.run { [weak self] in await self?.loadTopology() }
     }
 
     private func loadTopology() async {
-        defer { state.withLock { $0.refreshing = nil } }
         let known = state.withLock { $0.topology?.masters ?? [] }
         var lastError: RedisError?
         for node in known + seeds.filter({ !known.contains($0) }) {
             do throws(RedisError) {
                 let topology = try await topology(from: node)
                 guard !topology.masters.isEmpty else { throw RedisError(.unexpectedReply, "\(node) knows no master") }
-                // Pools of nodes the map no longer names are closed.
-                let stale = state.withLock { state -> [RedisConnectionPool] in
+                state.withLock { state in
                     state.topology = topology
                     state.refreshError = nil
-                    let gone = state.pools.keys.filter { !topology.knows($0) && !self.seeds.contains($0) }
-                    defer {
-                        for node in gone {
-                            state.pools[node] = nil
-                            state.openPerNode[node] = nil
-                        }
-                    }
-                    return gone.compactMap { state.pools[$0] }
                 }
-                for pool in stale { await pool.shutdown() }
+                // Pools of nodes the map no longer names are closed.
+                let seeds = self.seeds
+                await nodes.close { topology.knows($0) || seeds.contains($0) }
                 return
             } catch {
                 lastError = error
@@ -449,9 +397,4 @@ enum Redirection: Equatable {
         guard host.utf8.count <= 255 else { return nil }
         return ClusterTopology.Node(host: host.isEmpty ? from.host : String(host), port: port)
     }
-}
-
-extension ClusterRouter {
-    /// Monotonic nanoseconds.
-    fileprivate static var nowNanoseconds: Int64 { Int64(truncatingIfNeeded: NIODeadline.now().uptimeNanoseconds) }
 }

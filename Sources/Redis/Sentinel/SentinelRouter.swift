@@ -2,7 +2,6 @@ import Logging
 import NIOCore
 import RESP
 import Synchronization
-import Utilities
 
 /// A ``RedisClient``'s way to the master that Redis Sentinel names.
 ///
@@ -17,7 +16,9 @@ final class SentinelRouter: Sendable {
     let sentinel: RedisConfiguration.Sentinel
     private let eventLoopGroup: any EventLoopGroup
     private let logger: Logger
-    private let onOpenCountChange: @Sendable (Int) -> Void
+    /// A pool per node (the master; briefly a node a sentinel named that was not one).
+    let nodes: NodePools
+    private let resolutions = SingleFlightRefresh(minimumInterval: SentinelRouter.minimumResolveInterval)
     private let watcher: RedisSubscriber
     private let state = Mutex(State())
 
@@ -26,10 +27,6 @@ final class SentinelRouter: Sendable {
 
     private struct State {
         var master: ClusterTopology.Node?
-        var pools: [ClusterTopology.Node: RedisConnectionPool] = [:]
-        var openPerNode: [ClusterTopology.Node: Int] = [:]
-        var lastResolve: Int64 = .min / 2
-        var resolving: Task<Void, Never>?
         var watching: Task<Void, Never>?
         /// The next sentinel to ask first (the last one that answered).
         var preferred = 0
@@ -44,7 +41,9 @@ final class SentinelRouter: Sendable {
         self.sentinel = sentinel
         self.eventLoopGroup = eventLoopGroup
         self.logger = logger
-        self.onOpenCountChange = onOpenCountChange
+        var nodeConfiguration = configuration
+        nodeConfiguration.sentinel = nil
+        self.nodes = NodePools(configuration: nodeConfiguration, eventLoopGroup: eventLoopGroup, logger: logger, onOpenCountChange: onOpenCountChange)
         self.watcher = RedisSubscriber(
             configuration: Self.sentinelConfiguration(configuration, sentinel, sentinel.endpoints[0]), eventLoopGroup: eventLoopGroup,
             logger: logger, endpoints: sentinel.endpoints)
@@ -68,31 +67,7 @@ final class SentinelRouter: Sendable {
     // MARK: - Pools
 
     func pool(for node: ClusterTopology.Node) throws(RedisError) -> RedisConnectionPool {
-        let pool = state.withLock { state -> RedisConnectionPool? in
-            guard !state.shutDown else { return nil }
-            if let pool = state.pools[node] { return pool }
-            var nodeConfiguration = configuration
-            nodeConfiguration.endpoint = .tcp(host: node.host, port: node.port)
-            nodeConfiguration.sentinel = nil
-            let pool = RedisConnectionPool(configuration: nodeConfiguration, eventLoopGroup: eventLoopGroup, logger: logger) { [weak self] open in
-                self?.opened(open, on: node)
-            }
-            state.pools[node] = pool
-            return pool
-        }
-        guard let pool else { throw RedisError(.clientShutdown, "the client was shut down") }
-        return pool
-    }
-
-    var pools: [RedisConnectionPool] { state.withLock { Array($0.pools.values) } }
-
-    /// Reports every pool's open connections together.
-    private func opened(_ count: Int, on node: ClusterTopology.Node) {
-        let total = state.withLock { state in
-            state.openPerNode[node] = count
-            return state.openPerNode.values.reduce(0, +)
-        }
-        onOpenCountChange(total)
+        try nodes.pool(for: node)
     }
 
     /// Keeps the pools' minimum open; starts following `+switch-master`.
@@ -102,14 +77,14 @@ final class SentinelRouter: Sendable {
     }
 
     func shutdown() async {
-        let (pools, watching) = state.withLock { state -> ([RedisConnectionPool], Task<Void, Never>?) in
+        let watching = state.withLock { state -> Task<Void, Never>? in
             state.shutDown = true
-            state.resolving?.cancel()
-            return (Array(state.pools.values), state.watching)
+            return state.watching
         }
+        resolutions.stop()
         watching?.cancel()
         await watcher.shutdown()
-        for pool in pools { await pool.shutdown() }
+        await nodes.shutdown()
     }
 
     private func startWatching() {
@@ -140,20 +115,10 @@ final class SentinelRouter: Sendable {
     /// Asks the sentinels for the master (or waits for the question under way); at most one
     /// question every ``minimumResolveInterval`` unless `force`.
     func resolve(force: Bool = false) async {
-        let task = state.withLock { state -> Task<Void, Never>? in
-            if let running = state.resolving { return running }
-            let now = Int64(truncatingIfNeeded: NIODeadline.now().uptimeNanoseconds)
-            guard force || now - state.lastResolve >= Self.minimumResolveInterval.wholeNanoseconds, !state.shutDown else { return nil }
-            state.lastResolve = now
-            let task = Task { await self.askSentinels() }
-            state.resolving = task
-            return task
-        }
-        await task?.value
+        await resolutions.run(force: force) { [weak self] in await self?.askSentinels() }
     }
 
     private func askSentinels() async {
-        defer { state.withLock { $0.resolving = nil } }
         let count = sentinel.endpoints.count
         let first = state.withLock { $0.preferred }
         var problems: [String] = []
@@ -168,19 +133,15 @@ final class SentinelRouter: Sendable {
                     problems.append("\(endpoint) names \(named), which is not a master (\(role))")
                     continue
                 }
-                // The other nodes' pools (an old master, a replica a sentinel named) are closed.
-                let (previous, others) = state.withLock { state -> (ClusterTopology.Node?, [RedisConnectionPool]) in
-                    let previous = state.master
-                    state.master = named
-                    state.preferred = index
-                    let others = state.pools.filter { $0.key != named }
-                    for node in others.keys {
-                        state.pools[node] = nil
-                        state.openPerNode[node] = nil
+                let previous = state.withLock { state -> ClusterTopology.Node? in
+                    defer {
+                        state.master = named
+                        state.preferred = index
                     }
-                    return (previous, Array(others.values))
+                    return state.master
                 }
-                for pool in others { await pool.shutdown() }
+                // The other nodes' pools (an old master, a replica a sentinel named) are closed.
+                await nodes.close { $0 == named }
                 if previous != named {
                     logger.info("Redis master from the sentinels", metadata: ["master": "\(named)", "previous": "\(previous.map { "\($0)" } ?? "none")"])
                 }
