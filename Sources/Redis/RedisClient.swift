@@ -5,6 +5,7 @@ public import NIOCore
 public import NIOPosix
 public import RESP
 public import ServiceLifecycle
+import Synchronization
 
 /// A Redis client: a pool of pipelined connections with typed commands.
 ///
@@ -29,6 +30,11 @@ public final class RedisClient: Service, Sendable {
     /// One server's pool, or a cluster's router (``RedisConfiguration/clusterSeeds``).
     private let backend: Backend
     private let subscriber: RedisSubscriber
+    /// On a cluster, the subscriptions to sharded channels: one connection per slot subscribed
+    /// to, on the master serving that slot (made on first use, kept until shutdown; nil after).
+    private let shardSubscribers = Mutex<[HashSlot: RedisSubscriber]?>([:])
+    private let eventLoopGroup: any EventLoopGroup
+    private let logger: Logger
 
     private enum Backend: Sendable {
         case server(RedisConnectionPool)
@@ -60,6 +66,8 @@ public final class RedisClient: Service, Sendable {
         let metrics = ClientMetrics(factory: metricsFactory)
         self.metrics = metrics
         self.configuration = configuration
+        self.eventLoopGroup = eventLoopGroup
+        self.logger = logger
         var resolveEndpoint: (@Sendable () async -> RedisConfiguration.Endpoint?)?
         if let sentinel = configuration.sentinel, !sentinel.endpoints.isEmpty {
             let router = SentinelRouter(configuration: configuration, sentinel: sentinel, eventLoopGroup: eventLoopGroup, logger: logger) { open in
@@ -100,6 +108,49 @@ public final class RedisClient: Service, Sendable {
     /// Subscribes to channel patterns (`PSUBSCRIBE`), as ``subscribe(to:)`` does to channels.
     public func psubscribe(to patterns: [String]) async throws(RedisError) -> AsyncStream<RedisMessage> {
         try await subscriber.subscribe(channels: [], patterns: patterns)
+    }
+
+    /// Subscribes to channels and to sharded channels (`SSUBSCRIBE`, Redis 7), with one stream
+    /// for both, as ``subscribe(to:)`` does.
+    ///
+    /// On a cluster, the sharded channels must share one hash slot (as one `SSUBSCRIBE` must);
+    /// their subscription lives on the master serving that slot, and follows the slot when it
+    /// moves (a resharding, a failover: the subscription is restored there and the stream is
+    /// told that messages may have been lost). The channels are subscribed on the same
+    /// connection.
+    public func subscribe(to channels: [String], shardChannels: [String]) async throws(RedisError) -> AsyncStream<RedisMessage> {
+        guard !shardChannels.isEmpty, case .cluster(let router) = backend else {
+            return try await subscriber.subscribe(channels: channels, patterns: [], shardChannels: shardChannels)
+        }
+        let slots = Set(shardChannels.map { HashSlot(key: Array($0.utf8)) })
+        guard slots.count == 1, let slot = slots.first else {
+            throw RedisError(.invalidConfiguration, "the sharded channels of one subscription must share a hash slot: \(shardChannels)")
+        }
+        let subscriber = try shardSubscribers.withLock { (subscribers) throws(RedisError) -> RedisSubscriber in
+            guard subscribers != nil else { throw RedisError(.clientShutdown, "the Redis client was shut down") }
+            if let subscriber = subscribers?[slot] { return subscriber }
+            let subscriber = RedisSubscriber(
+                configuration: configuration, eventLoopGroup: eventLoopGroup, logger: logger,
+                resolveEndpoint: {
+                    // Asked before each connection: after a failover, a resharding or a
+                    // refusal, the map is read again (at most every 100 ms) first.
+                    await router.refresh()
+                    guard let node = try? await router.master(for: slot) else { return nil }
+                    return .tcp(host: node.host, port: node.port)
+                })
+            subscribers?[slot] = subscriber
+            return subscriber
+        }
+        return try await subscriber.subscribe(channels: channels, patterns: [], shardChannels: shardChannels)
+    }
+
+    /// Whether notices are best published on sharded channels (`SPUBLISH`): on a cluster whose
+    /// nodes run Redis 7 or later, where a classic `PUBLISH` is copied to every node of the
+    /// cluster and a sharded one stays within the channel's shard. False elsewhere (a single
+    /// server or Sentinel gains nothing from it).
+    public func prefersShardedPubSub() async -> Bool {
+        guard case .cluster(let router) = backend else { return false }
+        return await router.hasShardedPubSub()
     }
 
     /// The pool's state, for health checks.
@@ -210,6 +261,11 @@ public final class RedisClient: Service, Sendable {
     /// Closes every connection; later calls fail with ``RedisError/Code/clientShutdown``.
     public func shutdown() async {
         await subscriber.shutdown()
+        let shardSubscribers = shardSubscribers.withLock { subscribers in
+            defer { subscribers = nil }
+            return Array(subscribers?.values ?? [:].values)
+        }
+        for subscriber in shardSubscribers { await subscriber.shutdown() }
         switch backend {
         case .server(let pool): await pool.shutdown()
         case .cluster(let router): await router.shutdown()

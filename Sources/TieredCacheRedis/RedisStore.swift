@@ -10,7 +10,11 @@ import Utilities
 ///   several); the ``CacheEnvelope`` is the only format read back, and anything else under a
 ///   key is reported as ``L2Read/invalid(_:)``.
 /// - A write and its backplane notice (`PUBLISH <prefix>backplane`) go in one pipelined round
-///   trip; notices are `1|<origin>|<set|remove|clear>|<key>`.
+///   trip; notices are `1|<origin>|<set|remove|clear>|<key>`. On a Redis 7 cluster, notices are
+///   published on the sharded channel of that name (`SPUBLISH`, which stays within the
+///   channel's shard where `PUBLISH` is copied to every node), after the write has answered
+///   (the two are on different nodes, and a notice must never overtake its value); instances
+///   listen to both channels, so ones that publish either way hear each other.
 /// - Load locks: `SET <prefix>lock:{<prefix><key>} <token> NX PX <lease>`, released by a
 ///   compare-and-delete script, so an expired lock taken over by another is never deleted. The
 ///   braces are a hash tag: in a Redis Cluster the lock is in its value's slot (on its node),
@@ -101,6 +105,8 @@ public final class RedisStore: L2Store {
         guard !entries.isEmpty else { return }
         var commands: [RESPCommand] = []
         commands.reserveCapacity(entries.count * (origin == nil ? 1 : 2))
+        let sharded = origin != nil ? await client.prefersShardedPubSub() : false
+        var notices: [RESPCommand] = []
         for entry in entries {
             let payload = entry.envelope.encoded()
             var set = RESPCommand("SET", capacity: payload.readableBytes + entry.key.utf8.count + 64)
@@ -109,21 +115,27 @@ public final class RedisStore: L2Store {
             set.append("PX")
             set.append(Int(max(1, entry.lifetime.roundedUpMilliseconds)))
             commands.append(set)
-            if let origin { commands.append(notice(BackplaneNotice(origin: origin, operation: .set, key: entry.key))) }
+            if let origin { notices.append(notice(BackplaneNotice(origin: origin, operation: .set, key: entry.key), sharded: sharded)) }
+            if !sharded { commands.append(contentsOf: notices.popLast().map { [$0] } ?? []) }
         }
         let replies = try await pipeline(commands)
         // A value that was not written is a failure; a notice that was not published is not
         // (the value is there; other instances see it when their L1 entry expires).
-        for (index, reply) in replies.enumerated() where index % (origin == nil ? 1 : 2) == 0 {
+        for (index, reply) in replies.enumerated() where sharded || index % (origin == nil ? 1 : 2) == 0 {
             if let message = reply.errorMessage { throw L2StoreError(.rejected, message) }
         }
+        await publish(notices)
     }
 
     public func remove(_ key: String, notify origin: String?) async throws(L2StoreError) -> Bool {
         var commands = [RESPCommand("UNLINK", redisKey(key))]
-        if let origin { commands.append(notice(BackplaneNotice(origin: origin, operation: .remove, key: key))) }
+        let sharded = origin != nil ? await client.prefersShardedPubSub() : false
+        var notices: [RESPCommand] = []
+        if let origin { notices.append(notice(BackplaneNotice(origin: origin, operation: .remove, key: key), sharded: sharded)) }
+        if !sharded { commands += notices.popLast().map { [$0] } ?? [] }
         let replies = try await pipeline(commands)
         guard case .integer(let removed) = replies[0] else { throw L2StoreError(.rejected, "UNLINK returned \(replies[0])") }
+        await publish(notices)
         return removed > 0  // a notice that was not published does not undo the removal
     }
 
@@ -144,7 +156,7 @@ public final class RedisStore: L2Store {
         } catch {
             throw Self.storeError(error)
         }
-        if let origin { _ = try? await pipeline([notice(BackplaneNotice(origin: origin, operation: .clear, key: ""))]) }
+        if let origin { await publish([notice(BackplaneNotice(origin: origin, operation: .clear, key: ""), sharded: await client.prefersShardedPubSub())]) }
         return removed
     }
 
@@ -263,7 +275,10 @@ public final class RedisStore: L2Store {
     public func notices() async throws(L2StoreError) -> AsyncStream<BackplaneNotice> {
         let messages: AsyncStream<RedisMessage>
         do {
-            messages = try await client.subscribe(to: [backplaneChannel])
+            // Both channels where the cluster has sharded ones: an instance that publishes on the
+            // classic one (an older version, or one that read the map from an older node) is heard.
+            let shardChannels = await client.prefersShardedPubSub() ? [backplaneChannel] : []
+            messages = try await client.subscribe(to: [backplaneChannel], shardChannels: shardChannels)
         } catch {
             throw Self.storeError(error)
         }
@@ -277,9 +292,9 @@ public final class RedisStore: L2Store {
         }
     }
 
-    /// The `PUBLISH` of a notice.
-    package func notice(_ notice: BackplaneNotice) -> RESPCommand {
-        var command = RESPCommand("PUBLISH", backplaneChannel)
+    /// The `PUBLISH` (`SPUBLISH` when `sharded`) of a notice.
+    package func notice(_ notice: BackplaneNotice, sharded: Bool = false) -> RESPCommand {
+        var command = RESPCommand(sharded ? "SPUBLISH" : "PUBLISH", backplaneChannel)
         command.append(ByteBuffer(string: "1|\(notice.origin)|\(notice.operation.rawValue)|\(notice.key)"))
         return command
     }
@@ -294,6 +309,13 @@ public final class RedisStore: L2Store {
     }
 
     // MARK: - Helpers
+
+    /// Publishes notices sent apart from their writes (sharded ones); one that is not published
+    /// is not a failure (the value is there; other instances see it when their L1 entry expires).
+    private func publish(_ notices: [RESPCommand]) async {
+        guard !notices.isEmpty else { return }
+        _ = try? await client.pipeline(notices)
+    }
 
     /// Sends commands in one round trip; error replies come back as values for the caller to weigh.
     private func pipeline(_ commands: [RESPCommand]) async throws(L2StoreError) -> [RESPValue] {

@@ -122,6 +122,89 @@ struct ClusterClientTests {
         }
     }
 
+    @Test("sharded pub/sub: SSUBSCRIBE on the master of the channel's slot, following the slot when it moves and when its master fails")
+    func shardedPubSub() async throws {
+        try await RedisClusterProcess.with { cluster in
+            let client = RedisClient(configuration: try RedisConfiguration(url: cluster.url))
+            let publisher = RedisClient(configuration: try RedisConfiguration(url: cluster.url))
+            #expect(await client.prefersShardedPubSub(), "a Redis 7 cluster has sharded pub/sub")
+            let crossSlot = await #expect(throws: RedisError.self) { _ = try await client.subscribe(to: [], shardChannels: ["a", "b"]) }
+            #expect(crossSlot?.message.contains("hash slot") == true, "\(String(describing: crossSlot))")
+
+            let channel = "ibge:backplane"
+            let slot = HashSlot(key: channel)
+            var messages = try await client.subscribe(to: [channel], shardChannels: [channel]).makeAsyncIterator()
+            let owner = try #require(try await cluster.topology().master(of: slot))
+            #expect(try await Self.shardSubscribers(of: channel, on: owner) == 1, "the sharded subscription is on the slot's master")
+            #expect(try await publisher.spublish(ByteBuffer(string: "s1"), to: channel) == 1)
+            #expect(await nextMessage(&messages) == RedisMessage(channel: channel, pattern: nil, payload: ByteBuffer(string: "s1")))
+            // The classic channel of the same name comes on the same stream.
+            #expect(try await publisher.publish(ByteBuffer(string: "c1"), to: channel) == 1)
+            #expect(await nextMessage(&messages) == RedisMessage(channel: channel, pattern: nil, payload: ByteBuffer(string: "c1")))
+
+            // The slot moves to another master: the old one ends the subscription, and the client
+            // restores it on the new one, telling the stream that messages may have been lost.
+            let target = try #require(try await cluster.topology().masters.first { $0 != owner })
+            try await Self.move(slot, from: owner, to: target, in: cluster)
+            #expect(await Self.next(&messages, gap: true), "the move is announced as a gap")
+            #expect(await eventually { (try? await Self.shardSubscribers(of: channel, on: target)) == 1 }, "subscribed again on the new master")
+            #expect(try await publisher.spublish(ByteBuffer(string: "s2"), to: channel) == 1)
+            #expect(await Self.next(&messages, payload: "s2"))
+
+            // The new master dies: its replica takes the slot, and the subscription follows.
+            let victim = try #require(cluster.nodes.first { $0.port == target.port })
+            victim.kill()
+            #expect(await Self.next(&messages, gap: true, within: .seconds(40)), "the failover is announced as a gap")
+            let delivered = await eventually(within: .seconds(30)) {
+                (try? await publisher.spublish(ByteBuffer(string: "s3"), to: channel)) == 1
+            }
+            #expect(delivered, "a subscriber is back on the slot's new master")
+            #expect(await Self.next(&messages, payload: "s3"))
+            #expect(try #require(try await cluster.topology().master(of: slot)) != target)
+            for node in [client, publisher] { await node.shutdown() }
+        }
+    }
+
+    /// `PUBSUB SHARDNUMSUB channel` asked of `node` itself.
+    static func shardSubscribers(of channel: String, on node: ClusterTopology.Node) async throws -> Int? {
+        let direct = RedisClient(configuration: RedisConfiguration(endpoint: .tcp(host: node.host, port: node.port)))
+        defer { Task { await direct.shutdown() } }
+        let reply = try await direct.send(RESPCommand("PUBSUB", "SHARDNUMSUB", channel))
+        switch reply {
+        case .array(let parts) where parts.count == 2: if case .integer(let n) = parts[1] { return Int(n) }
+        case .map(let pairs) where pairs.count == 1: if case .integer(let n) = pairs[0].value { return Int(n) }
+        default: break
+        }
+        return nil
+    }
+
+    /// Moves an empty slot from one master to another by hand (`CLUSTER SETSLOT`).
+    static func move(_ slot: HashSlot, from source: ClusterTopology.Node, to target: ClusterTopology.Node, in cluster: RedisClusterProcess)
+        async throws
+    {
+        let (sourceID, targetID) = (try await cluster.id(of: source), try await cluster.id(of: target))
+        let onSource = RedisClient(configuration: RedisConfiguration(endpoint: .tcp(host: source.host, port: source.port)))
+        let onTarget = RedisClient(configuration: RedisConfiguration(endpoint: .tcp(host: target.host, port: target.port)))
+        _ = try await onTarget.send(RESPCommand("CLUSTER", "SETSLOT", String(slot.rawValue), "IMPORTING", sourceID))
+        _ = try await onSource.send(RESPCommand("CLUSTER", "SETSLOT", String(slot.rawValue), "MIGRATING", targetID))
+        for node in [onTarget, onSource] { _ = try await node.send(RESPCommand("CLUSTER", "SETSLOT", String(slot.rawValue), "NODE", targetID)) }
+        for node in [onTarget, onSource] { await node.shutdown() }
+    }
+
+    /// Reads the stream until a gap (`gap`) or a message with `payload` comes; false if none
+    /// does within `limit`.
+    static func next(
+        _ messages: inout AsyncStream<RedisMessage>.Iterator, gap: Bool = false, payload: String? = nil, within limit: Duration = .seconds(15)
+    ) async -> Bool {
+        let deadline = ContinuousClock.now + limit
+        while ContinuousClock.now < deadline {
+            guard let message = await nextMessage(&messages, within: deadline - ContinuousClock.now) else { return false }
+            if gap, message.isGap { return true }
+            if let payload, !message.isGap, message.payload == ByteBuffer(string: payload) { return true }
+        }
+        return false
+    }
+
     @Test("a cluster whose nodes need a password: every node's pool authenticates; a wrong password fails clearly")
     func password() async throws {
         try await RedisClusterProcess.with(password: "s3cret") { cluster in

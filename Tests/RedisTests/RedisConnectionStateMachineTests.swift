@@ -190,6 +190,14 @@ struct RedisConnectionStateMachineTests {
         }
         #expect(subscriber.send(id: 1, promise: "sub", expectsReply: false).isWriteWithoutReply)
         #expect(subscriber.inFlight == 0)
+        // A refused SSUBSCRIBE (sent without a reply expected) goes to the subscriber to weigh.
+        guard case .push(let refusal) = subscriber.received(.simpleError(ByteBuffer(string: "MOVED 12 127.0.0.1:7001"))) else {
+            Issue.record("an error with no command waiting is the subscriber's to weigh")
+            return
+        }
+        #expect(refusal.errorMessage == "MOVED 12 127.0.0.1:7001")
+        #expect(!subscriber.isClosed)
+        #expect(machine.isClosed, "an ordinary connection still closes on one")
     }
 
     @Test("on a RESP2 subscriber, a message arriving while a PING waits is still a push; the PING gets its pong")

@@ -38,6 +38,43 @@ struct ClusterCacheTests {
         }
     }
 
+    @Test("the backplane on a Redis 7 cluster: notices go on the sharded channel, and one on the classic channel (an older instance) is heard too")
+    func shardedBackplane() async throws {
+        try await RedisClusterProcess.with { cluster in
+            let a = try Self.cache(cluster)
+            let b = try Self.cache(cluster)
+            let raw = RedisClient(configuration: try RedisConfiguration(url: cluster.url))
+            try await withRunning([a.run, b.run]) {
+                #expect(await eventually { a.isRedisConnected && b.isRedisConnected })
+                #expect(await awaitBackplane(from: a, to: b))
+                _ = try await b.getOrLoad("v1:k") { buffer("old") }
+                await a.set("v1:k", value: buffer("new"))
+                #expect(await eventually { await b.get("v1:k") == buffer("new") }, "B dropped its copy on A's notice")
+                // Every notice so far was an SPUBLISH, none a PUBLISH (which the cluster copies to every node).
+                var spublished = 0
+                for master in try await cluster.topology().masters {
+                    let node = RedisClient(configuration: RedisConfiguration(endpoint: .tcp(host: master.host, port: master.port)))
+                    let stats = try await node.send(RESPCommand("INFO", "commandstats")).string ?? ""
+                    #expect(!stats.contains("cmdstat_publish:"), "no classic PUBLISH on \(master)")
+                    spublished += Self.calls("spublish", in: stats)
+                    await node.shutdown()
+                }
+                #expect(spublished >= 2, "notices went out with SPUBLISH")
+                // An instance that publishes on the classic channel is still heard.
+                let heard = b.metrics().backplaneReceived
+                _ = try await raw.publish(ByteBuffer(string: "1|older-instance|remove|v1:k"), to: "ibge:backplane")
+                #expect(await eventually { b.metrics().backplaneReceived > heard }, "a classic notice is heard")
+            }
+            await raw.shutdown()
+        }
+    }
+
+    /// The `calls=` of `cmdstat_<command>` in an `INFO commandstats` text (0 when absent).
+    static func calls(_ command: String, in stats: String) -> Int {
+        guard let line = stats.split(whereSeparator: \.isNewline).first(where: { $0.hasPrefix("cmdstat_\(command):calls=") }) else { return 0 }
+        return Int(line.dropFirst("cmdstat_\(command):calls=".count).prefix { $0.isNumber }) ?? 0
+    }
+
     @Test("a master killed while 64 callers read and write: its replica is promoted, no request fails, and writes reach Redis again")
     func failover() async throws {
         try await RedisClusterProcess.with { cluster in

@@ -235,6 +235,7 @@ struct RedisStoreTests {
         let store = RedisStore(client: RedisClient(configuration: RedisConfiguration(endpoint: .tcp(host: "127.0.0.1", port: 1))))
         let command = store.notice(notice)
         #expect(command.name == "PUBLISH")
+        #expect(store.notice(notice, sharded: true).name == "SPUBLISH", "on a Redis 7 cluster")
         #expect(RedisStore.notice(from: buffer("1|abc|remove|v1:localidades/estados|x")) == notice)
         #expect(RedisStore.notice(from: buffer("2|abc|remove|k")) == nil)
         #expect(RedisStore.notice(from: buffer("1||set|k")) == nil)

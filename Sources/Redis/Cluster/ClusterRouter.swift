@@ -35,6 +35,9 @@ final class ClusterRouter: Sendable {
         var topology: ClusterTopology?
         /// Why the last refresh found no map (nil once one did).
         var refreshError: RedisError?
+        /// Whether the map came from `CLUSTER SHARDS`: the cluster runs Redis 7 or later, which
+        /// has sharded pub/sub.
+        var hasShardedPubSub = false
     }
 
     init(
@@ -84,11 +87,12 @@ final class ClusterRouter: Sendable {
         var lastError: RedisError?
         for node in known + seeds.filter({ !known.contains($0) }) {
             do throws(RedisError) {
-                let topology = try await topology(from: node)
+                let (topology, fromShards) = try await topology(from: node)
                 guard !topology.masters.isEmpty else { throw RedisError(.unexpectedReply, "\(node) knows no master") }
                 state.withLock { state in
                     state.topology = topology
                     state.refreshError = nil
+                    state.hasShardedPubSub = fromShards
                 }
                 // Pools of nodes the map no longer names are closed.
                 let seeds = self.seeds
@@ -102,16 +106,24 @@ final class ClusterRouter: Sendable {
         logger.warning("cannot read the cluster's slot map from any node", metadata: ["error": "\(lastError.map { "\($0)" } ?? "no node")"])
     }
 
-    private func topology(from node: ClusterTopology.Node) async throws(RedisError) -> ClusterTopology {
+    /// The map as `node` sees it, and whether it came from `CLUSTER SHARDS`.
+    private func topology(from node: ClusterTopology.Node) async throws(RedisError) -> (ClusterTopology, Bool) {
         let connection = try await pool(for: node).connection()
         let reply = try await connection.send(RESPCommand("CLUSTER", "SHARDS"))
         if reply.errorMessage == nil {
-            return try ClusterTopology(shardsReply: reply, seed: node, tls: configuration.tls)
+            return (try ClusterTopology(shardsReply: reply, seed: node, tls: configuration.tls), true)
         }
         // Before Redis 7.
         let slots = try await connection.send(RESPCommand("CLUSTER", "SLOTS"))
         if let message = slots.errorMessage { throw RedisError(.serverError, message) }
-        return try ClusterTopology(slotsReply: slots, seed: node)
+        return (try ClusterTopology(slotsReply: slots, seed: node), false)
+    }
+
+    /// Whether the cluster has sharded pub/sub (Redis 7 and later), reading the map first when
+    /// none was read yet.
+    func hasShardedPubSub() async -> Bool {
+        if state.withLock({ $0.topology == nil }) { await refresh() }
+        return state.withLock { $0.hasShardedPubSub }
     }
 
     /// The master serving `slot` (any master when nil), refreshing the map when it does not say.

@@ -12,6 +12,8 @@ enum CommandKeys {
         "STRLEN", "EXPIRE", "PEXPIRE", "EXPIREAT", "PEXPIREAT", "TTL", "PTTL", "PERSIST", "TYPE", "DEL", "UNLINK", "EXISTS",
         "MGET", "MSET", "TOUCH", "DUMP", "RESTORE", "HGET", "HSET", "HDEL", "HGETALL", "HINCRBY", "LPUSH", "RPUSH", "LRANGE",
         "SADD", "SREM", "SMEMBERS", "ZADD", "ZRANGE", "ZREM", "WATCH", "COPY", "RENAME",
+        // A sharded channel is in the slot of its name.
+        "SPUBLISH",
     ]
     /// Scripts and functions: `EVAL script numkeys key ...`.
     private static let numberOfKeysSecond: Set<String> = ["EVAL", "EVALSHA", "EVAL_RO", "EVALSHA_RO", "FCALL", "FCALL_RO"]

@@ -203,6 +203,17 @@ extension RedisClient {
         return Int(n)
     }
 
+    /// `SPUBLISH shardchannel message` (Redis 7): how many subscribers of the channel's shard
+    /// received it. On a cluster it goes to the master serving the channel's slot.
+    @discardableResult
+    public func spublish(_ message: ByteBuffer, to channel: String) async throws(RedisError) -> Int {
+        var command = RESPCommand("SPUBLISH", channel)
+        command.append(message)
+        let reply = try await send(command)
+        guard case .integer(let n) = reply else { throw .unexpected(reply, for: "SPUBLISH") }
+        return Int(n)
+    }
+
     /// `DBSIZE`: the number of keys in the selected database.
     public func dbsize() async throws(RedisError) -> Int {
         if let cluster {

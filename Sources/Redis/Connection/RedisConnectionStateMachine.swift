@@ -11,7 +11,8 @@ import RESP
 /// - Redis answers in order, so commands wait in a queue. A cancelled command stays in the
 ///   queue without its caller: its reply is read and dropped, and the connection stays usable.
 /// - Pushes (RESP3 `>`) never take a command's reply; on a RESP2 subscriber, arrays that come
-///   with no command waiting are pushes too.
+///   with no command waiting are pushes too, and so are a subscriber's error replies with no
+///   command waiting (a refused `SSUBSCRIBE`).
 /// - Closing fails every caller still waiting, once; later commands fail with the reason.
 ///
 /// `Promise` is what completes a caller (an `EventLoopPromise` in the handler, plain values in tests).
@@ -198,6 +199,9 @@ struct RedisConnectionStateMachine<Promise> {
             }
             guard let first = pending.popFirst() else {
                 if unsolicitedArraysArePushes, case .array = value { return .push(value) }
+                // A subscriber's refused SSUBSCRIBE (sent without waiting for a reply): its owner
+                // weighs the error.
+                if unsolicitedArraysArePushes, value.errorMessage != nil { return .push(value) }
                 return close(RedisError(.protocolError, "reply with no command waiting for it: \(value)"))
             }
             guard let promise = first.promise else { return .discard(id: first.id) }

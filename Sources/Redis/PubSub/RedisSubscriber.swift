@@ -46,6 +46,8 @@ final class RedisSubscriber: Sendable {
     private struct Subscription {
         var channels: Set<String>
         var patterns: Set<String>
+        /// Sharded channels (`SSUBSCRIBE`, Redis 7).
+        var shardChannels: Set<String>
         var continuation: AsyncStream<RedisMessage>.Continuation
     }
 
@@ -65,6 +67,8 @@ final class RedisSubscriber: Sendable {
 
         var channels: Set<String> { subscriptions.values.reduce(into: []) { $0.formUnion($1.channels) } }
         var patterns: Set<String> { subscriptions.values.reduce(into: []) { $0.formUnion($1.patterns) } }
+        var shardChannels: Set<String> { subscriptions.values.reduce(into: []) { $0.formUnion($1.shardChannels) } }
+        var isEmpty: Bool { subscriptions.values.allSatisfy { $0.channels.isEmpty && $0.patterns.isEmpty && $0.shardChannels.isEmpty } }
     }
 
     /// Where subscriptions may live: the server, any node of a cluster (a message published
@@ -84,27 +88,30 @@ final class RedisSubscriber: Sendable {
         self.resolveEndpoint = resolveEndpoint
     }
 
-    /// Subscribes to channels and patterns; the stream ends (and the server is told to
-    /// unsubscribe) when its consumer stops.
-    func subscribe(channels: [String], patterns: [String]) async throws(RedisError) -> AsyncStream<RedisMessage> {
+    /// Subscribes to channels, patterns and sharded channels; the stream ends (and the server is
+    /// told to unsubscribe) when its consumer stops.
+    func subscribe(channels: [String], patterns: [String], shardChannels: [String] = []) async throws(RedisError) -> AsyncStream<RedisMessage> {
         let connection = try await connection()
         let (stream, continuation) = AsyncStream.makeStream(of: RedisMessage.self, bufferingPolicy: .bufferingNewest(4096))
-        let (id, newChannels, newPatterns) = state.withLock { state in
-            let known = (state.channels, state.patterns)
+        let (id, newChannels, newPatterns, newShardChannels) = state.withLock { state in
+            let known = (state.channels, state.patterns, state.shardChannels)
             let id = state.nextID
             state.nextID += 1
-            state.subscriptions[id] = Subscription(channels: Set(channels), patterns: Set(patterns), continuation: continuation)
-            return (id, Set(channels).subtracting(known.0), Set(patterns).subtracting(known.1))
+            state.subscriptions[id] = Subscription(
+                channels: Set(channels), patterns: Set(patterns), shardChannels: Set(shardChannels), continuation: continuation)
+            return (id, Set(channels).subtracting(known.0), Set(patterns).subtracting(known.1), Set(shardChannels).subtracting(known.2))
         }
         continuation.onTermination = { [weak self] _ in self?.end(id) }
         // Register the waiters before sending, so no confirmation can arrive unexpected.
-        let confirmation = Confirmation(count: newChannels.count + newPatterns.count)
+        let confirmation = Confirmation(count: newChannels.count + newPatterns.count + newShardChannels.count)
         state.withLock { state in
             for channel in newChannels { state.confirmations["subscribe:" + channel, default: []].append(confirmation) }
             for pattern in newPatterns { state.confirmations["psubscribe:" + pattern, default: []].append(confirmation) }
+            for channel in newShardChannels { state.confirmations["ssubscribe:" + channel, default: []].append(confirmation) }
         }
         if !newChannels.isEmpty { connection.sendWithoutReply(Self.command("SUBSCRIBE", newChannels)) }
         if !newPatterns.isEmpty { connection.sendWithoutReply(Self.command("PSUBSCRIBE", newPatterns)) }
+        if !newShardChannels.isEmpty { connection.sendWithoutReply(Self.command("SSUBSCRIBE", newShardChannels)) }
         let timeout = connection.channel.eventLoop.scheduleTask(in: TimeAmount(configuration.commandTimeout)) {
             confirmation.fail(RedisError(.commandTimeout, "the server did not confirm the subscription in time"))
         }
@@ -125,13 +132,18 @@ final class RedisSubscriber: Sendable {
     }
 
     private func end(_ id: Int) {
-        let (connection, goneChannels, gonePatterns) = state.withLock { state -> (RedisConnection?, Set<String>, Set<String>) in
-            guard let subscription = state.subscriptions.removeValue(forKey: id) else { return (nil, [], []) }
-            return (state.connection, subscription.channels.subtracting(state.channels), subscription.patterns.subtracting(state.patterns))
+        let (connection, goneChannels, gonePatterns, goneShardChannels) = state.withLock {
+            state -> (RedisConnection?, Set<String>, Set<String>, Set<String>) in
+            guard let subscription = state.subscriptions.removeValue(forKey: id) else { return (nil, [], [], []) }
+            return (
+                state.connection, subscription.channels.subtracting(state.channels), subscription.patterns.subtracting(state.patterns),
+                subscription.shardChannels.subtracting(state.shardChannels)
+            )
         }
         guard let connection, connection.isActive else { return }
         if !goneChannels.isEmpty { connection.sendWithoutReply(Self.command("UNSUBSCRIBE", goneChannels)) }
         if !gonePatterns.isEmpty { connection.sendWithoutReply(Self.command("PUNSUBSCRIBE", gonePatterns)) }
+        if !goneShardChannels.isEmpty { connection.sendWithoutReply(Self.command("SUNSUBSCRIBE", goneShardChannels)) }
     }
 
     // MARK: - Connection
@@ -194,7 +206,7 @@ final class RedisSubscriber: Sendable {
             state.connection = nil
             let waiters = state.confirmations.values.flatMap { $0 }
             state.confirmations = [:]
-            if !state.isShutdown, !state.subscriptions.isEmpty, state.reconnect == nil {
+            if !state.isShutdown, !state.isEmpty, state.reconnect == nil {
                 state.reconnect = Task { await self.resubscribe() }
             }
             return waiters
@@ -231,13 +243,16 @@ final class RedisSubscriber: Sendable {
         defer { state.withLock { $0.reconnect = nil } }
         while !Task.isCancelled {
             try? await Task.sleep(for: backoff.next())
-            let wanted = state.withLock { ($0.channels, $0.patterns, $0.isShutdown) }
-            if wanted.2 || (wanted.0.isEmpty && wanted.1.isEmpty) { return }
+            let wanted = state.withLock { ($0.channels, $0.patterns, $0.shardChannels, $0.isShutdown) }
+            if wanted.3 || (wanted.0.isEmpty && wanted.1.isEmpty && wanted.2.isEmpty) { return }
             do {
                 let connection = try await connection()
                 if !wanted.0.isEmpty { connection.sendWithoutReply(Self.command("SUBSCRIBE", wanted.0)) }
                 if !wanted.1.isEmpty { connection.sendWithoutReply(Self.command("PSUBSCRIBE", wanted.1)) }
-                logger.info("Redis subscriptions restored", metadata: ["channels": "\(wanted.0.count)", "patterns": "\(wanted.1.count)"])
+                if !wanted.2.isEmpty { connection.sendWithoutReply(Self.command("SSUBSCRIBE", wanted.2)) }
+                logger.info(
+                    "Redis subscriptions restored",
+                    metadata: ["channels": "\(wanted.0.count)", "patterns": "\(wanted.1.count)", "shard_channels": "\(wanted.2.count)"])
                 // Whatever was published while the subscriptions were down is lost: say so now
                 // (not at the loss, when nothing newer could be heard to replace it).
                 announceGap()
@@ -251,6 +266,7 @@ final class RedisSubscriber: Sendable {
     // MARK: - Messages
 
     private func received(_ value: RESPValue) {
+        if let message = value.errorMessage { return refused(message) }
         let elements: [RESPValue]
         switch value {
         case .push(let e), .array(let e): elements = e
@@ -261,16 +277,44 @@ final class RedisSubscriber: Sendable {
         case "message" where elements.count == 3:
             guard let channel = elements[1].string, let payload = elements[2].bytes else { return }
             deliver(RedisMessage(channel: channel, pattern: nil, payload: payload)) { $0.channels.contains(channel) }
+        case "smessage" where elements.count == 3:
+            guard let channel = elements[1].string, let payload = elements[2].bytes else { return }
+            deliver(RedisMessage(channel: channel, pattern: nil, payload: payload)) { $0.shardChannels.contains(channel) }
         case "pmessage" where elements.count == 4:
             guard let pattern = elements[1].string, let channel = elements[2].string, let payload = elements[3].bytes else { return }
             deliver(RedisMessage(channel: channel, pattern: pattern, payload: payload)) { $0.patterns.contains(pattern) }
-        case "subscribe", "psubscribe":
+        case "subscribe", "psubscribe", "ssubscribe":
             guard elements.count >= 2, let name = elements[1].string else { return }
             let waiters = state.withLock { $0.confirmations.removeValue(forKey: kind + ":" + name) ?? [] }
             for waiter in waiters { waiter.confirmOne() }
+        case "sunsubscribe":
+            // Not asked for while the channel is still wanted: its slot left this node (a
+            // resharding, or the node became a replica). Reconnect where the slot is now.
+            guard elements.count >= 2, let name = elements[1].string, state.withLock({ $0.shardChannels.contains(name) }) else { return }
+            reconnect(because: "the server ended the subscription to sharded channel \(name) (its slot moved)")
         default:
             break
         }
+    }
+
+    /// An error reply on the subscription connection (a refused `SSUBSCRIBE`: `MOVED`, a
+    /// `CROSSSLOT`, an unknown command): the subscriptions waiting for confirmation fail with it,
+    /// and the connection is opened again (where the refreshed map says, for a cluster).
+    private func refused(_ message: String) {
+        let waiters = state.withLock { state in
+            defer { state.confirmations = [:] }
+            return state.confirmations.values.flatMap { $0 }
+        }
+        for waiter in waiters { waiter.fail(RedisError(.serverError, message)) }
+        reconnect(because: "the server refused a subscription: \(message)")
+    }
+
+    /// Closes the subscription connection; its close restores the subscriptions on a new one and
+    /// tells the consumers that messages may have been lost.
+    private func reconnect(because reason: String) {
+        guard let connection = state.withLock({ $0.connection }) else { return }
+        logger.warning("reopening the subscription connection", metadata: ["reason": "\(reason)"])
+        connection.channel.close(promise: nil)
     }
 
     private func deliver(_ message: RedisMessage, to wants: (Subscription) -> Bool) {
