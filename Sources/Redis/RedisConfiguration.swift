@@ -19,6 +19,16 @@ public struct RedisConfiguration: Sendable, Hashable {
     /// they watch. The client connects to the master they name, follows their
     /// `+switch-master`, and asks again when the master stops answering. Nil: no sentinels.
     public var sentinel: Sentinel?
+    /// On a cluster (URL parameter `read_from=replicas`): commands without effects on one slot
+    /// (`GET`, single-slot `MGET`, `EXISTS`…) go to a replica of the slot's shard (in turn,
+    /// after `READONLY`), falling back to its master when it has none or one does not answer.
+    /// Spreads reads over more nodes, at the price of replication lag: a value just written
+    /// through the master may not be read back from a replica at once. Writes, scripts and
+    /// locks always go to the master.
+    public var readFromReplicas = false
+    /// This connection is to a cluster replica that is to serve reads: the handshake ends with
+    /// `READONLY`.
+    var sendsReadOnly = false
 
     /// Where the sentinels are and which master to follow.
     public struct Sentinel: Sendable, Hashable {
@@ -259,6 +269,14 @@ public struct RedisConfiguration: Sendable, Hashable {
         self.sentinel = sentinel
         if let ca = query["tls_ca_file"] { self.tlsCAFile = PercentDecoding.lenient(ca) }
         if let name = query["tls_server_name"] { self.tlsServerName = name }
+        switch query["read_from"] {
+        case nil, "master": break
+        case "replicas":
+            guard seeds != nil else { throw invalid("read_from=replicas needs a cluster (redis+cluster://)") }
+            self.readFromReplicas = true
+        case let other?:
+            throw invalid("read_from must be master or replicas, not '\(other.prefix(40))'")
+        }
         if (tlsCAFile != nil || tlsServerName != nil) && !tls {
             throw invalid("tls_ca_file and tls_server_name need rediss://")
         }

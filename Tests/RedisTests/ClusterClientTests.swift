@@ -165,6 +165,59 @@ struct ClusterClientTests {
         }
     }
 
+    @Test("read_from=replicas: reads go to the slots' replicas (after READONLY), writes to the masters; a replica gone leaves its reads to its master")
+    func replicaReads() async throws {
+        try await RedisClusterProcess.with { cluster in
+            let configuration = try RedisConfiguration(url: cluster.url + "/?read_from=replicas")
+            #expect(configuration.readFromReplicas)
+            let client = RedisClient(configuration: configuration)
+            let keys = (0..<120).map { "r\($0)" }
+            let values = keys.map { ByteBuffer(string: "v-\($0)") }
+            for (key, value) in zip(keys, values) { try await client.set(key, value: value) }
+            // Replicas are listed once they have synchronised with their masters (`online`); the
+            // client's map (read every 30 s) is read again now.
+            let synced = await eventually {
+                guard let now = try? await cluster.topology(), now.shards.allSatisfy({ !$0.replicas.isEmpty }) else { return false }
+                await client.cluster?.refresh()
+                return client.cluster?.topology == now
+            }
+            try #require(synced, "every shard has an online replica in the client's map")
+            let topology = try await cluster.topology()
+            let direct = cluster.nodes.map { RedisClient(configuration: $0.configuration()) }
+            // Replication is asynchronous: wait until the replicas have every key.
+            #expect(await eventually { (try? await client.mget(keys)) == values }, "the replicas caught up")
+            for node in direct { _ = try await node.send(RESPCommand("CONFIG", "RESETSTAT")) }
+            for (key, value) in zip(keys, values) { #expect(try await client.get(key) == value, "\(key)") }
+            #expect(try await client.mget(keys) == values, "MGET across slots, from the replicas")
+            var onMasters = 0
+            var onReplicas = 0
+            for (process, node) in zip(cluster.nodes, direct) {
+                let stats = try await node.send(RESPCommand("INFO", "commandstats")).string ?? ""
+                let reads = Self.calls("get", in: stats) + Self.calls("mget", in: stats)
+                if topology.masters.contains(where: { $0.port == process.port }) { onMasters += reads } else { onReplicas += reads }
+            }
+            #expect(onMasters == 0, "no read reached a master")
+            #expect(onReplicas >= keys.count + 3, "every read was served by a replica")
+            try await client.set("r0", value: ByteBuffer(string: "written"))
+            let r0Master = try #require(zip(cluster.nodes, direct).first { $0.0.port == topology.master(of: HashSlot(key: "r0"))?.port }?.1)
+            #expect(try await r0Master.get("r0") == ByteBuffer(string: "written"), "a write goes to the master")
+
+            // A replica dies: the reads of its shard are served by its master, and none fails.
+            let shard = try #require(topology.shard(of: HashSlot(key: "r1")))
+            let replica = try #require(shard.replicas.first)
+            try #require(cluster.nodes.first { $0.port == replica.port }).kill()
+            for (key, value) in zip(keys.dropFirst(), values.dropFirst()) { #expect(try await client.get(key) == value, "\(key)") }
+            for node in direct { await node.shutdown() }
+            await client.shutdown()
+        }
+    }
+
+    /// The `calls=` of `cmdstat_<command>` in an `INFO commandstats` text (0 when absent).
+    static func calls(_ command: String, in stats: String) -> Int {
+        guard let line = stats.split(whereSeparator: \.isNewline).first(where: { $0.hasPrefix("cmdstat_\(command):calls=") }) else { return 0 }
+        return Int(line.dropFirst("cmdstat_\(command):calls=".count).prefix { $0.isNumber }) ?? 0
+    }
+
     /// `PUBSUB SHARDNUMSUB channel` asked of `node` itself.
     static func shardSubscribers(of channel: String, on node: ClusterTopology.Node) async throws -> Int? {
         let direct = RedisClient(configuration: RedisConfiguration(endpoint: .tcp(host: node.host, port: node.port)))

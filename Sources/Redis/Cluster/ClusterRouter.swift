@@ -57,9 +57,26 @@ final class ClusterRouter: Sendable {
 
     // MARK: - Pools
 
-    /// The pool of `node`, made on first use.
-    func pool(for node: ClusterTopology.Node) throws(RedisError) -> RedisConnectionPool {
-        try nodes.pool(for: node)
+    /// The pool of `node`, made on first use (`readOnly`: the one that reads from a replica).
+    func pool(for node: ClusterTopology.Node, readOnly: Bool = false) throws(RedisError) -> RedisConnectionPool {
+        try nodes.pool(for: node, readOnly: readOnly)
+    }
+
+    /// Turns of the replicas a read goes to.
+    private let nextReplica = Atomic<Int>(0)
+
+    /// Where a command goes: the master of `slot`, or, when reads go to replicas and the command
+    /// has no effect, one of the slot's online replicas in turn (its master when it has none).
+    private func target(for command: RESPCommand, slot: HashSlot?) async throws(RedisError) -> (node: ClusterTopology.Node, onReplica: Bool) {
+        let master = try await master(for: slot)
+        guard configuration.readFromReplicas, let slot, CommandKeys.isReadOnly(command) else { return (master, false) }
+        let replicas = state.withLock { state -> [ClusterTopology.Node] in
+            guard let shard = state.topology?.shard(of: slot), shard.master == master else { return [] }
+            return shard.replicas
+        }
+        guard !replicas.isEmpty else { return (master, false) }
+        let turn = nextReplica.add(1, ordering: .relaxed).oldValue
+        return (replicas[turn % replicas.count], true)
     }
 
     /// Keeps each pool's minimum open and pings idle connections; refreshes the map every
@@ -162,14 +179,14 @@ final class ClusterRouter: Sendable {
     /// redirection), or when it has no effect and its reply was lost: a write whose node died
     /// mid-reply fails rather than maybe run twice.
     func send(_ command: RESPCommand, slot: HashSlot?) async throws(RedisError) -> RESPValue {
-        var target = try await master(for: slot)
+        var (target, onReplica) = try await target(for: command, slot: slot)
         var asking = false
         var backoff = Duration.milliseconds(25)
         var lastError: RedisError?
         for attempt in 0..<Self.maximumAttempts {
             let reply: RESPValue
             do {
-                let connection = try await pool(for: target).connection()
+                let connection = try await pool(for: target, readOnly: onReplica).connection()
                 if asking {
                     // One write: no other caller's command can come between the two.
                     let replies = try await connection.pipeline([RESPCommand("ASKING"), command])
@@ -179,6 +196,13 @@ final class ClusterRouter: Sendable {
                 }
             } catch where error.code != .clientShutdown && error.code != .cancelled {
                 guard error.commandWasNotSent || (error.replyWasLost && CommandKeys.isReadOnly(command)) else { throw error }
+                if onReplica {
+                    // A replica that does not answer: its master serves the read.
+                    lastError = error
+                    target = try await master(for: slot)
+                    onReplica = false
+                    continue
+                }
                 // The node may be gone (a failover): read the map again and try where it says.
                 lastError = error
                 await refresh()
@@ -188,6 +212,8 @@ final class ClusterRouter: Sendable {
             }
             asking = false
             guard let message = reply.errorMessage else { return reply }
+            // A replica's redirection (to its master, or after a move) leads to a master.
+            onReplica = false
             switch Redirection(message, from: target) {
             case .moved(let movedSlot, let node):
                 // A node may only move the command's own slot, and only to a node the cluster names.
@@ -260,7 +286,12 @@ final class ClusterRouter: Sendable {
     /// (in parallel), the replies put back in order. A reply that is a redirection is retried
     /// alone through ``send(_:slot:)``.
     func pipeline(_ commands: [RESPCommand]) async throws(RedisError) -> [RESPValue] {
-        var groups: [ClusterTopology.Node: [Int]] = [:]
+        /// A node, and whether the commands read from it as a replica.
+        struct PipelineTarget: Hashable {
+            var node: ClusterTopology.Node
+            var onReplica: Bool
+        }
+        var groups: [PipelineTarget: [Int]] = [:]
         // A command without a key (a PUBLISH after its SET) goes with the keyed command before
         // it, so it follows that command on its node.
         var slots: [HashSlot?] = []
@@ -277,29 +308,30 @@ final class ClusterRouter: Sendable {
             return replies
         }
         for (index, slot) in slots.enumerated() {
-            let node = try await master(for: slot)
-            groups[node, default: []].append(index)
+            let (node, onReplica) = try await target(for: commands[index], slot: slot)
+            groups[PipelineTarget(node: node, onReplica: onReplica), default: []].append(index)
         }
-        let outcome = await withTaskGroup(of: (ClusterTopology.Node, [Int], Result<[RESPValue], RedisError>).self) { group in
-            for (node, indices) in groups {
+        let outcome = await withTaskGroup(of: (PipelineTarget, [Int], Result<[RESPValue], RedisError>).self) { group in
+            for (target, indices) in groups {
                 group.addTask {
                     do throws(RedisError) {
-                        return (node, indices, .success(try await self.pool(for: node).connection().pipeline(indices.map { commands[$0] })))
+                        let connection = try await self.pool(for: target.node, readOnly: target.onReplica).connection()
+                        return (target, indices, .success(try await connection.pipeline(indices.map { commands[$0] })))
                     } catch {
-                        return (node, indices, .failure(error))
+                        return (target, indices, .failure(error))
                     }
                 }
             }
-            var results: [(ClusterTopology.Node, [Int], Result<[RESPValue], RedisError>)] = []
+            var results: [(PipelineTarget, [Int], Result<[RESPValue], RedisError>)] = []
             for await result in group { results.append(result) }
             return results
         }
         var replies = [RESPValue](repeating: .null, count: commands.count)
-        for (node, indices, result) in outcome {
+        for (target, indices, result) in outcome {
             switch result {
             case .success(let values):
                 for (index, value) in zip(indices, values) {
-                    if let message = value.errorMessage, Redirection(message, from: node) != nil {
+                    if let message = value.errorMessage, Redirection(message, from: target.node) != nil {
                         replies[index] = try await send(commands[index], slot: slots[index])
                     } else {
                         replies[index] = value

@@ -25,12 +25,18 @@ struct RedisConnectionStateMachine<Promise> {
         var fallback: [RESPCommand]
         /// `SELECT db`, when the database is not 0.
         var select: RESPCommand?
+        /// `READONLY`, on a cluster replica that serves reads.
+        var readOnly: RESPCommand?
 
-        init(hello: RESPCommand, fallback: [RESPCommand], select: RESPCommand?) {
+        init(hello: RESPCommand, fallback: [RESPCommand], select: RESPCommand?, readOnly: RESPCommand? = nil) {
             self.hello = hello
             self.fallback = fallback
             self.select = select
+            self.readOnly = readOnly
         }
+
+        /// What follows HELLO (or the RESP2 steps).
+        var after: [RESPCommand] { [select, readOnly].compactMap { $0 } }
 
         /// The handshake a configuration asks for.
         init(_ configuration: RedisConfiguration) {
@@ -52,7 +58,8 @@ struct RedisConnectionStateMachine<Promise> {
             }
             self.init(
                 hello: hello, fallback: fallback,
-                select: configuration.database == 0 ? nil : RESPCommand("SELECT", String(configuration.database)))
+                select: configuration.database == 0 ? nil : RESPCommand("SELECT", String(configuration.database)),
+                readOnly: configuration.sendsReadOnly ? RESPCommand("READONLY") : nil)
         }
     }
 
@@ -178,9 +185,9 @@ struct RedisConnectionStateMachine<Promise> {
             if let message = value.errorMessage {
                 if Self.isAuthenticationError(message) { return handshakeFailed(RedisError(.authenticationFailed, message)) }
                 // Redis < 6 does not know HELLO; a server may also refuse protocol 3 (NOPROTO).
-                return nextStep(handshake.fallback + [handshake.select].compactMap { $0 }, protocolVersion: 2)
+                return nextStep(handshake.fallback + handshake.after, protocolVersion: 2)
             }
-            return nextStep([handshake.select].compactMap { $0 }, protocolVersion: 3)
+            return nextStep(handshake.after, protocolVersion: 3)
         case .steps(let current, let remaining, let version):
             if case .push = value { return .none }
             if let message = value.errorMessage {

@@ -13,9 +13,15 @@ final class NodePools: Sendable {
     private let state = Mutex(State())
 
     private struct State {
-        var pools: [ClusterTopology.Node: RedisConnectionPool] = [:]
-        var openPerNode: [ClusterTopology.Node: Int] = [:]
+        var pools: [Key: RedisConnectionPool] = [:]
+        var openPerNode: [Key: Int] = [:]
         var shutDown = false
+    }
+
+    /// A node, and whether its connections serve reads as a cluster replica (`READONLY`).
+    private struct Key: Hashable {
+        var node: ClusterTopology.Node
+        var readOnly: Bool
     }
 
     /// `configuration` is each node's, but for its endpoint (and no sentinel, database 0 on a
@@ -29,17 +35,20 @@ final class NodePools: Sendable {
         self.onOpenCountChange = onOpenCountChange
     }
 
-    /// The pool of `node`, made on first use.
-    func pool(for node: ClusterTopology.Node) throws(RedisError) -> RedisConnectionPool {
+    /// The pool of `node`, made on first use; `readOnly`: a separate pool whose connections
+    /// send `READONLY` (reads from a cluster replica).
+    func pool(for node: ClusterTopology.Node, readOnly: Bool = false) throws(RedisError) -> RedisConnectionPool {
+        let key = Key(node: node, readOnly: readOnly)
         let pool = state.withLock { state -> RedisConnectionPool? in
             guard !state.shutDown else { return nil }
-            if let pool = state.pools[node] { return pool }
+            if let pool = state.pools[key] { return pool }
             var nodeConfiguration = configuration
             nodeConfiguration.endpoint = .tcp(host: node.host, port: node.port)
+            nodeConfiguration.sendsReadOnly = readOnly
             let pool = RedisConnectionPool(configuration: nodeConfiguration, eventLoopGroup: eventLoopGroup, logger: logger) { [weak self] open in
-                self?.opened(open, on: node)
+                self?.opened(open, on: key)
             }
-            state.pools[node] = pool
+            state.pools[key] = pool
             return pool
         }
         guard let pool else { throw RedisError(.clientShutdown, "the client was shut down") }
@@ -52,14 +61,14 @@ final class NodePools: Sendable {
     /// Closes the pools of the nodes `keep` says no to.
     func close(keeping keep: (ClusterTopology.Node) -> Bool) async {
         let gone = state.withLock { state -> [RedisConnectionPool] in
-            let nodes = state.pools.keys.filter { !keep($0) }
+            let keys = state.pools.keys.filter { !keep($0.node) }
             defer {
-                for node in nodes {
-                    state.pools[node] = nil
-                    state.openPerNode[node] = nil
+                for key in keys {
+                    state.pools[key] = nil
+                    state.openPerNode[key] = nil
                 }
             }
-            return nodes.compactMap { state.pools[$0] }
+            return keys.compactMap { state.pools[$0] }
         }
         for pool in gone { await pool.shutdown() }
     }
@@ -74,9 +83,9 @@ final class NodePools: Sendable {
     }
 
     /// Reports every pool's open connections together.
-    private func opened(_ count: Int, on node: ClusterTopology.Node) {
+    private func opened(_ count: Int, on key: Key) {
         let total = state.withLock { state in
-            state.openPerNode[node] = count
+            state.openPerNode[key] = count
             return state.openPerNode.values.reduce(0, +)
         }
         onOpenCountChange(total)
