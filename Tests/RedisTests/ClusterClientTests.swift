@@ -212,6 +212,34 @@ struct ClusterClientTests {
         }
     }
 
+    @Test("a cluster over TLS, as an ACL user: every node's pool speaks TLS on its tls-port and logs in as the user, whose rules hold")
+    func tlsAndACLUser() async throws {
+        let certificates = try TestCertificates.make()
+        defer { certificates.remove() }
+        let user = RedisACLUser(name: "ibge", password: "s3cret", rules: ["~ibge:*", "&ibge:*", "+@all"])
+        try await RedisClusterProcess.with(certificates: certificates, user: user) { cluster in
+            let configuration = try RedisConfiguration(url: cluster.url + "&read_from=replicas")
+            #expect(configuration.tls && configuration.username == "ibge" && configuration.readFromReplicas)
+            let client = RedisClient(configuration: configuration)
+            let keys = (0..<60).map { "ibge:tls:\($0)" }
+            let values = keys.map { ByteBuffer(string: $0) }
+            for (key, value) in zip(keys, values) { try await client.set(key, value: value) }
+            #expect(await eventually { (try? await client.mget(keys)) == values }, "keys on every master (and read from replicas), over TLS")
+            #expect(try await client.dbsize() == 60)
+            // The map names the nodes' TLS ports: no pool ever opened a plaintext one.
+            let named = try #require(client.cluster?.topology).shards.flatMap { [$0.master] + $0.replicas }
+            #expect(!named.isEmpty && named.allSatisfy { cluster.tlsPorts.contains($0.port) }, "\(named)")
+            // Logged in as the user: its key rules hold.
+            let refused = await #expect(throws: RedisError.self) { try await client.set("other:k", value: ByteBuffer(string: "v")) }
+            #expect(refused?.message.contains("NOPERM") == true, "\(String(describing: refused))")
+            // The backplane's sharded channel, over TLS, as the user.
+            var messages = try await client.subscribe(to: ["ibge:backplane"], shardChannels: ["ibge:backplane"]).makeAsyncIterator()
+            #expect(try await client.spublish(ByteBuffer(string: "hi"), to: "ibge:backplane") == 1)
+            #expect(await nextMessage(&messages)?.payload == ByteBuffer(string: "hi"))
+            await client.shutdown()
+        }
+    }
+
     /// The `calls=` of `cmdstat_<command>` in an `INFO commandstats` text (0 when absent).
     static func calls(_ command: String, in stats: String) -> Int {
         guard let line = stats.split(whereSeparator: \.isNewline).first(where: { $0.hasPrefix("cmdstat_\(command):calls=") }) else { return 0 }

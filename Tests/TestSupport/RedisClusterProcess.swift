@@ -10,30 +10,61 @@ public final class RedisClusterProcess: Sendable {
     public let nodes: [RedisServerProcess]
     /// The nodes' password (`requirepass`), when they have one.
     public let password: String?
+    /// The certificates of the nodes' TLS ports, when they have them.
+    public let certificates: TestCertificates?
+    /// Each node's TLS port (in ``nodes``' order), when they have them.
+    public let tlsPorts: [Int]
+    /// An ACL user every node has, when the cluster was started with one.
+    public let user: RedisACLUser?
 
-    private init(nodes: [RedisServerProcess], password: String?) {
+    private init(nodes: [RedisServerProcess], password: String?, certificates: TestCertificates?, tlsPorts: [Int], user: RedisACLUser?) {
         self.nodes = nodes
         self.password = password
+        self.certificates = certificates
+        self.tlsPorts = tlsPorts
+        self.user = user
     }
 
-    /// `redis+cluster://[:<password>@]127.0.0.1:<port>,…` naming every node as a seed.
+    /// `redis+cluster://[:<password>@]127.0.0.1:<port>,…` naming every node as a seed; with
+    /// TLS, `rediss+cluster://` on the TLS ports with the test CA; with an ACL user, as that user.
     public var url: String {
-        "redis+cluster://" + (password.map { ":\($0)@" } ?? "") + nodes.map { "127.0.0.1:\($0.port)" }.joined(separator: ",")
+        let credentials = user.map { "\($0.name):\($0.password)@" } ?? password.map { ":\($0)@" } ?? ""
+        guard let certificates else { return "redis+cluster://" + credentials + nodes.map { "127.0.0.1:\($0.port)" }.joined(separator: ",") }
+        return "rediss+cluster://" + credentials + tlsPorts.map { "127.0.0.1:\($0)" }.joined(separator: ",")
+            + "/?tls_ca_file=\(certificates.caFile)&tls_server_name=localhost"
     }
 
     /// Starts the nodes, creates the cluster, and waits until every node reports
     /// `cluster_state:ok` and knows every other node.
-    public static func start(masters: Int = 3, replicasPerMaster: Int = 1, password: String? = nil) async throws -> RedisClusterProcess {
+    ///
+    /// - Parameters:
+    ///   - certificates: each node also gets a TLS port with these, and the cluster bus and the
+    ///     replication go over TLS (the plaintext ports stay open for the fixture's own checks;
+    ///     clients use ``url``).
+    ///   - user: an ACL user every node has, beside the default one.
+    public static func start(
+        masters: Int = 3, replicasPerMaster: Int = 1, password: String? = nil, certificates: TestCertificates? = nil, user: RedisACLUser? = nil
+    ) async throws -> RedisClusterProcess {
         var nodes: [RedisServerProcess] = []
+        var tlsPorts: [Int] = []
         do {
             for _ in 0..<(masters * (1 + replicasPerMaster)) {
-                nodes.append(
-                    try await RedisServerProcess.start([
-                        "--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf", "--cluster-port", String(try RedisServerProcess.freePort()),
-                        "--cluster-node-timeout", "2000", "--cluster-require-full-coverage", "no", "--repl-diskless-sync-delay", "0",
-                    ] + (password.map { ["--requirepass", $0, "--masterauth", $0] } ?? [])))
+                var arguments = [
+                    "--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf", "--cluster-port", String(try RedisServerProcess.freePort()),
+                    "--cluster-node-timeout", "2000", "--cluster-require-full-coverage", "no", "--repl-diskless-sync-delay", "0",
+                ]
+                arguments += password.map { ["--requirepass", $0, "--masterauth", $0] } ?? []
+                if let certificates {
+                    let tlsPort = try RedisServerProcess.freePort()
+                    tlsPorts.append(tlsPort)
+                    // The bus and the replication over TLS too: only then do the nodes announce
+                    // their TLS ports (`tls-port` in CLUSTER SHARDS).
+                    arguments += certificates.serverArguments(tlsPort: tlsPort) + ["--tls-cluster", "yes", "--tls-replication", "yes"]
+                }
+                arguments += user?.serverArguments ?? []
+                nodes.append(try await RedisServerProcess.start(arguments))
             }
-            let cluster = RedisClusterProcess(nodes: nodes, password: password)
+            let cluster = RedisClusterProcess(nodes: nodes, password: password, certificates: certificates, tlsPorts: tlsPorts, user: user)
             try await cluster.create(replicasPerMaster: replicasPerMaster)
             return cluster
         } catch {
@@ -44,11 +75,13 @@ public final class RedisClusterProcess: Sendable {
 
     /// Runs `body` with a fresh cluster and stops it afterwards.
     public static func with<T>(
-        masters: Int = 3, replicasPerMaster: Int = 1, password: String? = nil, _ body: (RedisClusterProcess) async throws -> T
+        masters: Int = 3, replicasPerMaster: Int = 1, password: String? = nil, certificates: TestCertificates? = nil, user: RedisACLUser? = nil,
+        _ body: (RedisClusterProcess) async throws -> T
     ) async throws -> T {
         await TopologyTurn.shared.acquire()
         do {
-            let cluster = try await start(masters: masters, replicasPerMaster: replicasPerMaster, password: password)
+            let cluster = try await start(
+                masters: masters, replicasPerMaster: replicasPerMaster, password: password, certificates: certificates, user: user)
             let result: T
             do {
                 result = try await body(cluster)
@@ -67,9 +100,10 @@ public final class RedisClusterProcess: Sendable {
     }
 
     private func create(replicasPerMaster: Int) async throws {
+        let addresses = certificates == nil ? nodes.map { "127.0.0.1:\($0.port)" } : tlsPorts.map { "127.0.0.1:\($0)" }
         let created = try Self.redisCLI(
-            (password.map { ["-a", $0, "--no-auth-warning"] } ?? []) + ["--cluster", "create"] + nodes.map { "127.0.0.1:\($0.port)" }
-                + ["--cluster-replicas", String(replicasPerMaster), "--cluster-yes"])
+            (password.map { ["-a", $0, "--no-auth-warning"] } ?? []) + (certificates.map { ["--tls", "--cacert", $0.caFile] } ?? [])
+                + ["--cluster", "create"] + addresses + ["--cluster-replicas", String(replicasPerMaster), "--cluster-yes"])
         guard created.status == 0 else { throw RedisFixtureError(message: "redis-cli --cluster create failed: \(created.output.suffix(2000))") }
         for _ in 0..<500 {
             if try await isReady() { return }
@@ -147,4 +181,21 @@ public final class RedisClusterProcess: Sendable {
     public func stop() {
         for node in nodes { node.stop() }
     }
+}
+
+/// A user of Redis ACLs, beside the default one: `user <name> on ><password> <rules>`.
+public struct RedisACLUser: Sendable {
+    public var name: String
+    public var password: String
+    /// Key, channel and command rules, as in `~ibge:* &ibge:* +@all`.
+    public var rules: [String]
+
+    public init(name: String, password: String, rules: [String]) {
+        self.name = name
+        self.password = password
+        self.rules = rules
+    }
+
+    /// The `redis-server` arguments that create the user.
+    public var serverArguments: [String] { ["--user", name, "on", ">" + password] + rules }
 }

@@ -23,17 +23,39 @@ public final class RedisSentinelProcess: Sendable {
 
     /// The data nodes' password, when they have one.
     public let password: String?
+    /// The certificates of every process's TLS port, when they have them.
+    public let certificates: TestCertificates?
+    /// The TLS ports (master, replica, sentinels), when there are certificates.
+    public let tlsPorts: TLSPorts?
+    /// An ACL user the data nodes have, when started with one.
+    public let user: RedisACLUser?
 
-    /// `redis+sentinel://[:<password>@]127.0.0.1:<port>,…/mymaster`
+    /// Every process's TLS port.
+    public struct TLSPorts: Sendable {
+        public var master: Int
+        public var replica: Int
+        public var sentinels: [Int]
+    }
+
+    /// `redis+sentinel://[:<password>@]127.0.0.1:<port>,…/mymaster`; with TLS,
+    /// `rediss+sentinel://` on the sentinels' TLS ports with the test CA; with an ACL user, as it.
     public var url: String {
-        "redis+sentinel://" + (password.map { ":\($0)@" } ?? "") + sentinelPorts.map { "127.0.0.1:\($0)" }.joined(separator: ",") + "/"
-            + Self.masterName
+        let credentials = user.map { "\($0.name):\($0.password)@" } ?? password.map { ":\($0)@" } ?? ""
+        guard let certificates, let tlsPorts else {
+            return "redis+sentinel://" + credentials + sentinelPorts.map { "127.0.0.1:\($0)" }.joined(separator: ",") + "/" + Self.masterName
+        }
+        return "rediss+sentinel://" + credentials + tlsPorts.sentinels.map { "127.0.0.1:\($0)" }.joined(separator: ",") + "/" + Self.masterName
+            + "?tls_ca_file=\(certificates.caFile)&tls_server_name=localhost"
     }
 
     private init(
-        master: RedisServerProcess, replica: RedisServerProcess, sentinelPorts: [Int], sentinels: [Process], directory: String, password: String?
+        master: RedisServerProcess, replica: RedisServerProcess, sentinelPorts: [Int], sentinels: [Process], directory: String, password: String?,
+        certificates: TestCertificates?, tlsPorts: TLSPorts?, user: RedisACLUser?
     ) {
         self.password = password
+        self.certificates = certificates
+        self.tlsPorts = tlsPorts
+        self.user = user
         self.master = master
         self.replica = replica
         self.sentinelPorts = sentinelPorts
@@ -43,10 +65,29 @@ public final class RedisSentinelProcess: Sendable {
 
     /// Starts the master, the replica and the sentinels, and waits until every sentinel knows
     /// the replica and the two other sentinels.
-    public static func start(password: String? = nil) async throws -> RedisSentinelProcess {
+    ///
+    /// - Parameters:
+    ///   - certificates: every process also gets a TLS port with these; the replication and the
+    ///     sentinels' links to the data nodes go over TLS (so the sentinels name TLS ports). The
+    ///     plaintext ports stay open for the fixture's own checks.
+    ///   - user: an ACL user the data nodes have, beside the default one (which the sentinels use).
+    public static func start(password: String? = nil, certificates: TestCertificates? = nil, user: RedisACLUser? = nil) async throws
+        -> RedisSentinelProcess
+    {
         let auth = password.map { ["--requirepass", $0, "--masterauth", $0] } ?? []
-        let master = try await RedisServerProcess.start(["--repl-diskless-sync-delay", "0"] + auth)
-        let replica = try await RedisServerProcess.start(["--replicaof", "127.0.0.1", String(master.port), "--repl-diskless-sync-delay", "0"] + auth)
+        let tlsPorts = try certificates.map { _ in
+            TLSPorts(
+                master: try RedisServerProcess.freePort(), replica: try RedisServerProcess.freePort(),
+                sentinels: try (0..<3).map { _ in try RedisServerProcess.freePort() })
+        }
+        func tls(_ port: Int?) -> [String] {
+            guard let certificates, let port else { return [] }
+            return certificates.serverArguments(tlsPort: port) + ["--tls-replication", "yes"]
+        }
+        let master = try await RedisServerProcess.start(["--repl-diskless-sync-delay", "0"] + auth + tls(tlsPorts?.master) + (user?.serverArguments ?? []))
+        let replica = try await RedisServerProcess.start(
+            ["--replicaof", "127.0.0.1", String(tlsPorts?.master ?? master.port), "--repl-diskless-sync-delay", "0"] + auth + tls(tlsPorts?.replica)
+                + (user?.serverArguments ?? []))
         let directory = NSTemporaryDirectory() + "ibge-cache-sentinel-\(UUID().uuidString.prefix(8))"
         try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
         var ports: [Int] = []
@@ -55,14 +96,26 @@ public final class RedisSentinelProcess: Sendable {
             for index in 0..<3 {
                 let port = try RedisServerProcess.freePort()
                 let config = "\(directory)/sentinel-\(index).conf"
+                var tlsLines = ""
+                if let certificates, let tlsPorts {
+                    tlsLines = """
+                        tls-port \(tlsPorts.sentinels[index])
+                        tls-cert-file \(certificates.certificateFile)
+                        tls-key-file \(certificates.keyFile)
+                        tls-ca-cert-file \(certificates.caFile)
+                        tls-auth-clients no
+                        tls-replication yes
+
+                        """
+                }
                 try """
-                port \(port)
+                \(tlsLines)port \(port)
                 bind 127.0.0.1
                 protected-mode no
                 daemonize no
                 dir \(directory)
                 loglevel warning
-                sentinel monitor \(masterName) 127.0.0.1 \(master.port) 2
+                sentinel monitor \(masterName) 127.0.0.1 \(tlsPorts?.master ?? master.port) 2
                 sentinel down-after-milliseconds \(masterName) 1000
                 sentinel failover-timeout \(masterName) 3000
                 sentinel parallel-syncs \(masterName) 1
@@ -79,7 +132,8 @@ public final class RedisSentinelProcess: Sendable {
                 processes.append(process)
             }
             let deployment = RedisSentinelProcess(
-                master: master, replica: replica, sentinelPorts: ports, sentinels: processes, directory: directory, password: password)
+                master: master, replica: replica, sentinelPorts: ports, sentinels: processes, directory: directory, password: password,
+                certificates: certificates, tlsPorts: tlsPorts, user: user)
             for _ in 0..<750 {
                 if await deployment.isReady() { return deployment }
                 try await Task.sleep(for: .milliseconds(20))
@@ -95,10 +149,12 @@ public final class RedisSentinelProcess: Sendable {
     }
 
     /// Runs `body` with a fresh deployment and stops it afterwards.
-    public static func with<T>(password: String? = nil, _ body: (RedisSentinelProcess) async throws -> T) async throws -> T {
+    public static func with<T>(
+        password: String? = nil, certificates: TestCertificates? = nil, user: RedisACLUser? = nil, _ body: (RedisSentinelProcess) async throws -> T
+    ) async throws -> T {
         await TopologyTurn.shared.acquire()
         do {
-            let deployment = try await start(password: password)
+            let deployment = try await start(password: password, certificates: certificates, user: user)
             let result: T
             do {
                 result = try await body(deployment)

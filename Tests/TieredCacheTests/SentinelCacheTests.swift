@@ -86,6 +86,35 @@ struct SentinelCacheTests {
             await onMaster.shutdown()
         }
     }
+
+    @Test("over TLS, as an ACL user: the client asks the sentinels on their TLS ports, logs in to the master as the user, and follows a failover")
+    func tlsAndACLUser() async throws {
+        let certificates = try TestCertificates.make()
+        defer { certificates.remove() }
+        let user = RedisACLUser(name: "ibge", password: "s3cret", rules: ["~ibge:*", "&ibge:*", "+@all"])
+        try await RedisSentinelProcess.with(certificates: certificates, user: user) { deployment in
+            let configuration = try RedisConfiguration(url: deployment.url)
+            #expect(configuration.tls && configuration.username == "ibge")
+            let tlsPorts = try #require(deployment.tlsPorts)
+            let client = RedisClient(configuration: configuration)
+            let onReplica = RedisClient(configuration: deployment.replica.configuration())
+            try await withRunning(client.run) {
+                try await client.set("ibge:before", value: buffer("1"))
+                let refused = await #expect(throws: RedisError.self) { try await client.set("other:k", value: buffer("v")) }
+                #expect(refused?.message.contains("NOPERM") == true, "logged in as the user: \(String(describing: refused))")
+                deployment.master.kill()
+                #expect(
+                    await eventually(within: .seconds(30)) { await deployment.namedMaster(sentinel: deployment.sentinelPorts[0]) == tlsPorts.replica },
+                    "the sentinels name the replica's TLS port")
+                #expect(
+                    await eventually(within: .seconds(30)) { (try? await client.set("ibge:after", value: buffer("2"))) != nil },
+                    "writes reach the promoted replica over TLS")
+                #expect(try await onReplica.get("ibge:after") == buffer("2"))
+                #expect(try await client.get("ibge:before") == buffer("1"), "the replica had the value written before")
+            }
+            await onReplica.shutdown()
+        }
+    }
 }
 
 @Suite("Redis Sentinel: which node the client accepts")
