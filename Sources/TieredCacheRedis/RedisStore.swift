@@ -176,13 +176,31 @@ public final class RedisStore: L2Store {
         }
     }
 
+    /// `INFO memory`; on a cluster, every master's added up (the policy is the first's).
     public func memory() async throws(L2StoreError) -> L2Memory? {
-        let reply: RESPValue
+        let replies: [RESPValue]
         do {
-            reply = try await client.send(RESPCommand("INFO", "memory"))
+            replies = try await client.sendToEveryMaster(RESPCommand("INFO", "memory"))
         } catch {
             throw Self.storeError(error)
         }
+        var total: L2Memory?
+        for reply in replies {
+            guard let memory = Self.memory(fromInfo: reply) else { return nil }
+            if var sum = total {
+                sum.usedBytes += memory.usedBytes
+                // One master without a bound leaves the whole without one.
+                sum.maximumBytes = sum.maximumBytes == 0 || memory.maximumBytes == 0 ? 0 : sum.maximumBytes + memory.maximumBytes
+                total = sum
+            } else {
+                total = memory
+            }
+        }
+        return total
+    }
+
+    /// The memory an `INFO memory` reply reports (nil when it is not one).
+    static func memory(fromInfo reply: RESPValue) -> L2Memory? {
         let text: String
         switch reply {
         case .bulkString(let bytes): text = String(buffer: bytes)
@@ -194,10 +212,9 @@ public final class RedisStore: L2Store {
             guard let colon = line.firstIndex(of: ":") else { continue }
             fields[line[..<colon]] = line[line.index(after: colon)...]
         }
-        guard let used = fields["used_memory"].flatMap({ Int($0) }) else { return nil }
-        return L2Memory(
-            usedBytes: used, maximumBytes: fields["maxmemory"].flatMap { Int($0) } ?? 0,
-            policy: fields["maxmemory_policy"].map(String.init) ?? "unknown")
+        guard let used = fields["used_memory"].flatMap({ Int($0) }), used >= 0, used < 1 << 50 else { return nil }
+        let maximum = fields["maxmemory"].flatMap { Int($0) }.map { (0..<(1 << 50)).contains($0) ? $0 : 0 } ?? 0
+        return L2Memory(usedBytes: used, maximumBytes: maximum, policy: fields["maxmemory_policy"].map { String($0.prefix(64)) } ?? "unknown")
     }
 
     public func time() async throws(L2StoreError) -> Int64? {

@@ -34,6 +34,16 @@ struct ClusterCacheTests {
                 #expect(try await raw.dbsize() == 1)
                 #expect(try await raw.get("other-app:session") == buffer("keep me"))
             }
+            // /status's Redis memory: every master's added up.
+            let masters = try await cluster.topology().masters
+            for master in masters {
+                let node = RedisClient(configuration: RedisConfiguration(endpoint: .tcp(host: master.host, port: master.port)))
+                _ = try await node.send(RESPCommand("CONFIG", "SET", "maxmemory", "64mb"))
+                await node.shutdown()
+            }
+            let memory = try #require(try await RedisStore(client: raw).memory())
+            #expect(memory.maximumBytes == masters.count * 64 * 1024 * 1024, "\(memory)")
+            #expect(memory.usedBytes > 0 && memory.policy == "noeviction")
             await raw.shutdown()
         }
     }

@@ -214,6 +214,15 @@ extension RedisClient {
         return Int(n)
     }
 
+    /// Sends `command` to every master of a cluster (one reply each, in the map's order), or to
+    /// the server: for per-node commands such as `INFO`. Error replies are returned as values.
+    public func sendToEveryMaster(_ command: RESPCommand) async throws(RedisError) -> [RESPValue] {
+        guard let cluster else { return [try await send(command)] }
+        var replies: [RESPValue] = []
+        for master in try await cluster.masters() { replies.append(try await cluster.send(command, to: master)) }
+        return replies
+    }
+
     /// `DBSIZE`: the number of keys in the selected database.
     public func dbsize() async throws(RedisError) -> Int {
         if let cluster {
