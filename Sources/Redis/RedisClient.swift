@@ -226,13 +226,11 @@ public final class RedisClient: Service, Sendable {
     public func send(_ command: RESPCommand) async throws(RedisError) -> RESPValue {
         try await measured { () async throws(RedisError) -> RESPValue in
             let reply: RESPValue
-            switch backend {
-            case .server(let pool): reply = try await pool.connection().send(command)
-            case .cluster(let router): reply = try await router.send(command)
-            case .sentinel(let router):
-                reply = try await router.withMaster(
-                    withoutEffects: CommandKeys.isReadOnly(command), { (connection) async throws(RedisError) in try await connection.send(command) },
-                    isReadOnly: Self.isReadOnly)
+            // One server, the common case, stays out of the routers' code (a smaller async frame).
+            if case .server(let pool) = backend {
+                reply = try await pool.connection().send(command)
+            } else {
+                reply = try await routedSend(command)
             }
             if let message = reply.errorMessage { throw RedisError(.serverError, message) }
             return reply
@@ -244,18 +242,36 @@ public final class RedisClient: Service, Sendable {
     /// serving the commands' keys, in parallel, the replies put back in order.
     public func pipeline(_ commands: [RESPCommand]) async throws(RedisError) -> [RESPValue] {
         let replies = try await measured { () async throws(RedisError) -> [RESPValue] in
-            switch backend {
-            case .server(let pool): try await pool.connection().pipeline(commands)
-            case .cluster(let router): try await router.pipeline(commands)
-            case .sentinel(let router):
-                try await router.withMaster(
-                    withoutEffects: commands.allSatisfy(CommandKeys.isReadOnly),
-                    { (connection) async throws(RedisError) in try await connection.pipeline(commands) },
-                    isReadOnly: { $0.contains(where: Self.isReadOnly) })
-            }
+            if case .server(let pool) = backend { return try await pool.connection().pipeline(commands) }
+            return try await routedPipeline(commands)
         }
         for reply in replies where reply.errorMessage != nil { metrics.failed(RedisError(.serverError, "")) }
         return replies
+    }
+
+    /// A command to a cluster, or to the master Sentinel names.
+    private func routedSend(_ command: RESPCommand) async throws(RedisError) -> RESPValue {
+        switch backend {
+        case .server(let pool): try await pool.connection().send(command)
+        case .cluster(let router): try await router.send(command)
+        case .sentinel(let router):
+            try await router.withMaster(
+                withoutEffects: CommandKeys.isReadOnly(command), { (connection) async throws(RedisError) in try await connection.send(command) },
+                isReadOnly: Self.isReadOnly)
+        }
+    }
+
+    /// A pipeline to a cluster, or to the master Sentinel names.
+    private func routedPipeline(_ commands: [RESPCommand]) async throws(RedisError) -> [RESPValue] {
+        switch backend {
+        case .server(let pool): try await pool.connection().pipeline(commands)
+        case .cluster(let router): try await router.pipeline(commands)
+        case .sentinel(let router):
+            try await router.withMaster(
+                withoutEffects: commands.allSatisfy(CommandKeys.isReadOnly),
+                { (connection) async throws(RedisError) in try await connection.pipeline(commands) },
+                isReadOnly: { $0.contains(where: Self.isReadOnly) })
+        }
     }
 
     /// Closes every connection; later calls fail with ``RedisError/Code/clientShutdown``.
