@@ -237,6 +237,17 @@ public final class RedisClient: Service, Sendable {
         }
     }
 
+    /// Sends a command as ``send(_:)`` does, but to the master even when reads may go to replicas
+    /// (``RedisConfiguration/readFromReplicas``): for a read that must see the latest write.
+    public func sendToMaster(_ command: RESPCommand) async throws(RedisError) -> RESPValue {
+        guard case .cluster(let router) = backend, configuration.readFromReplicas else { return try await send(command) }
+        return try await measured { () async throws(RedisError) -> RESPValue in
+            let reply = try await router.send(command, allowReplicas: false)
+            if let message = reply.errorMessage { throw RedisError(.serverError, message) }
+            return reply
+        }
+    }
+
     /// Sends several commands in one write on one connection (one round trip) and returns their
     /// replies in order; error replies are returned as values. On a cluster: one write per node
     /// serving the commands' keys, in parallel, the replies put back in order.

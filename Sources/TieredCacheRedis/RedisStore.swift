@@ -2,6 +2,7 @@ package import NIOCore
 public import Redis
 package import RESP
 public import TieredCache
+import Synchronization
 import Utilities
 
 /// The ``L2Store`` on Redis: what a ``TieredCache`` shares with every instance on one server.
@@ -39,6 +40,8 @@ public final class RedisStore: L2Store {
     /// The configuration.
     public let configuration: Configuration
     let client: RedisClient
+    /// With reads from replicas: the keys a notice announced lately, read from the master.
+    private let announced = Mutex(AnnouncedKeys())
 
     /// Creates a store on `client` (which the caller runs and shuts down).
     public init(client: RedisClient, configuration: Configuration = Configuration()) {
@@ -75,7 +78,7 @@ public final class RedisStore: L2Store {
     public func read(_ key: String) async throws(L2StoreError) -> L2Read {
         let reply: RESPValue
         do {
-            reply = try await client.send(RESPCommand("GET", redisKey(key)))
+            reply = try await send(RESPCommand("GET", redisKey(key)), keys: CollectionOfOne(key))
         } catch {
             throw Self.storeError(error)
         }
@@ -88,7 +91,7 @@ public final class RedisStore: L2Store {
         for key in keys { command.append(redisKey(key)) }
         let reply: RESPValue
         do {
-            reply = try await client.send(command)
+            reply = try await send(command, keys: keys)
         } catch {
             throw Self.storeError(error)
         }
@@ -120,11 +123,19 @@ public final class RedisStore: L2Store {
         }
         let replies = try await pipeline(commands)
         // A value that was not written is a failure; a notice that was not published is not
-        // (the value is there; other instances see it when their L1 entry expires).
+        // (the value is there; other instances see it when their L1 entry expires). Sharded
+        // notices go out for the values written, even when another was refused.
+        var refusal: String?
+        var written: [RESPCommand] = []
         for (index, reply) in replies.enumerated() where sharded || index % (origin == nil ? 1 : 2) == 0 {
-            if let message = reply.errorMessage { throw L2StoreError(.rejected, message) }
+            if let message = reply.errorMessage {
+                refusal = refusal ?? message
+            } else if sharded, index < notices.count {
+                written.append(notices[index])
+            }
         }
-        await publish(notices)
+        await publish(written)
+        if let refusal { throw L2StoreError(.rejected, refusal) }
     }
 
     public func remove(_ key: String, notify origin: String?) async throws(L2StoreError) -> Bool {
@@ -188,9 +199,13 @@ public final class RedisStore: L2Store {
         for reply in replies {
             guard let memory = Self.memory(fromInfo: reply) else { return nil }
             if var sum = total {
-                sum.usedBytes += memory.usedBytes
+                func added(_ a: Int, _ b: Int) -> Int {
+                    let (sum, overflow) = a.addingReportingOverflow(b)
+                    return overflow ? .max : sum
+                }
+                sum.usedBytes = added(sum.usedBytes, memory.usedBytes)
                 // One master without a bound leaves the whole without one.
-                sum.maximumBytes = sum.maximumBytes == 0 || memory.maximumBytes == 0 ? 0 : sum.maximumBytes + memory.maximumBytes
+                sum.maximumBytes = sum.maximumBytes == 0 || memory.maximumBytes == 0 ? 0 : added(sum.maximumBytes, memory.maximumBytes)
                 total = sum
             } else {
                 total = memory
@@ -300,10 +315,14 @@ public final class RedisStore: L2Store {
             throw Self.storeError(error)
         }
         let pending = MessageIterator(messages.makeAsyncIterator())
-        return AsyncStream {
+        let readsFromReplicas = client.configuration.readFromReplicas
+        return AsyncStream { [self] in
             while let message = await pending.iterator.next() {
-                if message.isGap { return BackplaneNotice(origin: "", operation: .lost, key: "") }
-                if let notice = Self.notice(from: message.payload) { return notice }
+                let notice = message.isGap ? BackplaneNotice(origin: "", operation: .lost, key: "") : Self.notice(from: message.payload)
+                guard let notice else { continue }
+                // A replica may not have the announced change yet: reads of it go to the master a while.
+                if readsFromReplicas { self.announced.withLock { $0.note(notice) } }
+                return notice
             }
             return nil
         }
@@ -326,6 +345,15 @@ public final class RedisStore: L2Store {
     }
 
     // MARK: - Helpers
+
+    /// Sends a read of `keys`: to the master when a notice announced a change to one of them
+    /// lately (reads from replicas only), as the client routes it otherwise.
+    private func send(_ command: RESPCommand, keys: some Collection<String>) async throws(RedisError) -> RESPValue {
+        if client.configuration.readFromReplicas, announced.withLock({ $0.includesAny(of: keys) }) {
+            return try await client.sendToMaster(command)
+        }
+        return try await client.send(command)
+    }
 
     /// Publishes notices sent apart from their writes (sharded ones); one that is not published
     /// is not a failure (the value is there; other instances see it when their L1 entry expires).
@@ -382,5 +410,41 @@ private final class MessageIterator: @unchecked Sendable {
 
     init(_ iterator: AsyncStream<RedisMessage>.Iterator) {
         self.iterator = iterator
+    }
+}
+
+/// The keys backplane notices announced lately, for ``RedisStore`` with reads from replicas: a
+/// replica may lag behind the master the notice's write went to, so reads of those keys go to
+/// the master for ``window``. Bounded: past ``limit`` keys, every key counts as announced for
+/// the window.
+package struct AnnouncedKeys {
+    package static let window: Duration = .seconds(5)
+    package static let limit = 10_000
+    private var keys: [String: ContinuousClock.Instant] = [:]
+    private var allUntil: ContinuousClock.Instant?
+
+    package init() {}
+
+    package mutating func note(_ notice: BackplaneNotice, now: ContinuousClock.Instant = .now) {
+        let until = now + Self.window
+        switch notice.operation {
+        case .set, .remove:
+            if keys.count >= Self.limit { keys = keys.filter { $0.value > now } }
+            if keys.count >= Self.limit {
+                keys = [:]
+                allUntil = until
+            } else {
+                keys[notice.key] = until
+            }
+        case .clear, .lost:
+            keys = [:]
+            allUntil = until
+        }
+    }
+
+    package func includesAny(of candidates: some Collection<String>, now: ContinuousClock.Instant = .now) -> Bool {
+        if let allUntil, allUntil > now { return true }
+        guard !keys.isEmpty else { return false }
+        return candidates.contains { keys[$0].map { $0 > now } ?? false }
     }
 }

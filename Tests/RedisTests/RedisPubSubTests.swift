@@ -79,6 +79,45 @@ struct RedisPubSubTests {
         }
     }
 
+    @Test("a server that keeps refusing a subscription (NOPERM) is asked ever less often; once it accepts, the subscription is back with a gap")
+    func refusalBacksOff() async throws {
+        try await RedisServerProcess.with { server in
+            let client = RedisClient(configuration: server.configuration())
+            let admin = RedisClient(configuration: server.configuration())
+            var messages = try await client.subscribe(to: [], shardChannels: ["ibge:sharded"]).makeAsyncIterator()
+            #expect(try await admin.spublish(ByteBuffer(string: "one"), to: "ibge:sharded") == 1)
+            #expect(await nextMessage(&messages)?.payload == ByteBuffer(string: "one"))
+            // The default user loses its channels, and the subscription its connection: every
+            // attempt to restore it is refused.
+            _ = try await admin.send(RESPCommand("ACL", "SETUSER", "default", "resetchannels"))
+            let before = try await Self.connectionsReceived(admin)
+            _ = try await admin.send(RESPCommand("CLIENT", "KILL", "TYPE", "pubsub"))
+            try await Task.sleep(for: .seconds(3))
+            let attempts = try await Self.connectionsReceived(admin) - before
+            // 50 ms doubling (±25 %): about 6 attempts in 3 s; starting over after each refusal
+            // would make dozens.
+            #expect(attempts >= 2 && attempts <= 12, "\(attempts) connections in 3 s")
+            _ = try await admin.send(RESPCommand("ACL", "SETUSER", "default", "allchannels"))
+            let delivered = await eventually(within: .seconds(15)) {
+                (try? await admin.spublish(ByteBuffer(string: "two"), to: "ibge:sharded")) == 1
+            }
+            #expect(delivered, "the subscription is restored once the server accepts it")
+            let first = await nextMessage(&messages)
+            let second = await nextMessage(&messages)
+            #expect([first, second].contains { $0?.isGap == true }, "told that messages may have been lost")
+            #expect([first, second].contains { $0?.payload == ByteBuffer(string: "two") })
+            await client.shutdown()
+            await admin.shutdown()
+        }
+    }
+
+    /// `total_connections_received` of `INFO stats`.
+    static func connectionsReceived(_ client: RedisClient) async throws -> Int {
+        let stats = try await client.send(RESPCommand("INFO", "stats")).string ?? ""
+        let line = stats.split(whereSeparator: \.isNewline).first { $0.hasPrefix("total_connections_received:") }
+        return try #require(line.flatMap { Int($0.dropFirst("total_connections_received:".count)) })
+    }
+
     @Test("consumers that fall behind are each told of the gap, after their last lost message")
     func consumersBehind() async throws {
         try await RedisServerProcess.with { server in

@@ -229,6 +229,23 @@ struct RedisStoreTests {
         }
     }
 
+    @Test("with reads from replicas, keys a notice announced are read from the master for 5 s; a clear, a gap or too many keys mean every key")
+    func announcedKeys() {
+        let now = ContinuousClock.now
+        var announced = AnnouncedKeys()
+        #expect(!announced.includesAny(of: ["k"], now: now))
+        announced.note(BackplaneNotice(origin: "a", operation: .set, key: "k"), now: now)
+        #expect(announced.includesAny(of: ["x", "k"], now: now + .seconds(4)))
+        #expect(!announced.includesAny(of: ["x"], now: now + .seconds(4)))
+        #expect(!announced.includesAny(of: ["k"], now: now + .seconds(6)), "only for the window")
+        announced.note(BackplaneNotice(origin: "", operation: .lost, key: ""), now: now)
+        #expect(announced.includesAny(of: ["anything"], now: now + .seconds(4)))
+        #expect(!announced.includesAny(of: ["anything"], now: now + .seconds(6)))
+        var many = AnnouncedKeys()
+        for i in 0...AnnouncedKeys.limit { many.note(BackplaneNotice(origin: "a", operation: .remove, key: "k\(i)"), now: now) }
+        #expect(many.includesAny(of: ["never-announced"], now: now + .seconds(1)), "past the bound, every key")
+    }
+
     @Test("backplane notices survive the round trip, and strays on the channel are ignored")
     func notices() throws {
         let notice = BackplaneNotice(origin: "abc", operation: .remove, key: "v1:localidades/estados|x")

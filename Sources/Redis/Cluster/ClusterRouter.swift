@@ -35,9 +35,12 @@ final class ClusterRouter: Sendable {
         var topology: ClusterTopology?
         /// Why the last refresh found no map (nil once one did).
         var refreshError: RedisError?
-        /// Whether the map came from `CLUSTER SHARDS`: the cluster runs Redis 7 or later, which
-        /// has sharded pub/sub.
+        /// Whether a map came from `CLUSTER SHARDS`: the cluster runs Redis 7 or later, which
+        /// has sharded pub/sub. Once true, it stays so (a cluster is not downgraded; one node
+        /// answering `CLUSTER SLOTS` in a refresh must not switch the backplane's channel).
         var hasShardedPubSub = false
+        /// Replicas that did not answer a read, and until when reads skip them.
+        var replicasDown: [ClusterTopology.Node: ContinuousClock.Instant] = [:]
     }
 
     init(
@@ -67,16 +70,31 @@ final class ClusterRouter: Sendable {
 
     /// Where a command goes: the master of `slot`, or, when reads go to replicas and the command
     /// has no effect, one of the slot's online replicas in turn (its master when it has none).
-    private func target(for command: RESPCommand, slot: HashSlot?) async throws(RedisError) -> (node: ClusterTopology.Node, onReplica: Bool) {
+    private func target(for command: RESPCommand, slot: HashSlot?, allowReplicas: Bool) async throws(RedisError) -> (
+        node: ClusterTopology.Node, onReplica: Bool
+    ) {
         let master = try await master(for: slot)
-        guard configuration.readFromReplicas, let slot, CommandKeys.isReadOnly(command) else { return (master, false) }
+        guard allowReplicas, configuration.readFromReplicas, let slot, CommandKeys.isReadOnly(command) else { return (master, false) }
         let replicas = state.withLock { state -> [ClusterTopology.Node] in
             guard let shard = state.topology?.shard(of: slot), shard.master == master else { return [] }
             return shard.replicas
         }
-        guard !replicas.isEmpty else { return (master, false) }
+        let now = ContinuousClock.now
+        let up = state.withLock { state in replicas.filter { state.replicasDown[$0].map { $0 <= now } ?? true } }
+        guard !up.isEmpty else { return (master, false) }
         let turn = nextReplica.add(1, ordering: .relaxed).oldValue
-        return (replicas[turn % replicas.count], true)
+        return (up[turn % up.count], true)
+    }
+
+    /// A replica failed a read: reads skip it for 5 s, and the map is read again (it may be gone).
+    private func replicaFailed(_ node: ClusterTopology.Node) {
+        state.withLock { state in
+            // Bounded: entries past their time are dropped, and a map has at most a few hundred nodes.
+            let now = ContinuousClock.now
+            state.replicasDown = state.replicasDown.filter { $0.value > now }
+            if state.replicasDown.count < 1024 { state.replicasDown[node] = now + .seconds(5) }
+        }
+        Task { await self.refresh() }
     }
 
     /// Keeps each pool's minimum open and pings idle connections; refreshes the map every
@@ -109,7 +127,7 @@ final class ClusterRouter: Sendable {
                 state.withLock { state in
                     state.topology = topology
                     state.refreshError = nil
-                    state.hasShardedPubSub = fromShards
+                    state.hasShardedPubSub = state.hasShardedPubSub || fromShards
                 }
                 // Pools of nodes the map no longer names are closed.
                 let seeds = self.seeds
@@ -127,10 +145,12 @@ final class ClusterRouter: Sendable {
     private func topology(from node: ClusterTopology.Node) async throws(RedisError) -> (ClusterTopology, Bool) {
         let connection = try await pool(for: node).connection()
         let reply = try await connection.send(RESPCommand("CLUSTER", "SHARDS"))
-        if reply.errorMessage == nil {
+        guard let message = reply.errorMessage else {
             return (try ClusterTopology(shardsReply: reply, seed: node, tls: configuration.tls), true)
         }
-        // Before Redis 7.
+        // Before Redis 7 (`ERR Unknown subcommand`); any other error (`LOADING`, `NOPERM`) is
+        // this node's failure, not a sign of an older server.
+        guard message.lowercased().contains("unknown subcommand") else { throw RedisError(.serverError, message) }
         let slots = try await connection.send(RESPCommand("CLUSTER", "SLOTS"))
         if let message = slots.errorMessage { throw RedisError(.serverError, message) }
         return (try ClusterTopology(slotsReply: slots, seed: node), false)
@@ -178,8 +198,10 @@ final class ClusterRouter: Sendable {
     /// A command is sent again only when it cannot have run (no connection could be had, or a
     /// redirection), or when it has no effect and its reply was lost: a write whose node died
     /// mid-reply fails rather than maybe run twice.
-    func send(_ command: RESPCommand, slot: HashSlot?) async throws(RedisError) -> RESPValue {
-        var (target, onReplica) = try await target(for: command, slot: slot)
+    ///
+    /// `allowReplicas`: false sends even a read to the master (with ``RedisConfiguration/readFromReplicas``).
+    func send(_ command: RESPCommand, slot: HashSlot?, allowReplicas: Bool = true) async throws(RedisError) -> RESPValue {
+        var (target, onReplica) = try await target(for: command, slot: slot, allowReplicas: allowReplicas)
         var asking = false
         var backoff = Duration.milliseconds(25)
         var lastError: RedisError?
@@ -199,6 +221,7 @@ final class ClusterRouter: Sendable {
                 if onReplica {
                     // A replica that does not answer: its master serves the read.
                     lastError = error
+                    replicaFailed(target)
                     target = try await master(for: slot)
                     onReplica = false
                     continue
@@ -212,8 +235,15 @@ final class ClusterRouter: Sendable {
             }
             asking = false
             guard let message = reply.errorMessage else { return reply }
-            // A replica's redirection (to its master, or after a move) leads to a master.
-            onReplica = false
+            if onReplica {
+                // A replica's error (`LOADING`, `MASTERDOWN`, a redirection to its master or
+                // after a move): the master of the slot, as the map says, serves the read. A
+                // replica does not change the map.
+                lastError = RedisError(.serverError, message)
+                target = try await master(for: slot)
+                onReplica = false
+                continue
+            }
             switch Redirection(message, from: target) {
             case .moved(let movedSlot, let node):
                 // A node may only move the command's own slot, and only to a node the cluster names.
@@ -251,11 +281,13 @@ final class ClusterRouter: Sendable {
     /// several slots (`MGET`, `MSET`, `DEL`, `UNLINK`, `EXISTS`, `TOUCH`) is split into one
     /// command per slot, sent as pipelines per node, and its replies merged as the single
     /// command's would be (values in the keys' order; counts added up).
-    func send(_ command: RESPCommand) async throws(RedisError) -> RESPValue {
-        guard let split = MultiKeyCommand(command) else { return try await send(command, slot: CommandKeys.slot(of: command)) }
+    func send(_ command: RESPCommand, allowReplicas: Bool = true) async throws(RedisError) -> RESPValue {
+        guard let split = MultiKeyCommand(command) else {
+            return try await send(command, slot: CommandKeys.slot(of: command), allowReplicas: allowReplicas)
+        }
         let groups = split.groupsBySlot()
-        guard groups.count > 1 else { return try await send(command, slot: CommandKeys.slot(of: command)) }
-        let replies = try await pipeline(groups.map { split.command(for: $0) })
+        guard groups.count > 1 else { return try await send(command, slot: CommandKeys.slot(of: command), allowReplicas: allowReplicas) }
+        let replies = try await pipeline(groups.map { split.command(for: $0) }, allowReplicas: allowReplicas)
         if let failed = replies.first(where: { $0.errorMessage != nil }) { return failed }
         switch split.merge {
         case .values:
@@ -285,7 +317,7 @@ final class ClusterRouter: Sendable {
     /// The commands grouped by the node serving each one's key, sent as one pipeline per node
     /// (in parallel), the replies put back in order. A reply that is a redirection is retried
     /// alone through ``send(_:slot:)``.
-    func pipeline(_ commands: [RESPCommand]) async throws(RedisError) -> [RESPValue] {
+    func pipeline(_ commands: [RESPCommand], allowReplicas: Bool = true) async throws(RedisError) -> [RESPValue] {
         /// A node, and whether the commands read from it as a replica.
         struct PipelineTarget: Hashable {
             var node: ClusterTopology.Node
@@ -304,11 +336,11 @@ final class ClusterRouter: Sendable {
         // A multi-key command across slots is sent on its own, split (``send(_:)``).
         if commands.contains(where: { MultiKeyCommand($0).map { $0.groupsBySlot().count > 1 } ?? false }) {
             var replies: [RESPValue] = []
-            for command in commands { replies.append(try await send(command)) }
+            for command in commands { replies.append(try await send(command, allowReplicas: allowReplicas)) }
             return replies
         }
         for (index, slot) in slots.enumerated() {
-            let (node, onReplica) = try await target(for: commands[index], slot: slot)
+            let (node, onReplica) = try await target(for: commands[index], slot: slot, allowReplicas: allowReplicas)
             groups[PipelineTarget(node: node, onReplica: onReplica), default: []].append(index)
         }
         let outcome = await withTaskGroup(of: (PipelineTarget, [Int], Result<[RESPValue], RedisError>).self) { group in
@@ -331,19 +363,21 @@ final class ClusterRouter: Sendable {
             switch result {
             case .success(let values):
                 for (index, value) in zip(indices, values) {
-                    if let message = value.errorMessage, Redirection(message, from: target.node) != nil {
-                        replies[index] = try await send(commands[index], slot: slots[index])
+                    // A redirection, or any error a replica gave (read again where the map says).
+                    if let message = value.errorMessage, target.onReplica || Redirection(message, from: target.node) != nil {
+                        replies[index] = try await send(commands[index], slot: slots[index], allowReplicas: allowReplicas)
                     } else {
                         replies[index] = value
                     }
                 }
             case .failure(let error):
+                if target.onReplica { replicaFailed(target.node) }
                 // That node's commands, one by one, where the refreshed map says: only when
                 // none can have run (or none has effects).
                 guard error.commandWasNotSent || (error.replyWasLost && indices.allSatisfy({ CommandKeys.isReadOnly(commands[$0]) })) else {
                     throw error
                 }
-                for index in indices { replies[index] = try await send(commands[index], slot: slots[index]) }
+                for index in indices { replies[index] = try await send(commands[index], slot: slots[index], allowReplicas: allowReplicas) }
             }
         }
         return replies

@@ -89,7 +89,7 @@ public final class RedisConnection: Sendable {
     }
 
     /// Writes a command that the server answers with pushes rather than a reply
-    /// (SUBSCRIBE, PSUBSCRIBE, UNSUBSCRIBE, PUNSUBSCRIBE).
+    /// (SUBSCRIBE, PSUBSCRIBE, SSUBSCRIBE and their UNSUBSCRIBE forms).
     func sendWithoutReply(_ command: RESPCommand) {
         var request = makeRequest(command)
         request.expectsReply = false

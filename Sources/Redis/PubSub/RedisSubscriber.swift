@@ -30,9 +30,12 @@ public struct RedisMessage: Sendable, Equatable {
 /// messages never queue behind command replies and a slow command never delays a message.
 ///
 /// The connection is opened by the first subscription. When it drops, it is opened again with
-/// exponential backoff and jitter, and every channel and pattern still wanted is subscribed
-/// again: a subscription survives a server restart (messages published while it was down are
-/// lost, as Redis pub/sub does not keep them).
+/// exponential backoff and jitter, and every channel, pattern and sharded channel still wanted
+/// is subscribed again: a subscription survives a server restart (messages published while it
+/// was down are lost, as Redis pub/sub does not keep them). The server ending a sharded
+/// subscription by itself (`sunsubscribe`: its slot moved) or refusing a subscription (an error
+/// reply, such as `MOVED` or `NOPERM`) is treated as a lost connection; the backoff keeps growing
+/// while restores do not last, so a server that keeps refusing is asked ever less often.
 ///
 /// The connection is pinged every ``RedisConfiguration/keepAliveInterval``; one that does not
 /// answer within the command timeout (a peer gone without a FIN, a NAT that forgot the flow)
@@ -59,6 +62,11 @@ final class RedisSubscriber: Sendable {
         /// Waiting for the server's confirmation of `subscribe:<channel>` / `psubscribe:<pattern>`.
         var confirmations: [String: [Confirmation]] = [:]
         var reconnect: Task<Void, Never>?
+        /// The waits between restores; kept from one restore to the next while they do not last
+        /// (a subscription refused again at once), so a refusal cannot make a tight loop.
+        var restoreBackoff = Backoff(initial: .milliseconds(50), maximum: .seconds(5))
+        /// When the subscriptions were last restored.
+        var lastRestore: ContinuousClock.Instant?
         var keepAlive: Task<Void, Never>?
         var isShutdown = false
         /// The endpoint the next connection goes to (an index into ``endpoints``): a cluster's
@@ -102,16 +110,30 @@ final class RedisSubscriber: Sendable {
             return (id, Set(channels).subtracting(known.0), Set(patterns).subtracting(known.1), Set(shardChannels).subtracting(known.2))
         }
         continuation.onTermination = { [weak self] _ in self?.end(id) }
-        // Register the waiters before sending, so no confirmation can arrive unexpected.
-        let confirmation = Confirmation(count: newChannels.count + newPatterns.count + newShardChannels.count)
-        state.withLock { state in
-            for channel in newChannels { state.confirmations["subscribe:" + channel, default: []].append(confirmation) }
-            for pattern in newPatterns { state.confirmations["psubscribe:" + pattern, default: []].append(confirmation) }
-            for channel in newShardChannels { state.confirmations["ssubscribe:" + channel, default: []].append(confirmation) }
+        do {
+            try await subscribe(connection, channels: newChannels, patterns: newPatterns, shardChannels: newShardChannels)
+        } catch {
+            continuation.finish()
+            throw error
         }
-        if !newChannels.isEmpty { connection.sendWithoutReply(Self.command("SUBSCRIBE", newChannels)) }
-        if !newPatterns.isEmpty { connection.sendWithoutReply(Self.command("PSUBSCRIBE", newPatterns)) }
-        if !newShardChannels.isEmpty { connection.sendWithoutReply(Self.command("SSUBSCRIBE", newShardChannels)) }
+        return stream
+    }
+
+    /// Sends `SUBSCRIBE`, `PSUBSCRIBE` and `SSUBSCRIBE` on `connection` and waits (at most the
+    /// command timeout) until the server has confirmed every name.
+    private func subscribe(_ connection: RedisConnection, channels: Set<String>, patterns: Set<String>, shardChannels: Set<String>)
+        async throws(RedisError)
+    {
+        // Register the waiters before sending, so no confirmation can arrive unexpected.
+        let confirmation = Confirmation(count: channels.count + patterns.count + shardChannels.count)
+        state.withLock { state in
+            for channel in channels { state.confirmations["subscribe:" + channel, default: []].append(confirmation) }
+            for pattern in patterns { state.confirmations["psubscribe:" + pattern, default: []].append(confirmation) }
+            for channel in shardChannels { state.confirmations["ssubscribe:" + channel, default: []].append(confirmation) }
+        }
+        if !channels.isEmpty { connection.sendWithoutReply(Self.command("SUBSCRIBE", channels)) }
+        if !patterns.isEmpty { connection.sendWithoutReply(Self.command("PSUBSCRIBE", patterns)) }
+        if !shardChannels.isEmpty { connection.sendWithoutReply(Self.command("SSUBSCRIBE", shardChannels)) }
         let timeout = connection.channel.eventLoop.scheduleTask(in: TimeAmount(configuration.commandTimeout)) {
             confirmation.fail(RedisError(.commandTimeout, "the server did not confirm the subscription in time"))
         }
@@ -119,10 +141,8 @@ final class RedisSubscriber: Sendable {
         do {
             try await confirmation.wait()
         } catch {
-            continuation.finish()
             throw error as? RedisError ?? RedisError(.connectionClosed, "subscribing failed: \(error)")
         }
-        return stream
     }
 
     private static func command(_ name: String, _ arguments: Set<String>) -> RESPCommand {
@@ -170,11 +190,17 @@ final class RedisSubscriber: Sendable {
         }
         do {
             let connection = try await future.get()
-            let isNew = state.withLock { state -> Bool in
+            let isNew = state.withLock { state -> Bool? in
                 state.connecting = nil
+                // Shut down while it was being opened: never kept.
+                if state.isShutdown { return nil }
                 if state.connection === connection { return false }
                 state.connection = connection
                 return true
+            }
+            guard let isNew else {
+                await connection.close()
+                throw RedisError(.clientShutdown, "the Redis client was shut down")
             }
             if isNew {
                 connection.channel.closeFuture.whenComplete { [weak self] _ in self?.connectionLost(connection) }
@@ -237,22 +263,43 @@ final class RedisSubscriber: Sendable {
     }
 
     /// Reconnects with exponential backoff (50 ms doubling to 5 s, ±25 % jitter) and subscribes
-    /// again to every channel and pattern still wanted.
+    /// again to every channel, pattern and sharded channel still wanted. Restores that do not
+    /// last (30 s) keep the backoff growing; a restore counts once the server has confirmed every
+    /// name on a connection that is still the subscriber's.
     private func resubscribe() async {
-        var backoff = Backoff(initial: .milliseconds(50), maximum: .seconds(5))
-        defer { state.withLock { $0.reconnect = nil } }
+        var backoff = state.withLock { state in
+            guard let last = state.lastRestore, ContinuousClock.now - last < .seconds(30) else {
+                return Backoff(initial: .milliseconds(50), maximum: .seconds(5))
+            }
+            return state.restoreBackoff
+        }
         while !Task.isCancelled {
             try? await Task.sleep(for: backoff.next())
-            let wanted = state.withLock { ($0.channels, $0.patterns, $0.shardChannels, $0.isShutdown) }
-            if wanted.3 || (wanted.0.isEmpty && wanted.1.isEmpty && wanted.2.isEmpty) { return }
+            // Nothing left to restore: this task ends, under the same lock that would start another.
+            let wanted = state.withLock { state -> (Set<String>, Set<String>, Set<String>)? in
+                guard !state.isShutdown, !state.isEmpty else {
+                    state.reconnect = nil
+                    return nil
+                }
+                return (state.channels, state.patterns, state.shardChannels)
+            }
+            guard let (channels, patterns, shardChannels) = wanted else { return }
             do {
                 let connection = try await connection()
-                if !wanted.0.isEmpty { connection.sendWithoutReply(Self.command("SUBSCRIBE", wanted.0)) }
-                if !wanted.1.isEmpty { connection.sendWithoutReply(Self.command("PSUBSCRIBE", wanted.1)) }
-                if !wanted.2.isEmpty { connection.sendWithoutReply(Self.command("SSUBSCRIBE", wanted.2)) }
+                try await subscribe(connection, channels: channels, patterns: patterns, shardChannels: shardChannels)
+                // Done only if that connection is still the one (it may have closed meanwhile,
+                // and its loss found this task still running).
+                let restored = state.withLock { state -> Bool in
+                    guard state.connection === connection, connection.isActive else { return false }
+                    state.reconnect = nil
+                    state.lastRestore = .now
+                    state.restoreBackoff = backoff
+                    return true
+                }
+                guard restored else { continue }
                 logger.info(
                     "Redis subscriptions restored",
-                    metadata: ["channels": "\(wanted.0.count)", "patterns": "\(wanted.1.count)", "shard_channels": "\(wanted.2.count)"])
+                    metadata: ["channels": "\(channels.count)", "patterns": "\(patterns.count)", "shard_channels": "\(shardChannels.count)"])
                 // Whatever was published while the subscriptions were down is lost: say so now
                 // (not at the loss, when nothing newer could be heard to replace it).
                 announceGap()
@@ -261,6 +308,7 @@ final class RedisSubscriber: Sendable {
                 // Try again after the next, longer, pause.
             }
         }
+        state.withLock { $0.reconnect = nil }
     }
 
     // MARK: - Messages
@@ -343,7 +391,7 @@ final class RedisSubscriber: Sendable {
     }
 }
 
-/// Counts the server's confirmations of one SUBSCRIBE/PSUBSCRIBE call.
+/// Counts the server's confirmations of one SUBSCRIBE/PSUBSCRIBE/SSUBSCRIBE call.
 private final class Confirmation: Sendable {
     private struct State {
         var remaining: Int
