@@ -224,8 +224,26 @@ struct ClusterClientTests {
             let keys = (0..<60).map { "ibge:tls:\($0)" }
             let values = keys.map { ByteBuffer(string: $0) }
             for (key, value) in zip(keys, values) { try await client.set(key, value: value) }
-            #expect(await eventually { (try? await client.mget(keys)) == values }, "keys on every master (and read from replicas), over TLS")
+            #expect(await eventually { (try? await client.mget(keys)) == values }, "keys on every master, over TLS")
             #expect(try await client.dbsize() == 60)
+            // Reads from the replicas, over TLS too, once the map lists them online.
+            #expect(
+                await eventually {
+                    await client.cluster?.refresh()
+                    return client.cluster?.topology?.shards.allSatisfy { !$0.replicas.isEmpty } == true
+                })
+            let masters = try #require(client.cluster?.topology?.masters)
+            let replicaNodes = zip(cluster.nodes, cluster.tlsPorts).filter { _, tlsPort in !masters.contains { $0.port == tlsPort } }.map(\.0)
+            #expect(replicaNodes.count == 3)
+            let replicaClients = replicaNodes.map { RedisClient(configuration: $0.configuration()) }
+            for node in replicaClients { _ = try await node.send(RESPCommand("CONFIG", "RESETSTAT")) }
+            #expect(try await client.mget(keys) == values)
+            var onReplicas = 0
+            for node in replicaClients {
+                onReplicas += Self.calls("mget", in: try await node.send(RESPCommand("INFO", "commandstats")).string ?? "")
+                await node.shutdown()
+            }
+            #expect(onReplicas >= 3, "the MGET's parts were served by the replicas")
             // The map names the nodes' TLS ports: no pool ever opened a plaintext one.
             let named = try #require(client.cluster?.topology).shards.flatMap { [$0.master] + $0.replicas }
             #expect(!named.isEmpty && named.allSatisfy { cluster.tlsPorts.contains($0.port) }, "\(named)")

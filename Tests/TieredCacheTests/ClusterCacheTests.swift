@@ -79,6 +79,47 @@ struct ClusterCacheTests {
         }
     }
 
+    @Test("reads from replicas: a key another instance just changed is read from its master (a replica may lag); others from the replicas")
+    func replicaReadsAfterNotice() async throws {
+        try await RedisClusterProcess.with { cluster in
+            // The caches read the map once every shard's replica is online.
+            #expect(await eventually { (try? await cluster.topology())?.shards.allSatisfy { !$0.replicas.isEmpty } == true })
+            func cache() throws -> TieredCache {
+                TieredCache(
+                    configuration: .init(
+                        minimumRecoveryBackoff: .milliseconds(20), maximumRecoveryBackoff: .milliseconds(200), healthCheckInterval: .milliseconds(50)),
+                    l2: RedisStore(client: RedisClient(configuration: try RedisConfiguration(url: cluster.url + "/?read_from=replicas"))))
+            }
+            let (a, b) = (try cache(), try cache())
+            let topology = try await cluster.topology()
+            let direct = cluster.nodes.map { RedisClient(configuration: $0.configuration()) }
+            func readsOnMasters() async throws -> Int {
+                var reads = 0
+                for (process, node) in zip(cluster.nodes, direct) where topology.masters.contains(where: { $0.port == process.port }) {
+                    let stats = try await node.send(RESPCommand("INFO", "commandstats")).string ?? ""
+                    reads += Self.calls("get", in: stats) + Self.calls("mget", in: stats)
+                }
+                return reads
+            }
+            try await withRunning([a.run, b.run]) {
+                #expect(await eventually { a.isRedisConnected && b.isRedisConnected })
+                #expect(await awaitBackplane(from: a, to: b))
+                await a.set("v1:quiet", value: buffer("q"))
+                // Wait until the replicas have it, then let 5 s pass for the probe's and this notice.
+                try await Task.sleep(for: .milliseconds(5500))
+                for node in direct { _ = try await node.send(RESPCommand("CONFIG", "RESETSTAT")) }
+                #expect(await b.get("v1:quiet") == buffer("q"))
+                #expect(try await readsOnMasters() == 0, "a key not announced lately is read from a replica")
+                let heard = b.metrics().backplaneReceived
+                await a.set("v1:k", value: buffer("new"))
+                #expect(await eventually { b.metrics().backplaneReceived > heard })
+                #expect(await b.get("v1:k") == buffer("new"))
+                #expect(try await readsOnMasters() >= 1, "the key just announced is read from its master")
+            }
+            for node in direct { await node.shutdown() }
+        }
+    }
+
     /// The `calls=` of `cmdstat_<command>` in an `INFO commandstats` text (0 when absent).
     static func calls(_ command: String, in stats: String) -> Int {
         guard let line = stats.split(whereSeparator: \.isNewline).first(where: { $0.hasPrefix("cmdstat_\(command):calls=") }) else { return 0 }
