@@ -147,8 +147,9 @@ public final class RedisClient: Service, Sendable {
     /// Whether notices are best published on sharded channels (`SPUBLISH`): on a cluster whose
     /// nodes run Redis 7 or later, where a classic `PUBLISH` is copied to every node of the
     /// cluster and a sharded one stays within the channel's shard. False elsewhere (a single
-    /// server or Sentinel gains nothing from it).
-    public func prefersShardedPubSub() async -> Bool {
+    /// server or Sentinel gains nothing from it). Nil on a cluster none of whose nodes could be
+    /// asked yet.
+    public func prefersShardedPubSub() async -> Bool? {
         guard case .cluster(let router) = backend else { return false }
         return await router.hasShardedPubSub()
     }

@@ -42,6 +42,9 @@ public final class RedisStore: L2Store {
     let client: RedisClient
     /// With reads from replicas: the keys a notice announced lately, read from the master.
     private let announced = Mutex(AnnouncedKeys())
+    /// Whether notices go out with `SPUBLISH`: decided once, by the first map the client reads,
+    /// so that this instance publishes where it listens for its whole life.
+    private let sharded = Mutex<Bool?>(nil)
 
     /// Creates a store on `client` (which the caller runs and shuts down).
     public init(client: RedisClient, configuration: Configuration = Configuration()) {
@@ -108,7 +111,7 @@ public final class RedisStore: L2Store {
         guard !entries.isEmpty else { return }
         var commands: [RESPCommand] = []
         commands.reserveCapacity(entries.count * (origin == nil ? 1 : 2))
-        let sharded = origin != nil ? await client.prefersShardedPubSub() : false
+        let sharded = origin != nil ? await publishesSharded() : false
         var notices: [RESPCommand] = []
         for entry in entries {
             let payload = entry.envelope.encoded()
@@ -121,7 +124,15 @@ public final class RedisStore: L2Store {
             if let origin { notices.append(notice(BackplaneNotice(origin: origin, operation: .set, key: entry.key), sharded: sharded)) }
             if !sharded { commands.append(contentsOf: notices.popLast().map { [$0] } ?? []) }
         }
-        let replies = try await pipeline(commands)
+        let replies: [RESPValue]
+        do {
+            replies = try await pipeline(commands)
+        } catch {
+            // Some values may have been written (a cluster's other nodes): announce them all (a
+            // notice for a value not written costs another instance one read).
+            await publish(notices)
+            throw error
+        }
         // A value that was not written is a failure; a notice that was not published is not
         // (the value is there; other instances see it when their L1 entry expires). Sharded
         // notices go out for the values written, even when another was refused.
@@ -140,7 +151,7 @@ public final class RedisStore: L2Store {
 
     public func remove(_ key: String, notify origin: String?) async throws(L2StoreError) -> Bool {
         var commands = [RESPCommand("UNLINK", redisKey(key))]
-        let sharded = origin != nil ? await client.prefersShardedPubSub() : false
+        let sharded = origin != nil ? await publishesSharded() : false
         var notices: [RESPCommand] = []
         if let origin { notices.append(notice(BackplaneNotice(origin: origin, operation: .remove, key: key), sharded: sharded)) }
         if !sharded { commands += notices.popLast().map { [$0] } ?? [] }
@@ -167,7 +178,7 @@ public final class RedisStore: L2Store {
         } catch {
             throw Self.storeError(error)
         }
-        if let origin { await publish([notice(BackplaneNotice(origin: origin, operation: .clear, key: ""), sharded: await client.prefersShardedPubSub())]) }
+        if let origin { await publish([notice(BackplaneNotice(origin: origin, operation: .clear, key: ""), sharded: await publishesSharded())]) }
         return removed
     }
 
@@ -309,7 +320,7 @@ public final class RedisStore: L2Store {
         do {
             // Both channels where the cluster has sharded ones: an instance that publishes on the
             // classic one (an older version, or one that read the map from an older node) is heard.
-            let shardChannels = await client.prefersShardedPubSub() ? [backplaneChannel] : []
+            let shardChannels = await publishesSharded() ? [backplaneChannel] : []
             messages = try await client.subscribe(to: [backplaneChannel], shardChannels: shardChannels)
         } catch {
             throw Self.storeError(error)
@@ -345,6 +356,18 @@ public final class RedisStore: L2Store {
     }
 
     // MARK: - Helpers
+
+    /// Whether this store publishes its notices with `SPUBLISH` (see ``sharded``).
+    private func publishesSharded() async -> Bool {
+        if let decided = sharded.withLock({ $0 }) { return decided }
+        // No map yet (the cluster unreachable): classic this time (every instance listens to
+        // it), decided with the first map.
+        guard let now = await client.prefersShardedPubSub() else { return false }
+        return sharded.withLock { decided in
+            if decided == nil { decided = now }
+            return decided ?? now
+        }
+    }
 
     /// Sends a read of `keys`: to the master when a notice announced a change to one of them
     /// lately (reads from replicas only), as the client routes it otherwise.

@@ -127,7 +127,10 @@ struct ClusterClientTests {
         try await RedisClusterProcess.with { cluster in
             let client = RedisClient(configuration: try RedisConfiguration(url: cluster.url))
             let publisher = RedisClient(configuration: try RedisConfiguration(url: cluster.url))
-            #expect(await client.prefersShardedPubSub(), "a Redis 7 cluster has sharded pub/sub")
+            #expect(await client.prefersShardedPubSub() == true, "a Redis 7 cluster has sharded pub/sub")
+            let nowhere = RedisClient(configuration: try RedisConfiguration(url: "redis+cluster://127.0.0.1:1"))
+            #expect(await nowhere.prefersShardedPubSub() == nil, "not known before a map could be read")
+            await nowhere.shutdown()
             let crossSlot = await #expect(throws: RedisError.self) { _ = try await client.subscribe(to: [], shardChannels: ["a", "b"]) }
             #expect(crossSlot?.message.contains("hash slot") == true, "\(String(describing: crossSlot))")
 

@@ -120,6 +120,58 @@ struct ClusterCacheTests {
         }
     }
 
+    @Test("a batch of writes of which one master refuses one (out of memory): the values written are announced, the refused one is not")
+    func noticesOfPartialWrites() async throws {
+        try await RedisClusterProcess.with { cluster in
+            let raw = RedisClient(configuration: try RedisConfiguration(url: cluster.url))
+            let store = RedisStore(client: RedisClient(configuration: try RedisConfiguration(url: cluster.url)))
+            var notices = try await raw.subscribe(to: [], shardChannels: ["ibge:backplane"]).makeAsyncIterator()
+            let topology = try await cluster.topology()
+            // Two keys on different masters; the second's master is full.
+            let keys = (0..<100).map { "v1:p\($0)" }
+            let first = try #require(keys.first)
+            let second = try #require(keys.first { topology.master(of: HashSlot(key: "ibge:" + $0)) != topology.master(of: HashSlot(key: "ibge:" + first)) })
+            let full = try #require(topology.master(of: HashSlot(key: "ibge:" + second)))
+            let onFull = RedisClient(configuration: RedisConfiguration(endpoint: .tcp(host: full.host, port: full.port)))
+            _ = try await onFull.send(RESPCommand("CONFIG", "SET", "maxmemory", "1"))
+            let entries = [first, second].map {
+                L2Entry(key: $0, envelope: CacheEnvelope(freshUntil: 0, payload: buffer("v")), lifetime: .seconds(60))
+            }
+            let refused = await #expect(throws: L2StoreError.self) { try await store.write(entries, notify: "writer") }
+            #expect(refused?.message.contains("OOM") == true, "\(String(describing: refused))")
+            _ = try await onFull.send(RESPCommand("CONFIG", "SET", "maxmemory", "0"))
+            #expect(try await raw.get("ibge:" + first) != nil, "the first value was written")
+            // Its notice came; the refused value's did not (the marker follows at once).
+            #expect(await nextNotice(&notices) == "1|writer|set|\(first)")
+            _ = try await raw.spublish(buffer("marker"), to: "ibge:backplane")
+            #expect(await nextNotice(&notices) == "marker")
+            await onFull.shutdown()
+            await raw.shutdown()
+        }
+    }
+
+    /// The next message's payload as text (nil after 10 s).
+    func nextNotice(_ iterator: inout AsyncStream<RedisMessage>.Iterator) async -> String? {
+        let deadline = ContinuousClock.now + .seconds(10)
+        while ContinuousClock.now < deadline {
+            let box = NoticeIterator(iterator)
+            let message = await withTaskGroup(of: RedisMessage?.self) { group in
+                group.addTask { await box.next() }
+                group.addTask {
+                    try? await Task.sleep(for: deadline - ContinuousClock.now)
+                    return nil
+                }
+                let first = await group.next() ?? nil
+                group.cancelAll()
+                return first
+            }
+            iterator = box.iterator
+            guard let message else { return nil }
+            if !message.isGap { return String(buffer: message.payload) }
+        }
+        return nil
+    }
+
     /// The `calls=` of `cmdstat_<command>` in an `INFO commandstats` text (0 when absent).
     static func calls(_ command: String, in stats: String) -> Int {
         guard let line = stats.split(whereSeparator: \.isNewline).first(where: { $0.hasPrefix("cmdstat_\(command):calls=") }) else { return 0 }
@@ -198,4 +250,11 @@ struct ClusterCacheTests {
             await raw.shutdown()
         }
     }
+}
+
+/// Lets a child task advance an iterator the test owns.
+final class NoticeIterator: @unchecked Sendable {
+    var iterator: AsyncStream<RedisMessage>.Iterator
+    init(_ iterator: AsyncStream<RedisMessage>.Iterator) { self.iterator = iterator }
+    func next() async -> RedisMessage? { await iterator.next() }
 }

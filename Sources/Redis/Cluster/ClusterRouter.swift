@@ -69,7 +69,8 @@ final class ClusterRouter: Sendable {
     private let nextReplica = Atomic<Int>(0)
 
     /// Where a command goes: the master of `slot`, or, when reads go to replicas and the command
-    /// has no effect, one of the slot's online replicas in turn (its master when it has none).
+    /// has no effect, one of the slot's online replicas in turn, skipping those that failed in
+    /// the last 5 s (its master when none is left).
     private func target(for command: RESPCommand, slot: HashSlot?, allowReplicas: Bool) async throws(RedisError) -> (
         node: ClusterTopology.Node, onReplica: Bool
     ) {
@@ -87,6 +88,8 @@ final class ClusterRouter: Sendable {
     }
 
     /// A replica failed a read: reads skip it for 5 s, and the map is read again (it may be gone).
+    /// Only for the replica's own failures (not reachable, not answering, loading, redirecting),
+    /// never for the client's (a full pool, a cancelled caller).
     private func replicaFailed(_ node: ClusterTopology.Node) {
         state.withLock { state in
             // Bounded: entries past their time are dropped, and a map has at most a few hundred nodes.
@@ -150,17 +153,20 @@ final class ClusterRouter: Sendable {
         }
         // Before Redis 7 (`ERR Unknown subcommand`); any other error (`LOADING`, `NOPERM`) is
         // this node's failure, not a sign of an older server.
-        guard message.lowercased().contains("unknown subcommand") else { throw RedisError(.serverError, message) }
+        let lowercased = message.lowercased()
+        guard lowercased.contains("unknown subcommand") || lowercased.contains("wrong cluster subcommand") else {
+            throw RedisError(.serverError, message)
+        }
         let slots = try await connection.send(RESPCommand("CLUSTER", "SLOTS"))
         if let message = slots.errorMessage { throw RedisError(.serverError, message) }
         return (try ClusterTopology(slotsReply: slots, seed: node), false)
     }
 
     /// Whether the cluster has sharded pub/sub (Redis 7 and later), reading the map first when
-    /// none was read yet.
-    func hasShardedPubSub() async -> Bool {
+    /// none was read yet; nil while no map could be read.
+    func hasShardedPubSub() async -> Bool? {
         if state.withLock({ $0.topology == nil }) { await refresh() }
-        return state.withLock { $0.hasShardedPubSub }
+        return state.withLock { $0.topology == nil ? nil : $0.hasShardedPubSub }
     }
 
     /// The master serving `slot` (any master when nil), refreshing the map when it does not say.
@@ -221,7 +227,7 @@ final class ClusterRouter: Sendable {
                 if onReplica {
                     // A replica that does not answer: its master serves the read.
                     lastError = error
-                    replicaFailed(target)
+                    if Self.isReplicaFailure(error) { replicaFailed(target) }
                     target = try await master(for: slot)
                     onReplica = false
                     continue
@@ -236,9 +242,12 @@ final class ClusterRouter: Sendable {
             asking = false
             guard let message = reply.errorMessage else { return reply }
             if onReplica {
-                // A replica's error (`LOADING`, `MASTERDOWN`, a redirection to its master or
-                // after a move): the master of the slot, as the map says, serves the read. A
-                // replica does not change the map.
+                // A replica that cannot serve the read (`LOADING`, `MASTERDOWN`, a redirection to
+                // its master or after a move): the master of the slot, as the map says, serves
+                // it, and the replica is skipped a while; it never changes the map. Other errors
+                // (`WRONGTYPE`…) are the command's, whoever answers.
+                guard Self.isReplicaRefusal(message) else { return reply }
+                replicaFailed(target)
                 lastError = RedisError(.serverError, message)
                 target = try await master(for: slot)
                 onReplica = false
@@ -270,6 +279,19 @@ final class ClusterRouter: Sendable {
             lastError = RedisError(.serverError, message)
         }
         throw lastError ?? RedisError(.serverError, "too many redirections")
+    }
+
+    /// An error reply by which a replica says it cannot serve a read now.
+    static func isReplicaRefusal(_ message: String) -> Bool {
+        ["LOADING", "MASTERDOWN", "MOVED", "ASK", "TRYAGAIN", "CLUSTERDOWN", "READONLY"].contains { message.hasPrefix($0) }
+    }
+
+    /// A failure that is the replica's (unreachable, silent, gone), not the client's.
+    static func isReplicaFailure(_ error: RedisError) -> Bool {
+        switch error.code.base {
+        case .connectFailed, .connectTimeout, .connectionClosed, .commandTimeout, .handshakeFailed: true
+        default: false
+        }
     }
 
     /// Whether the slot map names `node` (as a master or a replica).
@@ -315,8 +337,9 @@ final class ClusterRouter: Sendable {
     }
 
     /// The commands grouped by the node serving each one's key, sent as one pipeline per node
-    /// (in parallel), the replies put back in order. A reply that is a redirection is retried
-    /// alone through ``send(_:slot:)``.
+    /// (in parallel), the replies put back in order; reads may go to replicas (`allowReplicas`
+    /// and ``RedisConfiguration/readFromReplicas``). A reply that is a redirection, or a
+    /// replica's refusal (`LOADING`…), is retried alone through ``send(_:slot:allowReplicas:)``.
     func pipeline(_ commands: [RESPCommand], allowReplicas: Bool = true) async throws(RedisError) -> [RESPValue] {
         /// A node, and whether the commands read from it as a replica.
         struct PipelineTarget: Hashable {
@@ -363,15 +386,18 @@ final class ClusterRouter: Sendable {
             switch result {
             case .success(let values):
                 for (index, value) in zip(indices, values) {
-                    // A redirection, or any error a replica gave (read again where the map says).
-                    if let message = value.errorMessage, target.onReplica || Redirection(message, from: target.node) != nil {
+                    // A redirection, or a replica that cannot serve the read (read again where the map says).
+                    if let message = value.errorMessage,
+                        target.onReplica ? Self.isReplicaRefusal(message) : Redirection(message, from: target.node) != nil
+                    {
+                        if target.onReplica { replicaFailed(target.node) }
                         replies[index] = try await send(commands[index], slot: slots[index], allowReplicas: allowReplicas)
                     } else {
                         replies[index] = value
                     }
                 }
             case .failure(let error):
-                if target.onReplica { replicaFailed(target.node) }
+                if target.onReplica, Self.isReplicaFailure(error) { replicaFailed(target.node) }
                 // That node's commands, one by one, where the refreshed map says: only when
                 // none can have run (or none has effects).
                 guard error.commandWasNotSent || (error.replyWasLost && indices.allSatisfy({ CommandKeys.isReadOnly(commands[$0]) })) else {

@@ -35,7 +35,9 @@ public struct RedisMessage: Sendable, Equatable {
 /// was down are lost, as Redis pub/sub does not keep them). The server ending a sharded
 /// subscription by itself (`sunsubscribe`: its slot moved) or refusing a subscription (an error
 /// reply, such as `MOVED` or `NOPERM`) is treated as a lost connection; the backoff keeps growing
-/// while restores do not last, so a server that keeps refusing is asked ever less often.
+/// while restores do not last, so a server that keeps refusing is asked ever less often (at
+/// most every 5 s), and every refused attempt tells the consumers again that messages may have
+/// been lost (they were not listening meanwhile, on any channel of that connection).
 ///
 /// The connection is pinged every ``RedisConfiguration/keepAliveInterval``; one that does not
 /// answer within the command timeout (a peer gone without a FIN, a NAT that forgot the flow)
@@ -59,7 +61,8 @@ final class RedisSubscriber: Sendable {
         var connecting: EventLoopFuture<RedisConnection>?
         var subscriptions: [Int: Subscription] = [:]
         var nextID = 0
-        /// Waiting for the server's confirmation of `subscribe:<channel>` / `psubscribe:<pattern>`.
+        /// Waiting for the server's confirmation of `subscribe:<channel>`, `psubscribe:<pattern>`
+        /// or `ssubscribe:<channel>`.
         var confirmations: [String: [Confirmation]] = [:]
         var reconnect: Task<Void, Never>?
         /// The waits between restores; kept from one restore to the next while they do not last
@@ -247,7 +250,8 @@ final class RedisSubscriber: Sendable {
         guard !isShutdown else { return false }
         guard let connection, connection.isActive else { return true }
         do {
-            _ = try await connection.send(RESPCommand("PING"))
+            // A refusal that arrived while the PING waited was taken for its reply.
+            if let message = try await connection.send(RESPCommand("PING")).errorMessage { refused(message) }
         } catch {
             guard !Task.isCancelled else { return false }
             logger.warning("the subscription connection did not answer a PING: reopening it", metadata: ["error": "\(error)"])
@@ -305,7 +309,10 @@ final class RedisSubscriber: Sendable {
                 announceGap()
                 return
             } catch {
-                // Try again after the next, longer, pause.
+                // Refused by a server that answers (others may be publishing through it): what
+                // was published since the last gap may be lost, so say so again. Unreachable:
+                // the gap comes with the restore. Then try after a longer pause.
+                if error.code == .serverError { announceGap() }
             }
         }
         state.withLock { $0.reconnect = nil }
