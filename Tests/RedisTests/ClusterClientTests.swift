@@ -196,7 +196,7 @@ struct ClusterClientTests {
             var onReplicas = 0
             for (process, node) in zip(cluster.nodes, direct) {
                 let stats = try await node.send(RESPCommand("INFO", "commandstats")).string ?? ""
-                let reads = Self.calls("get", in: stats) + Self.calls("mget", in: stats)
+                let reads = commandCalls("get", in: stats) + commandCalls("mget", in: stats)
                 if topology.masters.contains(where: { $0.port == process.port }) { onMasters += reads } else { onReplicas += reads }
             }
             #expect(onMasters == 0, "no read reached a master")
@@ -243,7 +243,7 @@ struct ClusterClientTests {
             #expect(try await client.mget(keys) == values)
             var onReplicas = 0
             for node in replicaClients {
-                onReplicas += Self.calls("mget", in: try await node.send(RESPCommand("INFO", "commandstats")).string ?? "")
+                onReplicas += commandCalls("mget", in: try await node.send(RESPCommand("INFO", "commandstats")).string ?? "")
                 await node.shutdown()
             }
             #expect(onReplicas >= 3, "the MGET's parts were served by the replicas")
@@ -259,12 +259,6 @@ struct ClusterClientTests {
             #expect(await nextMessage(&messages)?.payload == ByteBuffer(string: "hi"))
             await client.shutdown()
         }
-    }
-
-    /// The `calls=` of `cmdstat_<command>` in an `INFO commandstats` text (0 when absent).
-    static func calls(_ command: String, in stats: String) -> Int {
-        guard let line = stats.split(whereSeparator: \.isNewline).first(where: { $0.hasPrefix("cmdstat_\(command):calls=") }) else { return 0 }
-        return Int(line.dropFirst("cmdstat_\(command):calls=".count).prefix { $0.isNumber }) ?? 0
     }
 
     /// `PUBSUB SHARDNUMSUB channel` asked of `node` itself.

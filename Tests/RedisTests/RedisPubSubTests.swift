@@ -4,30 +4,6 @@ import Redis
 import TestSupport
 import Testing
 
-/// The next message of a subscription, or nil if none arrives within `limit`.
-func nextMessage(_ iterator: inout AsyncStream<RedisMessage>.Iterator, within limit: Duration = .seconds(10)) async -> RedisMessage? {
-    let box = IteratorBox(iterator)
-    let message = await withTaskGroup(of: RedisMessage?.self) { group in
-        group.addTask { await box.next() }
-        group.addTask {
-            try? await Task.sleep(for: limit)
-            return nil
-        }
-        let first = await group.next() ?? nil
-        group.cancelAll()
-        return first
-    }
-    iterator = box.iterator
-    return message
-}
-
-/// Lets a child task advance an iterator the test owns.
-final class IteratorBox: @unchecked Sendable {
-    var iterator: AsyncStream<RedisMessage>.Iterator
-    init(_ iterator: AsyncStream<RedisMessage>.Iterator) { self.iterator = iterator }
-    func next() async -> RedisMessage? { await iterator.next() }
-}
-
 @Suite("Redis pub/sub against a real redis-server")
 struct RedisPubSubTests {
     @Test("subscribe, publish, receive; pattern subscriptions name their pattern")

@@ -11,11 +11,12 @@ import Testing
 /// cluster can show (keys on every master, a master killed and its replica promoted).
 @Suite("Tiered cache on a real Redis Cluster")
 struct ClusterCacheTests {
-    static func cache(_ cluster: RedisClusterProcess) throws -> TieredCache {
+    /// A cache on the cluster; `query`: URL parameters, as `?read_from=replicas`.
+    static func cache(_ cluster: RedisClusterProcess, query: String = "") throws -> TieredCache {
         TieredCache(
             configuration: .init(
                 minimumRecoveryBackoff: .milliseconds(20), maximumRecoveryBackoff: .milliseconds(200), healthCheckInterval: .milliseconds(50)),
-            l2: RedisStore(client: RedisClient(configuration: try RedisConfiguration(url: cluster.url))))
+            l2: RedisStore(client: RedisClient(configuration: try RedisConfiguration(url: cluster.url + (query.isEmpty ? "" : "/" + query)))))
     }
 
     @Test("clear and key counts walk every master; other applications' keys survive")
@@ -66,7 +67,7 @@ struct ClusterCacheTests {
                     let node = RedisClient(configuration: RedisConfiguration(endpoint: .tcp(host: master.host, port: master.port)))
                     let stats = try await node.send(RESPCommand("INFO", "commandstats")).string ?? ""
                     #expect(!stats.contains("cmdstat_publish:"), "no classic PUBLISH on \(master)")
-                    spublished += Self.calls("spublish", in: stats)
+                    spublished += commandCalls("spublish", in: stats)
                     await node.shutdown()
                 }
                 #expect(spublished >= 2, "notices went out with SPUBLISH")
@@ -84,20 +85,14 @@ struct ClusterCacheTests {
         try await RedisClusterProcess.with { cluster in
             // The caches read the map once every shard's replica is online.
             #expect(await eventually { (try? await cluster.topology())?.shards.allSatisfy { !$0.replicas.isEmpty } == true })
-            func cache() throws -> TieredCache {
-                TieredCache(
-                    configuration: .init(
-                        minimumRecoveryBackoff: .milliseconds(20), maximumRecoveryBackoff: .milliseconds(200), healthCheckInterval: .milliseconds(50)),
-                    l2: RedisStore(client: RedisClient(configuration: try RedisConfiguration(url: cluster.url + "/?read_from=replicas"))))
-            }
-            let (a, b) = (try cache(), try cache())
+            let (a, b) = (try Self.cache(cluster, query: "?read_from=replicas"), try Self.cache(cluster, query: "?read_from=replicas"))
             let topology = try await cluster.topology()
             let direct = cluster.nodes.map { RedisClient(configuration: $0.configuration()) }
             func readsOnMasters() async throws -> Int {
                 var reads = 0
                 for (process, node) in zip(cluster.nodes, direct) where topology.masters.contains(where: { $0.port == process.port }) {
                     let stats = try await node.send(RESPCommand("INFO", "commandstats")).string ?? ""
-                    reads += Self.calls("get", in: stats) + Self.calls("mget", in: stats)
+                    reads += commandCalls("get", in: stats) + commandCalls("mget", in: stats)
                 }
                 return reads
             }
@@ -150,33 +145,14 @@ struct ClusterCacheTests {
         }
     }
 
-    /// The next message's payload as text (nil after 10 s).
+    /// The next notice's text, gaps skipped (nil when none comes within 10 s).
     func nextNotice(_ iterator: inout AsyncStream<RedisMessage>.Iterator) async -> String? {
-        let deadline = ContinuousClock.now + .seconds(10)
-        while ContinuousClock.now < deadline {
-            let box = NoticeIterator(iterator)
-            let message = await withTaskGroup(of: RedisMessage?.self) { group in
-                group.addTask { await box.next() }
-                group.addTask {
-                    try? await Task.sleep(for: deadline - ContinuousClock.now)
-                    return nil
-                }
-                let first = await group.next() ?? nil
-                group.cancelAll()
-                return first
-            }
-            iterator = box.iterator
-            guard let message else { return nil }
+        while let message = await nextMessage(&iterator) {
             if !message.isGap { return String(buffer: message.payload) }
         }
         return nil
     }
 
-    /// The `calls=` of `cmdstat_<command>` in an `INFO commandstats` text (0 when absent).
-    static func calls(_ command: String, in stats: String) -> Int {
-        guard let line = stats.split(whereSeparator: \.isNewline).first(where: { $0.hasPrefix("cmdstat_\(command):calls=") }) else { return 0 }
-        return Int(line.dropFirst("cmdstat_\(command):calls=".count).prefix { $0.isNumber }) ?? 0
-    }
 
     @Test("a master killed while 64 callers read and write: its replica is promoted, no request fails, and writes reach Redis again")
     func failover() async throws {
@@ -252,9 +228,3 @@ struct ClusterCacheTests {
     }
 }
 
-/// Lets a child task advance an iterator the test owns.
-final class NoticeIterator: @unchecked Sendable {
-    var iterator: AsyncStream<RedisMessage>.Iterator
-    init(_ iterator: AsyncStream<RedisMessage>.Iterator) { self.iterator = iterator }
-    func next() async -> RedisMessage? { await iterator.next() }
-}
