@@ -78,25 +78,9 @@ public final class RedisClusterProcess: Sendable {
         masters: Int = 3, replicasPerMaster: Int = 1, password: String? = nil, certificates: TestCertificates? = nil, user: RedisACLUser? = nil,
         _ body: (RedisClusterProcess) async throws -> T
     ) async throws -> T {
-        await TopologyTurn.shared.acquire()
-        do {
-            let cluster = try await start(
-                masters: masters, replicasPerMaster: replicasPerMaster, password: password, certificates: certificates, user: user)
-            let result: T
-            do {
-                result = try await body(cluster)
-            } catch {
-                cluster.stop()
-                throw error
-            }
-            // Stopped before the next deployment's turn.
-            cluster.stop()
-            await TopologyTurn.shared.release()
-            return result
-        } catch {
-            await TopologyTurn.shared.release()
-            throw error
-        }
+        try await TopologyTurn.withDeployment(
+            start: { try await start(masters: masters, replicasPerMaster: replicasPerMaster, password: password, certificates: certificates, user: user) },
+            stop: { $0.stop() }, body)
     }
 
     private func create(replicasPerMaster: Int) async throws {

@@ -152,24 +152,8 @@ public final class RedisSentinelProcess: Sendable {
     public static func with<T>(
         password: String? = nil, certificates: TestCertificates? = nil, user: RedisACLUser? = nil, _ body: (RedisSentinelProcess) async throws -> T
     ) async throws -> T {
-        await TopologyTurn.shared.acquire()
-        do {
-            let deployment = try await start(password: password, certificates: certificates, user: user)
-            let result: T
-            do {
-                result = try await body(deployment)
-            } catch {
-                deployment.stop()
-                throw error
-            }
-            // Stopped before the next deployment's turn.
-            deployment.stop()
-            await TopologyTurn.shared.release()
-            return result
-        } catch {
-            await TopologyTurn.shared.release()
-            throw error
-        }
+        try await TopologyTurn.withDeployment(
+            start: { try await start(password: password, certificates: certificates, user: user) }, stop: { $0.stop() }, body)
     }
 
     /// Whether every sentinel knows the replica and the two other sentinels.

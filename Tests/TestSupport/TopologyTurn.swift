@@ -16,6 +16,30 @@ public actor TopologyTurn {
         await withCheckedContinuation { waiting.append($0) }
     }
 
+    /// Waits for the turn, starts a deployment, runs `body` with it, and stops it before the
+    /// next deployment's turn, whether `body` succeeded or not.
+    public nonisolated static func withDeployment<Deployment, T>(
+        start: () async throws -> Deployment, stop: (Deployment) -> Void, _ body: (Deployment) async throws -> T
+    ) async throws -> T {
+        await shared.acquire()
+        do {
+            let deployment = try await start()
+            let result: T
+            do {
+                result = try await body(deployment)
+            } catch {
+                stop(deployment)
+                throw error
+            }
+            stop(deployment)
+            await shared.release()
+            return result
+        } catch {
+            await shared.release()
+            throw error
+        }
+    }
+
     /// Ends the turn; the next in line goes.
     public func release() {
         if waiting.isEmpty {

@@ -196,21 +196,22 @@ extension RedisClient {
     /// `PUBLISH channel message`: how many subscribers received it.
     @discardableResult
     public func publish(_ message: ByteBuffer, to channel: String) async throws(RedisError) -> Int {
-        var command = RESPCommand("PUBLISH", channel)
-        command.append(message)
-        let reply = try await send(command)
-        guard case .integer(let n) = reply else { throw .unexpected(reply, for: "PUBLISH") }
-        return Int(n)
+        try await publish("PUBLISH", message, to: channel)
     }
 
     /// `SPUBLISH shardchannel message` (Redis 7): how many subscribers of the channel's shard
     /// received it. On a cluster it goes to the master serving the channel's slot.
     @discardableResult
     public func spublish(_ message: ByteBuffer, to channel: String) async throws(RedisError) -> Int {
-        var command = RESPCommand("SPUBLISH", channel)
+        try await publish("SPUBLISH", message, to: channel)
+    }
+
+    /// `PUBLISH` or `SPUBLISH`: the number of subscribers that received the message.
+    private func publish(_ name: String, _ message: ByteBuffer, to channel: String) async throws(RedisError) -> Int {
+        var command = RESPCommand(name, channel)
         command.append(message)
         let reply = try await send(command)
-        guard case .integer(let n) = reply else { throw .unexpected(reply, for: "SPUBLISH") }
+        guard case .integer(let n) = reply else { throw .unexpected(reply, for: name) }
         return Int(n)
     }
 
